@@ -1,1 +1,36 @@
-"""placeholder"""
+# SPDX-License-Identifier: Apache-2.0
+"""Receiver-side sinks (installed as ``otel_agents.exporters``): OTLP forwarders, Prometheus
+metrics, the findings store, alert notifiers.
+
+Each sink is a :class:`otel_agents._component.Component` built by a factory registered in
+:data:`FACTORIES` under its type name, as referenced from the receiver's YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_agents._component import Factory
+
+# --- forwarding (OTLP) ---
+# --- end forwarding ---
+
+# --- analysis outputs (findings store, metrics, OTLP logs) ---
+# --- end analysis outputs ---
+
+# --- alerting (notifiers) ---
+# --- end alerting ---
+
+FACTORIES: dict[str, Factory[Any]] = {}
+"""Type name → factory for every sink."""
+
+# --- forwarding factories ---
+# --- end forwarding factories ---
+
+# --- analysis output factories ---
+# --- end analysis output factories ---
+
+# --- alerting factories ---
+# --- end alerting factories ---
+
+__all__ = ["FACTORIES"]  # each block above extends this list

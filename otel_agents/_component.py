@@ -108,6 +108,13 @@ class Host(Protocol):
     def subscribe_findings(self, listener: FindingListener) -> None:
         """Be called with every finding emitted by any component."""
 
+    def export_logs(self, request: ExportLogsServiceRequest) -> None:
+        """Send log records the receiver made (findings, alerts) to the forwarding destinations.
+
+        They are spooled like received data (durable, retried) but not fed back to the
+        processors.
+        """
+
     def register_api(self, path: str, handler: ApiHandler) -> None:
         """Serve ``handler`` at ``path`` (e.g. ``/api/v1/anomalies``) on the admin endpoint."""
 

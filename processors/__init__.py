@@ -1,1 +1,29 @@
-"""placeholder"""
+# SPDX-License-Identifier: Apache-2.0
+"""Receiver-side analysis stages (installed as ``otel_agents.processors``).
+
+Each stage is a :class:`otel_agents._component.Component` built by a factory registered in
+:data:`FACTORIES` under its type name, as referenced from the receiver's YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_agents._component import Factory
+
+# --- span batch, assembly, bottleneck, anomaly (analysis) ---
+# --- end analysis ---
+
+# --- alerting ---
+# --- end alerting ---
+
+FACTORIES: dict[str, Factory[Any]] = {}
+"""Type name → factory for every processor stage."""
+
+# --- analysis factories ---
+# --- end analysis factories ---
+
+# --- alerting factories ---
+# --- end alerting factories ---
+
+__all__ = ["FACTORIES"]  # each block above extends this list
