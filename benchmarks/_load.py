@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Load generation shared by the receiver benchmarks.
+
+Builds realistic agent-trace OTLP requests once (serialized), then sends them from a separate
+process over gRPC (generic unary call with bytes, so the client spends no time encoding) or
+OTLP/HTTP protobuf, with N concurrent streams. Bounded by a request count *and* a time limit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+TRACE_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+_AGENTS = ("planner", "researcher", "writer", "critic")
+_TOOLS = ("web_search", "fetch_page", "summarize", "calculator")
+_MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5")
+
+
+def _kv(key: str, value: str | int | float) -> KeyValue:
+    if isinstance(value, str):
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(double_value=value))
+
+
+def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> bytes:
+    """One serialized request: whole agent traces of ~8 spans each, 8–12 attributes per span."""
+    spans: list[Span] = []
+    while len(spans) < spans_per_request:
+        trace_id = rng.randbytes(16)
+        agent = rng.choice(_AGENTS)
+        root_id = rng.randbytes(8)
+        start = t0_ns + rng.randrange(1_000_000_000)
+        end = start + rng.randrange(1_000_000, 3_000_000_000)
+        spans.append(
+            Span(
+                trace_id=trace_id,
+                span_id=root_id,
+                name=f"invoke_agent {agent}",
+                kind=1,
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+                attributes=[
+                    _kv("gen_ai.operation.name", "invoke_agent"),
+                    _kv("gen_ai.agent.name", agent),
+                    _kv("gen_ai.agent.id", f"{agent}-1"),
+                    _kv("gen_ai.conversation.id", f"conv-{rng.randrange(1000)}"),
+                ],
+            )
+        )
+        for _ in range(7):
+            if len(spans) >= spans_per_request:
+                break
+            s = start + rng.randrange(max(1, end - start))
+            e = min(end, s + rng.randrange(100_000, 500_000_000))
+            if rng.random() < 0.5:
+                model = rng.choice(_MODELS)
+                attrs = [
+                    _kv("gen_ai.operation.name", "chat"),
+                    _kv("gen_ai.provider.name", "openai"),
+                    _kv("gen_ai.request.model", model),
+                    _kv("gen_ai.response.model", model),
+                    _kv("gen_ai.agent.name", agent),
+                    _kv("gen_ai.usage.input_tokens", rng.randrange(100, 4000)),
+                    _kv("gen_ai.usage.output_tokens", rng.randrange(10, 800)),
+                    _kv("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(64):x}"),
+                    _kv("server.address", "api.openai.com"),
+                    _kv("server.port", 443),
+                ]
+                name, kind = f"chat {model}", 3
+            else:
+                tool = rng.choice(_TOOLS)
+                attrs = [
+                    _kv("gen_ai.operation.name", "execute_tool"),
+                    _kv("gen_ai.tool.name", tool),
+                    _kv("gen_ai.tool.type", "function"),
+                    _kv("gen_ai.tool.call.id", f"call_{rng.getrandbits(48):x}"),
+                    _kv("gen_ai.agent.name", agent),
+                    _kv("agent.tool.args_hash", f"{rng.getrandbits(32):08x}"),
+                    _kv("http.response.status_code", 200),
+                    _kv("url.full", f"https://example.com/{rng.getrandbits(32):x}"),
+                ]
+                name, kind = f"execute_tool {tool}", 1
+            spans.append(
+                Span(
+                    trace_id=trace_id,
+                    span_id=rng.randbytes(8),
+                    parent_span_id=root_id,
+                    name=name,
+                    kind=kind,
+                    start_time_unix_nano=s,
+                    end_time_unix_nano=e,
+                    attributes=attrs,
+                    status=Status(code=0),
+                )
+            )
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(
+                    attributes=[
+                        _kv("service.name", "agent-app"),
+                        _kv("service.instance.id", "bench"),
+                        _kv("telemetry.sdk.language", "python"),
+                    ]
+                ),
+                scope_spans=[ScopeSpans(spans=spans)],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+@dataclass
+class LoadResult:
+    sent_requests: int
+    ok_requests: int
+    failed_requests: int
+    ok_spans: int
+    wall_seconds: float
+    latencies: list[float]
+
+
+def run_load(
+    target: str,
+    protocol: str,
+    *,
+    streams: int,
+    spans_per_request: int,
+    max_requests: int,
+    max_seconds: float,
+    seed: int = 1,
+) -> LoadResult:
+    """Send up to ``max_requests`` requests over ``streams`` concurrent streams; stop at
+    ``max_seconds`` whatever happens. ``target`` is ``host:port``."""
+    rng = random.Random(seed)
+    t0 = time.time_ns()
+    payloads = [build_request(spans_per_request, rng, t0) for _ in range(16)]
+    lock = threading.Lock()
+    counters = {"sent": 0, "ok": 0, "failed": 0}
+    latencies: list[float] = []
+    deadline = time.monotonic() + max_seconds
+
+    def take() -> int | None:
+        with lock:
+            if counters["sent"] >= max_requests or time.monotonic() > deadline:
+                return None
+            counters["sent"] += 1
+            return counters["sent"]
+
+    def grpc_worker() -> None:
+        channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", 64 << 20)]
+        )
+        call = channel.unary_unary(TRACE_EXPORT)
+        try:
+            while (n := take()) is not None:
+                t = time.perf_counter()
+                try:
+                    call(payloads[n % len(payloads)], timeout=30)
+                    ok = True
+                except grpc.RpcError:
+                    ok = False
+                record(ok, time.perf_counter() - t)
+        finally:
+            channel.close()
+
+    def http_worker() -> None:
+        host, port = target.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            while (n := take()) is not None:
+                t = time.perf_counter()
+                try:
+                    conn.request(
+                        "POST",
+                        "/v1/traces",
+                        body=payloads[n % len(payloads)],
+                        headers={"Content-Type": "application/x-protobuf"},
+                    )
+                    resp = conn.getresponse()
+                    resp.read()
+                    ok = resp.status == 200
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                    ok = False
+                record(ok, time.perf_counter() - t)
+        finally:
+            conn.close()
+
+    def record(ok: bool, seconds: float) -> None:
+        with lock:
+            counters["ok" if ok else "failed"] += 1
+            latencies.append(seconds)
+
+    worker = grpc_worker if protocol == "grpc" else http_worker
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + 35)
+    wall = time.perf_counter() - start
+    return LoadResult(
+        sent_requests=counters["sent"],
+        ok_requests=counters["ok"],
+        failed_requests=counters["failed"],
+        ok_spans=counters["ok"] * spans_per_request,
+        wall_seconds=wall,
+        latencies=latencies,
+    )
+
+
+def main() -> None:
+    """``python -m benchmarks._load TARGET PROTOCOL STREAMS SPANS MAX_REQ MAX_S`` → one JSON line."""
+    import json
+    import sys
+
+    target, protocol, streams, spans, max_req, max_s = sys.argv[1:7]
+    r = run_load(
+        target,
+        protocol,
+        streams=int(streams),
+        spans_per_request=int(spans),
+        max_requests=int(max_req),
+        max_seconds=float(max_s),
+        seed=os.getpid(),
+    )
+    lat = sorted(r.latencies) or [0.0]
+    print(
+        json.dumps(
+            {
+                "sent": r.sent_requests,
+                "ok": r.ok_requests,
+                "failed": r.failed_requests,
+                "ok_spans": r.ok_spans,
+                "wall": r.wall_seconds,
+                "p50": lat[len(lat) // 2],
+                "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Receiver throughput: spans/s and spans per receiver CPU-second, against rotel in the same run.
+
+    .venv/bin/python -m benchmarks.receiver_throughput            # full table (~3-6 min)
+    .venv/bin/python -m benchmarks.receiver_throughput --quick    # 1 round, fewer cases
+
+A load client (separate process, loopback, bounded in count and time) sends 512-span batches of
+realistic agent traces over 1, 4 and 16 streams, gRPC and HTTP. Targets, each measured with the
+same client in the same run:
+
+* ``rotel``            — rotel (Rust, PyPI) forwarding OTLP/gRPC to the sink: the anchor
+* ``ingest+spool``     — our receiver, durable spool, no destination, no analysis
+* ``+forward``         — our receiver forwarding to the sink
+* ``+analysis``        — our receiver forwarding and running the full analysis pipeline
+
+Receiver CPU is the target process's user+system CPU time over the load window (psutil), RSS its
+peak sample. Figures are medians over ``--rounds`` rounds; ratios are against rotel's median
+in the same run. Results as a markdown table (``--write`` updates benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _wait_port_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text().strip())
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no port in {path}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_tcp(port: int, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def sink(tmp: Path) -> Iterator[int]:
+    """A counting OTLP/gRPC sink in its own process; yields its port."""
+    port_file = tmp / "sink.port"
+    proc = subprocess.Popen(
+        [PY, "-m", "benchmarks._sink", str(port_file)], cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield _wait_port_file(port_file, proc)
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class Target:
+    """A running receiver under test."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    grpc_port: int
+    http_port: int | None
+
+
+def rotel_binary() -> str | None:
+    try:
+        import rotel  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(rotel.__file__).parent / "rotel-agent"
+    return str(path) if path.exists() else None
+
+
+@contextlib.contextmanager
+def rotel_target(tmp: Path, sink_port: int) -> Iterator[Target]:
+    binary = rotel_binary()
+    if binary is None:
+        raise RuntimeError("rotel is not installed (pip install rotel)")
+    gport, hport = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{gport}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{hport}",
+            "--otlp-grpc-max-recv-msg-size-mib",
+            "64",
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            f"http://127.0.0.1:{sink_port}",
+            "--otlp-exporter-protocol",
+            "grpc",
+            "--pid-file",
+            str(tmp / "rotel.pid"),
+            "--log-file",
+            str(tmp / "rotel.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_tcp(gport)
+        _wait_tcp(hport)
+        yield Target("rotel", proc, gport, hport)
+    finally:
+        _stop(proc)
+
+
+_RECEIVER_CONFIGS = {
+    "ingest+spool": "",
+    "+forward": "forward",
+    "+analysis": "forward,analysis",
+}
+
+
+@contextlib.contextmanager
+def receiver_target(tmp: Path, sink_port: int, mode: str) -> Iterator[Target]:
+    """Our receiver via the CLI; ``mode`` picks forwarding/analysis from _RECEIVER_CONFIGS."""
+    features = _RECEIVER_CONFIGS[mode].split(",")
+    gport, hport, aport = _free_port(), _free_port(), _free_port()
+    data = tmp / f"data-{mode.strip('+')}"
+    if data.exists():
+        shutil.rmtree(data)
+    args = [
+        PY,
+        "-m",
+        "otel_agents._cli",
+        "serve",
+        "--grpc-endpoint",
+        f"127.0.0.1:{gport}",
+        "--http-endpoint",
+        f"127.0.0.1:{hport}",
+        "--admin-endpoint",
+        f"127.0.0.1:{aport}",
+        "--data-dir",
+        str(data),
+    ]
+    if "forward" in features:
+        args += ["--forward", f"grpc://127.0.0.1:{sink_port}"]
+    if "analysis" not in features:
+        args += ["--no-analysis"]
+    proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_tcp(gport, 60)
+        _wait_tcp(hport, 60)
+        yield Target(mode, proc, gport, hport)
+    finally:
+        _stop(proc)
+        if proc.returncode not in (0, -signal.SIGTERM) and proc.stderr is not None:
+            print(proc.stderr.read().decode(errors="replace")[-2000:], file=sys.stderr)
+
+
+@dataclass
+class Sample:
+    spans_per_s: float
+    spans_per_cpu_s: float
+    peak_rss_mib: float
+    p99_ms: float
+    failed: int
+
+
+@dataclass
+class Case:
+    target: str
+    protocol: str
+    streams: int
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples)
+
+
+def measure(target: Target, protocol: str, streams: int, args: argparse.Namespace) -> Sample:
+    port = target.grpc_port if protocol == "grpc" else target.http_port
+    proc = psutil.Process(target.proc.pid)
+    procs = [proc, *proc.children(recursive=True)]
+    peak = 0.0
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        nonlocal peak
+        while not stop.wait(0.25):
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, sum(p.memory_info().rss for p in procs) / 2**20)
+
+    def cpu() -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    cpu0 = cpu()
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "benchmarks._load",
+            f"127.0.0.1:{port}",
+            protocol,
+            str(streams),
+            str(args.spans),
+            str(args.requests),
+            str(args.seconds),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 120,
+        check=True,
+    )
+    # Work the receiver finishes after the last ack (forwarding, analysis) is part of its cost.
+    settle = time.monotonic() + args.settle
+    while time.monotonic() < settle:
+        time.sleep(0.1)
+    cpu1 = cpu()
+    stop.set()
+    sampler.join()
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    used = max(cpu1 - cpu0, 1e-9)
+    return Sample(
+        spans_per_s=r["ok_spans"] / r["wall"],
+        spans_per_cpu_s=r["ok_spans"] / used,
+        peak_rss_mib=peak,
+        p99_ms=r["p99"] * 1000,
+        failed=r["failed"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--spans", type=int, default=512, help="spans per request")
+    parser.add_argument("--requests", type=int, default=400, help="max requests per case")
+    parser.add_argument("--seconds", type=float, default=10.0, help="max seconds per case")
+    parser.add_argument("--settle", type=float, default=1.0, help="CPU accounting tail, s")
+    parser.add_argument("--streams", default="1,4,16")
+    parser.add_argument("--protocols", default="grpc,http")
+    parser.add_argument(
+        "--targets",
+        default="rotel,ingest+spool,+forward,+analysis",
+        help="comma list of rotel and our modes",
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round, 1 and 4 streams, gRPC")
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.streams, args.protocols, args.requests = 1, "1,4", "grpc", 200
+    streams = [int(s) for s in args.streams.split(",")]
+    protocols = args.protocols.split(",")
+    targets = args.targets.split(",")
+    cases: dict[tuple[str, str, int], Case] = {}
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        with sink(tmp) as sink_port:
+            for rnd in range(args.rounds):
+                for name in targets:
+                    ctx = (
+                        rotel_target(tmp, sink_port)
+                        if name == "rotel"
+                        else receiver_target(tmp, sink_port, name)
+                    )
+                    with ctx as target:
+                        for protocol in protocols:
+                            for n in streams:
+                                case = cases.setdefault(
+                                    (name, protocol, n), Case(name, protocol, n)
+                                )
+                                s = measure(target, protocol, n, args)
+                                case.samples.append(s)
+                                print(
+                                    f"round {rnd + 1} {name:<13} {protocol:<4} {n:>2} streams: "
+                                    f"{s.spans_per_s:>9.0f} spans/s "
+                                    f"{s.spans_per_cpu_s:>9.0f} spans/CPU-s "
+                                    f"rss {s.peak_rss_mib:.0f} MiB failed {s.failed}",
+                                    file=sys.stderr,
+                                )
+    table = render(cases, protocols, streams, targets, args)
+    print(table)
+    if args.write:
+        write_results(table)
+    return 0
+
+
+def render(
+    cases: dict[tuple[str, str, int], Case],
+    protocols: list[str],
+    streams: list[int],
+    targets: list[str],
+    args: argparse.Namespace,
+) -> str:
+    lines = [
+        f"Receiver throughput — {args.spans}-span batches, medians of {args.rounds} round(s), "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d')}",
+        "",
+        "| target | protocol | streams | spans/s | spans per CPU-s | × rotel (CPU-s) "
+        "| peak RSS MiB | p99 ms | failed |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for protocol in protocols:
+        for n in streams:
+            base = cases.get(("rotel", protocol, n))
+            for name in targets:
+                c = cases.get((name, protocol, n))
+                if c is None or not c.samples:
+                    continue
+                eff = c.median("spans_per_cpu_s")
+                ratio = f"{eff / base.median('spans_per_cpu_s'):.2f}" if base else "—"
+                lines.append(
+                    f"| {name} | {protocol} | {n} | {c.median('spans_per_s'):,.0f} | "
+                    f"{eff:,.0f} | {ratio} | {c.median('peak_rss_mib'):.0f} | "
+                    f"{c.median('p99_ms'):.0f} | {sum(s.failed for s in c.samples)} |"
+                )
+    return "\n".join(lines)
+
+
+def write_results(table: str) -> None:
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    marker_start, marker_end = "<!-- receiver_throughput -->", "<!-- /receiver_throughput -->"
+    block = f"{marker_start}\n{table}\n{marker_end}"
+    if marker_start in text:
+        head, rest = text.split(marker_start, 1)
+        text = head + block + rest.split(marker_end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Receiver throughput\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
