@@ -1,0 +1,597 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The durable spool: every accepted OTLP request is committed here before the sender gets ``OK``.
+
+One SQLite database (``<data_dir>/spool.db``) in WAL mode holds the serialized requests in
+arrival order; forwarders and the analysis pipeline each read it from their own **cursor** (the
+last sequence number they finished), so a slow or dead destination only holds back its own
+cursor.  Rows every cursor has passed are deleted; a byte cap bounds what a lagging cursor can
+pin, and hitting it turns into a retryable refusal (throttling), never a silent drop.
+
+Durability: ``journal_mode=WAL`` + ``synchronous=NORMAL``.  A commit survives a crash of *this
+process* (``kill -9``) because it is in the WAL file before ``append`` returns; after a power
+loss or OS crash the most recent commits may roll back (SQLite only fsyncs the WAL at checkpoints
+in this mode).  Set ``synchronous`` to ``FULL`` for power-loss durability at the cost of one
+fsync per request.
+
+Storage trouble (``SQLITE_FULL``, read-only files, I/O errors, the database file deleted under a
+running receiver) makes :meth:`Spool.append` raise :class:`RetryableError`; the spool reports
+itself unhealthy and repairs itself: :meth:`Spool.check` (called about once a second) re-opens the
+database and, if the file was deleted, copies the rows the cursors still need from the orphaned
+file into a new one, so no acknowledged request is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from otel_agents._errors import RetryableError
+
+__all__ = ["SIGNALS", "Row", "Signal", "Spool", "SpoolCursor", "SpoolHost"]
+
+_log = logging.getLogger(__name__)
+
+Signal = Literal["traces", "metrics", "logs"]
+SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
+_SIGNAL_CODE = {s: i for i, s in enumerate(SIGNALS)}
+
+DB_NAME = "spool.db"
+
+# SQLite primary result codes that mean "storage trouble, try again later" (sqlite3.h).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+_STORAGE_ERRORS = {
+    _SQLITE_BUSY: "busy",
+    _SQLITE_LOCKED: "locked",
+    _SQLITE_READONLY: "read_only",
+    _SQLITE_IOERR: "io_error",
+    _SQLITE_FULL: "disk_full",
+    _SQLITE_CANTOPEN: "cannot_open",
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, cursors compare to it
+    signal      INTEGER NOT NULL,                   -- 0 traces, 1 metrics, 2 logs
+    payload     BLOB    NOT NULL,                   -- serialized Export*ServiceRequest
+    items       INTEGER NOT NULL,                   -- spans / data points / log records
+    received_at REAL    NOT NULL,                   -- receiver clock, unix seconds
+    internal    INTEGER NOT NULL DEFAULT 0          -- made by the receiver: not analysed again
+);
+CREATE TABLE IF NOT EXISTS probe (x BLOB);         -- write probe while recovering
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL                           -- last row this reader has finished
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One spooled request."""
+
+    seq: int
+    signal: Signal
+    payload: bytes
+    items: int
+    received_at: float
+    internal: bool
+
+
+def _error_reason(exc: sqlite3.Error) -> str | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    return _STORAGE_ERRORS.get(code & 0xFF)
+
+
+class Spool:
+    """SQLite-backed, crash-safe queue of OTLP requests with per-reader cursors.
+
+    Args:
+        data_dir: directory of ``spool.db`` (created if missing).
+        max_bytes: cap on the payload bytes kept; beyond it :meth:`append` raises
+            :class:`RetryableError` until readers catch up.
+        retention: oldest age (seconds) a row may reach before it is dropped even though a
+            cursor has not passed it (counted per cursor as ``expired``); ``0`` keeps rows until
+            every cursor has passed them.
+        cursors: names of the readers; each starts at the current end on first use and resumes
+            from its stored position afterwards.  Stored cursors not listed are removed, so a
+            destination taken out of the configuration no longer pins rows.
+        synchronous: SQLite ``synchronous`` pragma (``NORMAL`` or ``FULL``).
+        retry_after: delay suggested to senders when the spool refuses data.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        max_bytes: int = 1 << 30,
+        retention: float = 0.0,
+        cursors: Iterable[str] = (),
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        retry_after: float = 1.0,
+    ) -> None:
+        self._dir = Path(data_dir)
+        self._path = self._dir / DB_NAME
+        self.max_bytes = max_bytes
+        self.retention = retention
+        self._synchronous = synchronous
+        self._retry_after = retry_after
+        self._cursor_names = tuple(dict.fromkeys(cursors))
+        self._lock = threading.RLock()
+        self._new_data = threading.Condition(threading.Lock())
+        self._conn: sqlite3.Connection | None = None
+        self._inode: tuple[int, int] | None = None
+        self._problem: str | None = None
+        self._closed = False
+        self._bytes = 0
+        self._items = dict.fromkeys(SIGNALS, 0)
+        self._positions: dict[str, int] = {}
+        self._last_seq = 0
+        self._expired: dict[str, int] = dict.fromkeys(self._cursor_names, 0)
+        self._open_or_degrade()
+
+    # ------------------------------------------------------------------ opening / health
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def healthy(self) -> bool:
+        """False while the database cannot take writes (see :attr:`problem`)."""
+        return self._problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the spool refuses data (``disk_full``, ``read_only``, ``deleted``...), or None."""
+        return self._problem
+
+    def _open_or_degrade(self) -> None:
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._degrade(_error_reason(exc) or "cannot_open", exc)
+        except OSError as exc:
+            self._degrade("cannot_open", exc)
+
+    def _open(self) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self._path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.executescript(_SCHEMA)
+            self._load_state(conn)
+        except BaseException:
+            conn.close()
+            raise
+        st = os.stat(self._path)
+        self._conn, self._inode, self._problem = conn, (st.st_dev, st.st_ino), None
+
+    def _load_state(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='batches'").fetchone()
+        self._last_seq = int(row[0]) if row else 0
+        stored = dict(conn.execute("SELECT name, seq FROM cursors").fetchall())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name in stored.keys() - set(self._cursor_names):
+                _log.info("spool: removing cursor %r (no longer configured)", name)
+                conn.execute("DELETE FROM cursors WHERE name=?", (name,))
+            for name in self._cursor_names:
+                if name not in stored:
+                    # A new reader starts at the end: it gets what arrives from now on.
+                    conn.execute(
+                        "INSERT INTO cursors(name, seq) VALUES (?, ?)", (name, self._last_seq)
+                    )
+                    stored[name] = self._last_seq
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._positions = {n: int(stored[n]) for n in self._cursor_names}
+        self._bytes = 0
+        self._items = dict.fromkeys(SIGNALS, 0)
+        for signal, items, nbytes in conn.execute(
+            "SELECT signal, SUM(items), SUM(length(payload)) FROM batches GROUP BY signal"
+        ):
+            self._items[SIGNALS[signal]] = int(items or 0)
+            self._bytes += int(nbytes or 0)
+
+    def _degrade(self, reason: str, exc: BaseException) -> None:
+        if self._problem != reason:
+            _log.error(
+                "spool: storage problem (%s): %s; refusing data until it clears", reason, exc
+            )
+        self._problem = reason
+
+    def check(self) -> bool:
+        """Detect a deleted database file and retry a broken one; returns :attr:`healthy`.
+
+        Called about once a second by the pipeline and before every append that follows a
+        failure; cheap when all is well (one ``stat``).
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            if self._conn is not None and self._file_replaced():
+                self._degrade("deleted", FileNotFoundError(str(self._path)))
+                self._rescue_orphan()
+            elif self._conn is None:
+                self._open_or_degrade()
+            elif self._problem is not None:
+                try:
+                    # A write probe: disk-full/read-only clear only when a write succeeds.
+                    # A write probe that allocates pages and reaches the WAL: disk-full and
+                    # read-only only clear when such a write succeeds.
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.execute("INSERT INTO probe VALUES (zeroblob(16384))")
+                    self._conn.execute("COMMIT")
+                    self._conn.execute("DELETE FROM probe")
+                    _log.warning("spool: storage recovered (was %s)", self._problem)
+                    self._problem = None
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    self._degrade(_error_reason(exc) or "io_error", exc)
+            return self._problem is None
+
+    def _file_replaced(self) -> bool:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
+
+    def _rescue_orphan(self) -> None:
+        """Copy an unlinked database (still open here) into a fresh file at the same path.
+
+        The old connection still sees every committed row.  SQLite's online backup copies it to
+        a side file first (the old connection must be closed before anything opens the original
+        path again, or the two would share ``-wal``/``-shm`` files), then the copy is renamed
+        into place and opened as usual.
+        """
+        old = self._conn
+        assert old is not None
+        rescue = self._path.with_name(DB_NAME + ".rescue")
+        try:
+            if self._path.exists():
+                # Another file was put in place: never overwrite it; keep refusing data.
+                raise FileExistsError(f"{self._path} was replaced by another file")
+            self._dir.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                rescue.unlink()
+            dst = sqlite3.connect(rescue)
+            try:
+                old.backup(dst)
+            finally:
+                dst.close()
+        except (sqlite3.Error, OSError) as exc:
+            self._degrade("deleted", exc)
+            return
+        with contextlib.suppress(sqlite3.Error):
+            old.close()
+        self._conn = None
+        try:
+            os.replace(rescue, self._path)
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self._degrade("deleted", exc)
+            return
+        _log.warning("spool: database file was deleted; re-created it with every pending row")
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        signal: Signal,
+        payload: bytes,
+        items: int,
+        *,
+        received_at: float | None = None,
+        internal: bool = False,
+    ) -> int:
+        """Commit one request; returns its sequence number once it is durable.
+
+        Raises:
+            RetryableError: the spool is full or its storage is failing; nothing was stored.
+        """
+        received = time.time() if received_at is None else received_at
+        with self._lock:
+            if self._closed:
+                raise RetryableError("receiver is shutting down", self._retry_after)
+            if (self._problem is not None or self._file_replaced()) and not self.check():
+                raise RetryableError(f"storage unavailable ({self._problem})", self._retry_after)
+            if self._bytes + len(payload) > self.max_bytes:
+                self.compact()
+                if self._bytes + len(payload) > self.max_bytes:
+                    raise RetryableError(
+                        "spool is full: a destination is behind; retry later", self._retry_after
+                    )
+            conn = self._conn
+            assert conn is not None
+            try:
+                cur = conn.execute(
+                    "INSERT INTO batches(signal, payload, items, received_at, internal) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (_SIGNAL_CODE[signal], payload, items, received, int(internal)),
+                )
+            except sqlite3.Error as exc:
+                reason = _error_reason(exc)
+                if reason is None:
+                    raise
+                self._degrade(reason, exc)
+                raise RetryableError(f"storage unavailable ({reason})", self._retry_after) from exc
+            seq = int(cur.lastrowid or 0)
+            self._last_seq = seq
+            self._bytes += len(payload)
+            self._items[signal] += items
+        with self._new_data:
+            self._new_data.notify_all()
+        return seq
+
+    # ------------------------------------------------------------------ reading
+
+    def cursor(self, name: str) -> SpoolCursor:
+        """The reader named ``name`` (must be one of the ``cursors`` given at construction)."""
+        if name not in self._positions and name not in self._cursor_names:
+            raise KeyError(f"unknown spool cursor {name!r}")
+        return SpoolCursor(self, name)
+
+    def position(self, name: str) -> int:
+        """Last sequence number the reader ``name`` has finished."""
+        return self._positions[name]
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest committed row."""
+        return self._last_seq
+
+    def read(
+        self,
+        after: int,
+        *,
+        max_rows: int = 256,
+        max_bytes: int = 4 << 20,
+        same_signal: bool = False,
+        include_internal: bool = True,
+    ) -> list[Row]:
+        """Rows with ``seq > after`` in order, bounded by count and payload bytes (at least one).
+
+        With ``same_signal`` the result stops before the first row of another signal, so the
+        rows can be sent as one request.
+        """
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return []
+            try:
+                cur = conn.execute(
+                    "SELECT seq, signal, payload, items, received_at, internal FROM batches "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after, max_rows),
+                )
+                fetched = cur.fetchall()
+            except sqlite3.Error as exc:
+                _log.warning("spool: read failed: %s", exc)
+                return []
+        out: list[Row] = []
+        size = 0
+        for seq, sig, payload, items, received_at, internal in fetched:
+            if not include_internal and internal:
+                continue
+            if out and (
+                size + len(payload) > max_bytes or (same_signal and SIGNALS[sig] != out[0].signal)
+            ):
+                break
+            out.append(Row(seq, SIGNALS[sig], bytes(payload), items, received_at, bool(internal)))
+            size += len(payload)
+        if not out and fetched and not include_internal:
+            # Only internal rows: report the position reached so the caller can advance.
+            last = fetched[-1]
+            out.append(Row(last[0], SIGNALS[last[1]], b"", 0, last[4], True))
+        return out
+
+    def pending(self, name: str) -> tuple[int, int]:
+        """``(rows, items)`` the reader ``name`` has not finished."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                return (0, 0)
+            try:
+                rows, items = conn.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM batches WHERE seq > ?",
+                    (self._positions[name],),
+                ).fetchone()
+            except sqlite3.Error:
+                return (0, 0)
+        return int(rows), int(items)
+
+    def ack(self, name: str, seq: int) -> None:
+        """Record that reader ``name`` has finished every row up to ``seq``."""
+        with self._lock:
+            if seq <= self._positions.get(name, -1):
+                return
+            self._positions[name] = seq
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                conn.execute("UPDATE cursors SET seq=? WHERE name=?", (seq, name))
+            except sqlite3.Error as exc:
+                # The in-memory position still advances; on restart the reader resends at most
+                # what it acked since (at-least-once).
+                reason = _error_reason(exc)
+                if reason is None:
+                    raise
+                self._degrade(reason, exc)
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until a row newer than ``after`` exists (or ``timeout``); True if one does."""
+        with self._new_data:
+            if self._last_seq > after:
+                return True
+            self._new_data.wait(timeout)
+            return self._last_seq > after
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait` (used on shutdown)."""
+        with self._new_data:
+            self._new_data.notify_all()
+
+    # ------------------------------------------------------------------ retention
+
+    def compact(self, now: float | None = None) -> int:
+        """Delete rows every cursor has passed and rows past ``retention``; returns rows deleted."""
+        with self._lock:
+            conn = self._conn
+            if conn is None or self._problem is not None:
+                return 0
+            floor = min(self._positions.values(), default=self._last_seq)
+            deleted = 0
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                if self.retention > 0:
+                    cutoff = (time.time() if now is None else now) - self.retention
+                    row = conn.execute(
+                        "SELECT MAX(seq) FROM batches WHERE seq > ? AND received_at < ?",
+                        (floor, cutoff),
+                    ).fetchone()
+                    if row and row[0] is not None:
+                        horizon = int(row[0])
+                        for name, pos in self._positions.items():
+                            if pos < horizon:
+                                lost = conn.execute(
+                                    "SELECT COALESCE(SUM(items), 0) FROM batches "
+                                    "WHERE seq > ? AND seq <= ?",
+                                    (pos, horizon),
+                                ).fetchone()[0]
+                                self._expired[name] = self._expired.get(name, 0) + int(lost)
+                                _log.warning(
+                                    "spool: %d items older than retention dropped for %r",
+                                    lost,
+                                    name,
+                                )
+                                self._positions[name] = horizon
+                                conn.execute(
+                                    "UPDATE cursors SET seq=? WHERE name=?", (horizon, name)
+                                )
+                        floor = max(floor, horizon)
+                stats = conn.execute(
+                    "SELECT signal, COALESCE(SUM(items), 0), COALESCE(SUM(length(payload)), 0) "
+                    "FROM batches WHERE seq <= ? GROUP BY signal",
+                    (floor,),
+                ).fetchall()
+                deleted = conn.execute("DELETE FROM batches WHERE seq <= ?", (floor,)).rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                reason = _error_reason(exc)
+                if reason is None:
+                    raise
+                self._degrade(reason, exc)
+                return 0
+            for sig, items, nbytes in stats:
+                self._items[SIGNALS[sig]] -= int(items)
+                self._bytes -= int(nbytes)
+            return int(deleted)
+
+    def take_expired(self, name: str) -> int:
+        """Items dropped by retention for reader ``name`` since the last call."""
+        with self._lock:
+            n = self._expired.get(name, 0)
+            self._expired[name] = 0
+            return n
+
+    # ------------------------------------------------------------------ stats / lifecycle
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes currently spooled."""
+        return self._bytes
+
+    def items(self) -> dict[Signal, int]:
+        """Items currently spooled per signal."""
+        return dict(self._items)
+
+    def integrity_check(self) -> str:
+        """SQLite ``PRAGMA integrity_check`` result (``"ok"`` when the file is sound)."""
+        with self._lock:
+            if self._conn is None:
+                return "not open"
+            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        """Checkpoint and close; further appends are refused."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._conn.close()
+                self._conn = None
+        self.wake()
+
+
+class SpoolCursor:
+    """One reader's view of the spool (a forwarder or the analysis pipeline)."""
+
+    def __init__(self, spool: Spool, name: str) -> None:
+        self.spool = spool
+        self.name = name
+
+    @property
+    def position(self) -> int:
+        """Last finished sequence number."""
+        return self.spool.position(self.name)
+
+    def read(
+        self,
+        *,
+        max_rows: int = 256,
+        max_bytes: int = 4 << 20,
+        same_signal: bool = False,
+        include_internal: bool = True,
+    ) -> list[Row]:
+        """Next rows after :attr:`position` (see :meth:`Spool.read`)."""
+        return self.spool.read(
+            self.position,
+            max_rows=max_rows,
+            max_bytes=max_bytes,
+            same_signal=same_signal,
+            include_internal=include_internal,
+        )
+
+    def ack(self, seq: int) -> None:
+        """Mark every row up to ``seq`` finished."""
+        self.spool.ack(self.name, seq)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for rows after :attr:`position`."""
+        return self.spool.wait(self.position, timeout)
+
+    def pending(self) -> tuple[int, int]:
+        """``(rows, items)`` not yet finished."""
+        return self.spool.pending(self.name)
+
+
+@runtime_checkable
+class SpoolHost(Protocol):
+    """A :class:`~otel_agents._component.Host` that also hands out spool cursors (the receiver's
+    pipeline); forwarders need it to read what they send."""
+
+    def spool_cursor(self, name: str) -> SpoolCursor:
+        """The cursor registered for ``name`` (``exporter/<component id>``)."""

@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The SQLite spool: commit before ack, cursors, retention, byte cap, storage failures (RC-08)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from otel_agents._errors import RetryableError
+from otel_agents.receiver._spool import DB_NAME, Spool
+
+
+def _fill(spool: Spool, n: int, size: int = 100) -> list[int]:
+    return [spool.append("traces", bytes([i % 256]) * size, 1) for i in range(n)]
+
+
+def test_append_is_visible_to_a_new_connection_before_it_returns(tmp_path: Path) -> None:
+    """A committed row is readable by another SQLite connection as soon as append returns."""
+    spool = Spool(tmp_path, cursors=["a"])
+    seq = spool.append("traces", b"payload", 3)
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    assert other.execute("SELECT payload, items FROM batches WHERE seq=?", (seq,)).fetchone() == (
+        b"payload",
+        3,
+    )
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    other.close()
+    spool.close()
+
+
+def test_each_cursor_reads_independently_and_resumes_after_reopen(tmp_path: Path) -> None:
+    """Cursors advance separately and their positions survive closing and reopening."""
+    spool = Spool(tmp_path, cursors=["a", "b"])
+    seqs = _fill(spool, 5)
+    a, b = spool.cursor("a"), spool.cursor("b")
+    assert [r.seq for r in a.read()] == seqs
+    a.ack(seqs[2])
+    assert [r.seq for r in a.read()] == seqs[3:]
+    assert [r.seq for r in b.read()] == seqs
+    spool.close()
+    spool = Spool(tmp_path, cursors=["a", "b"])
+    assert [r.seq for r in spool.cursor("a").read()] == seqs[3:]
+    assert spool.cursor("b").pending() == (5, 5)
+    spool.close()
+
+
+def test_new_cursor_starts_at_the_end_and_removed_cursor_stops_pinning(tmp_path: Path) -> None:
+    """A reader added later gets only new rows; a reader taken out no longer holds rows back."""
+    spool = Spool(tmp_path, cursors=["old"])
+    _fill(spool, 3)
+    spool.close()
+    spool = Spool(tmp_path, cursors=["new"])
+    assert spool.cursor("new").read() == []
+    assert spool.compact() == 3
+    assert spool.bytes == 0
+    spool.close()
+
+
+def test_compact_deletes_only_rows_every_cursor_passed(tmp_path: Path) -> None:
+    """Retention keeps every row some cursor still needs and updates the byte/item gauges."""
+    spool = Spool(tmp_path, cursors=["a", "b"])
+    seqs = _fill(spool, 4, size=10)
+    spool.ack("a", seqs[3])
+    spool.ack("b", seqs[1])
+    assert spool.compact() == 2
+    assert spool.bytes == 20
+    assert spool.items()["traces"] == 2
+    assert [r.seq for r in spool.cursor("b").read()] == seqs[2:]
+    spool.close()
+
+
+def test_byte_cap_refuses_with_retryable_error_and_recovers_when_readers_catch_up(
+    tmp_path: Path,
+) -> None:
+    """When a lagging cursor pins max_bytes, append throttles instead of dropping anything."""
+    spool = Spool(tmp_path, cursors=["slow"], max_bytes=1000, retry_after=2.5)
+    seqs = _fill(spool, 10)
+    with pytest.raises(RetryableError) as err:
+        spool.append("traces", b"x" * 100, 1)
+    assert err.value.retry_after == 2.5
+    assert spool.cursor("slow").pending() == (10, 10)
+    spool.ack("slow", seqs[4])
+    assert spool.append("traces", b"x" * 100, 1) > seqs[-1]
+    spool.close()
+
+
+def test_retention_age_drops_and_counts_rows_a_dead_reader_never_took(tmp_path: Path) -> None:
+    """Rows older than retention are dropped for a reader that did not take them, and counted."""
+    spool = Spool(tmp_path, cursors=["dead"], retention=60.0)
+    now = time.time()
+    spool.append("traces", b"old", 7, received_at=now - 120)
+    keep = spool.append("traces", b"new", 2, received_at=now)
+    spool.compact(now=now)
+    assert [r.seq for r in spool.cursor("dead").read()] == [keep]
+    assert spool.take_expired("dead") == 7
+    assert spool.take_expired("dead") == 0
+    spool.close()
+
+
+def test_read_groups_same_signal_rows_and_skips_internal_ones_on_request(tmp_path: Path) -> None:
+    """Same-signal reads stop at a signal change; analysis reads skip receiver-made rows."""
+    spool = Spool(tmp_path, cursors=["a"])
+    s1 = spool.append("traces", b"t1", 1)
+    s2 = spool.append("traces", b"t2", 1)
+    s3 = spool.append("logs", b"l1", 1, internal=True)
+    s4 = spool.append("metrics", b"m1", 1)
+    assert [r.seq for r in spool.read(0, same_signal=True)] == [s1, s2]
+    assert [r.seq for r in spool.read(s2, include_internal=False)] == [s4]
+    only_internal = spool.read(s2, max_rows=1, include_internal=False)
+    assert [(r.seq, r.internal) for r in only_internal] == [(s3, True)]
+    spool.close()
+
+
+def test_wait_wakes_a_reader_when_a_row_is_committed(tmp_path: Path) -> None:
+    """A reader blocked in wait() returns promptly once another thread appends."""
+    spool = Spool(tmp_path, cursors=["a"])
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(spool.cursor("a").wait(5.0)))
+    t.start()
+    time.sleep(0.05)
+    spool.append("traces", b"x", 1)
+    t.join(5.0)
+    assert woke == [True]
+    spool.close()
+
+
+def test_rc08_disk_full_is_a_retryable_refusal_and_recovers(tmp_path: Path) -> None:
+    """RC-08: SQLITE_FULL (PRAGMA max_page_count) refuses retryably, keeps rows, then recovers."""
+    spool = Spool(tmp_path, cursors=["a"])
+    acked = _fill(spool, 3, size=1000)
+    conn = spool._conn  # the spool's own connection: max_page_count is per connection
+    assert conn is not None
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(RetryableError, match="disk_full"):
+        for _ in range(50):  # fills the free pages left, then fails; bounded
+            acked.append(spool.append("traces", b"y" * 4000, 1))
+    assert not spool.healthy and spool.problem == "disk_full"
+    assert not spool.check()
+    conn.execute(f"PRAGMA max_page_count={pages * 100}")
+    assert spool.check()
+    acked.append(spool.append("traces", b"z", 1))
+    assert [r.seq for r in spool.cursor("a").read(max_rows=1000)] == acked
+    assert spool.integrity_check() == "ok"
+    spool.close()
+
+
+def test_rc08_deleted_database_file_is_recreated_with_every_pending_row(tmp_path: Path) -> None:
+    """RC-08: deleting spool.db under a running spool loses nothing: pending rows move over."""
+    spool = Spool(tmp_path, cursors=["a"])
+    seqs = _fill(spool, 5)
+    spool.ack("a", seqs[1])
+    os.unlink(tmp_path / DB_NAME)
+    assert not spool.check() or spool.healthy  # rescue runs inside check()
+    new_seq = spool.append("traces", b"after", 1)
+    assert new_seq > seqs[-1]
+    assert (tmp_path / DB_NAME).exists()
+    assert [r.seq for r in spool.cursor("a").read()] == [*seqs[2:], new_seq]
+    spool.close()
+    reopened = Spool(tmp_path, cursors=["a"])
+    assert [r.seq for r in reopened.cursor("a").read()] == [*seqs[2:], new_seq]
+    reopened.close()
+
+
+def test_rc08_unwritable_data_dir_refuses_until_it_can_be_created(tmp_path: Path) -> None:
+    """RC-08: when the database cannot be (re)created the spool refuses, then heals by itself."""
+    data = tmp_path / "data"
+    spool = Spool(data, cursors=["a"])
+    seqs = _fill(spool, 2)
+    os.unlink(data / DB_NAME)
+    for f in data.iterdir():
+        f.unlink()
+    data.rmdir()
+    data.write_bytes(b"not a directory")  # the path is now taken by a file
+    with pytest.raises(RetryableError):
+        spool.append("traces", b"refused", 1)
+    assert spool.problem == "deleted"
+    data.unlink()
+    seq = spool.append("traces", b"accepted", 1)
+    assert [r.seq for r in spool.cursor("a").read()] == [*seqs, seq]
+    spool.close()
+
+
+def test_closed_spool_refuses_retryably(tmp_path: Path) -> None:
+    """After close (shutdown) appends get a retryable refusal, not an exception of another kind."""
+    spool = Spool(tmp_path)
+    spool.close()
+    with pytest.raises(RetryableError):
+        spool.append("traces", b"x", 1)
