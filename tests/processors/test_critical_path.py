@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from otel_agents.processors._critical_path import critical_path_times
 
 
@@ -103,7 +102,7 @@ def test_matches_brute_force_reference(spans: list[tuple[int, int, int]]) -> Non
     assert cp == _brute(spans)
     root_len = max(spans[0][1] - spans[0][0], 0)
     assert sum(cp) == root_len
-    for (s, e, _), c in zip(spans, cp):
+    for (s, e, _), c in zip(spans, cp, strict=True):
         assert 0 <= c <= max(e - s, 0)
 
 
