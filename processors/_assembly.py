@@ -1,0 +1,367 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Trace assembly: spans grouped by trace until the trace has been quiet for ``decision_wait``.
+
+The Collector's tail-sampling pattern (``decision_wait``, ``num_traces``): a trace is "complete"
+when no span of it arrived for ``decision_wait`` seconds of *receiver* time (nobody can know
+that a trace is complete, contrib discussion #9949).  The open-trace table is capped; the oldest
+trace is completed early and counted as evicted when the cap is hit.  Spans arriving for a
+trace that already completed are counted as late and analysed as a *late fragment*: their own
+figures (calls, tokens, cost, edges) count once, parent links into the completed part are
+recognised, but no critical path is computed for a fragment.
+
+Completed traces come out as one columnar :class:`CompletedTraces` per tick (rows grouped by
+trace, duplicates of ``(trace_id, span_id)`` removed, agent name and conversation ID inherited
+from the nearest ancestor that carries them), with parent links, roots and orphan flags
+computed with numpy over the whole set.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from otel_agents._configtypes import DURATION
+
+from ._batch import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
+
+__all__ = ["AssemblyConfig", "CompletedTraces", "TraceAssembler"]
+
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+BoolA = npt.NDArray[np.bool_]
+
+ORPHAN_MISSING_PARENT = "missing_parent"
+ORPHAN_A2A_SERVER = "a2a_server_without_client"
+ORPHAN_A2A_CLIENT = "a2a_client_without_server"
+_MAX_DEPTH = 64  # pointer-jumping rounds: resolves ancestor chains up to 2**64 deep
+
+
+@dataclasses.dataclass(frozen=True)
+class AssemblyConfig:
+    """Trace assembly settings.
+
+    Attributes:
+        decision_wait: quiet time after the last span of a trace before it is analysed.
+        max_open_traces: cap on traces held open; the oldest is completed early (evicted).
+        completed_memory: completed traces remembered to recognise late spans.
+        completed_ttl: how long a completed trace is remembered.
+    """
+
+    decision_wait: float = dataclasses.field(default=10.0, metadata=DURATION)
+    max_open_traces: int = 50_000
+    completed_memory: int = 20_000
+    completed_ttl: float = dataclasses.field(default=300.0, metadata=DURATION)
+
+    def validate(self) -> list[str]:
+        """Problems with the values (key: message)."""
+        out = []
+        if self.max_open_traces < 1:
+            out.append("max_open_traces: must be at least 1")
+        if self.completed_memory < 0:
+            out.append("completed_memory: must not be negative")
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompletedTraces:
+    """Completed traces as one columnar set.
+
+    Attributes:
+        spans: the spans, grouped by trace (``offsets[t]:offsets[t+1]`` is trace ``t``), with
+            ``agent_name`` / ``conversation_id`` inherited from ancestors where unset.
+        offsets: trace boundaries (length ``traces + 1``).
+        trace_no: trace number of each span.
+        parent: index of each span's parent in ``spans``, -1 for roots and orphans.
+        root: per trace, the index of its root span (longest of the parentless spans), -1 if
+            the root is missing (fragments, broken traces).
+        orphan: per span, its parent never arrived (reasons in :attr:`orphan_reason`).
+        a2a_client_broken: A2A CLIENT spans without a SERVER child.
+        late: per trace, a late fragment of a trace that had already completed.
+        evicted: per trace, completed early because the open-trace table was full.
+        duplicates: spans dropped as duplicates of an earlier ``(trace_id, span_id)``.
+        completed_at: receiver time of completion.
+    """
+
+    spans: SpanBatch
+    offsets: I64
+    trace_no: I64
+    parent: I64
+    root: I64
+    orphan: BoolA
+    a2a_client_broken: BoolA
+    late: BoolA
+    evicted: BoolA
+    duplicates: int
+    completed_at: float
+
+    @property
+    def n_traces(self) -> int:
+        """Number of traces in the set."""
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def a2a_server_orphan(self) -> BoolA:
+        """Orphan SERVER spans of A2A calls (their CLIENT never arrived)."""
+        s = self.spans
+        m: BoolA = self.orphan & (s.kind == SPAN_KIND_SERVER) & (s.a2a_method != "")
+        return m
+
+    def trace_id_hex(self, t: int) -> str:
+        """Hex trace ID of trace ``t``."""
+        return bytes(self.spans.trace_id[int(self.offsets[t])]).hex()
+
+
+@dataclasses.dataclass(eq=False)
+class _Open:
+    parts: list[tuple[SpanBatch, I64]]
+    first_seen: float
+    last_seen: float
+    late: bool = False
+    known: U64 | None = None  # span IDs of the completed part, for late fragments
+
+
+def ids_to_u64(ids: npt.NDArray[np.object_]) -> U64:
+    """8-byte span IDs as uint64 (``b""`` → 0, which is never a valid span ID)."""
+    n = ids.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    joined = b"".join(ids.tolist())
+    if len(joined) != 8 * n:  # roots (b"") or malformed lengths: pad/cut each one
+        joined = b"".join(bytes(x).ljust(8, b"\0")[:8] for x in ids.tolist())
+    return np.frombuffer(joined, dtype=">u8").astype(np.uint64)
+
+
+def _mix(trace_no: I64, sid: U64) -> U64:
+    # One 64-bit key per (trace, span): collisions are checked afterwards, never trusted.
+    with np.errstate(over="ignore"):
+        k: U64 = sid ^ (trace_no.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+    return k
+
+
+class TraceAssembler:
+    """Groups spans into traces and releases them after ``decision_wait`` of quiet.
+
+    Counters (read by the metrics exporter): ``completed``, ``evicted``, ``late_spans``,
+    ``duplicate_spans``, ``orphans`` (by reason).
+    """
+
+    def __init__(self, config: AssemblyConfig) -> None:
+        self.config = config
+        self._open: dict[bytes, _Open] = {}
+        self._touch: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._recent: collections.OrderedDict[bytes, tuple[float, U64]] = collections.OrderedDict()
+        self._evicted_pending: list[_Open] = []
+        self.completed = 0
+        self.evicted = 0
+        self.late_spans = 0
+        self.duplicate_spans = 0
+        self.orphans: collections.Counter[str] = collections.Counter()
+
+    @property
+    def open_traces(self) -> int:
+        """Traces currently held open."""
+        return len(self._open)
+
+    def add(self, batch: SpanBatch, now: float) -> None:
+        """Take a batch's spans into the open-trace table."""
+        if batch.n == 0:
+            return
+        tid = batch.trace_id
+        _, first, inverse = np.unique(tid.astype("S16"), return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(first.shape[0] + 1))
+        for g, f in enumerate(first.tolist()):
+            key = bytes(tid[f])
+            idx = order[bounds[g] : bounds[g + 1]]
+            tr = self._open.get(key)
+            if tr is None:
+                tr = _Open(parts=[], first_seen=now, last_seen=now)
+                recent = self._recent.pop(key, None)
+                if recent is not None:
+                    tr.late, tr.known = True, recent[1]
+                    self._recent[key] = recent  # still completed: keep for later spans
+                self._open[key] = tr
+            tr.parts.append((batch, idx))
+            tr.last_seen = now
+            if tr.late:
+                self.late_spans += int(idx.shape[0])
+            self._touch.append((now, key))
+        while len(self._open) > self.config.max_open_traces:
+            key = next(iter(self._open))
+            self._evicted_pending.append(self._open.pop(key))
+            self.evicted += 1
+            self._remember(key, self._evicted_pending[-1], now)
+
+    def collect(self, now: float, *, flush: bool = False) -> CompletedTraces | None:
+        """Traces quiet for ``decision_wait`` (all open traces when ``flush``), evicted ones
+        included; ``None`` when there are none."""
+        done: list[_Open] = self._evicted_pending
+        evicted_n = len(done)
+        self._evicted_pending = []
+        wait = self.config.decision_wait
+        if flush:
+            done.extend(self._open.values())
+            for key, tr in self._open.items():
+                self._remember(key, tr, now)
+            self._open.clear()
+            self._touch.clear()
+        else:
+            while self._touch and self._touch[0][0] + wait <= now:
+                t, key = self._touch.popleft()
+                tr = self._open.get(key)
+                if tr is not None and tr.last_seen == t:
+                    del self._open[key]
+                    done.append(tr)
+                    self._remember(key, tr, now)
+        self._expire_recent(now)
+        if not done:
+            return None
+        self.completed += len(done) - evicted_n
+        evicted = np.zeros(len(done), dtype=np.bool_)
+        evicted[:evicted_n] = True
+        return self._build(done, evicted, now)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _remember(self, key: bytes, tr: _Open, now: float) -> None:
+        if self.config.completed_memory == 0:
+            return
+        sids = [ids_to_u64(b.span_id[idx]) for b, idx in tr.parts]
+        if tr.known is not None:
+            sids.append(tr.known)
+        self._recent[key] = (now, np.unique(np.concatenate(sids)))
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.config.completed_memory:
+            self._recent.popitem(last=False)
+
+    def _expire_recent(self, now: float) -> None:
+        ttl = self.config.completed_ttl
+        while self._recent:
+            _key, (t, _) = next(iter(self._recent.items()))
+            if t + ttl > now:
+                break
+            self._recent.popitem(last=False)
+
+    def _build(self, done: Sequence[_Open], evicted: BoolA, now: float) -> CompletedTraces:
+        # Gather rows per source batch (one take per batch), then group rows by trace.
+        by_batch: dict[int, tuple[SpanBatch, list[I64], list[I64]]] = {}
+        for t, tr in enumerate(done):
+            for b, idx in tr.parts:
+                entry = by_batch.setdefault(id(b), (b, [], []))
+                entry[1].append(idx)
+                entry[2].append(np.full(idx.shape[0], t, dtype=np.int64))
+        pieces, numbers = [], []
+        for b, idxs, nos in by_batch.values():
+            pieces.append(b.take(np.concatenate(idxs)))
+            numbers.append(np.concatenate(nos))
+        spans = SpanBatch.concat(pieces)
+        trace_no = np.concatenate(numbers)
+        sid = ids_to_u64(spans.span_id)
+        # Sort by trace, then by key: groups traces and puts duplicates next to each other.
+        key = _mix(trace_no, sid)
+        order = np.lexsort((key, trace_no))
+        trace_no, key, sid = trace_no[order], key[order], sid[order]
+        keep = np.ones(order.shape[0], dtype=np.bool_)
+        keep[1:] = (key[1:] != key[:-1]) | (trace_no[1:] != trace_no[:-1]) | (sid[1:] != sid[:-1])
+        dups = int((~keep).sum())
+        self.duplicate_spans += dups
+        sel = order[keep]
+        spans, trace_no, key, sid = spans.take(sel), trace_no[keep], key[keep], sid[keep]
+        n_tr = len(done)
+        offsets = np.searchsorted(trace_no, np.arange(n_tr + 1)).astype(np.int64)
+
+        # Parent links: look up (trace, parent_span_id) among (trace, span_id), vectorized.
+        pid = ids_to_u64(spans.parent_span_id)
+        has_parent = pid != 0
+        by_key = np.argsort(key, kind="stable")
+        sorted_keys = key[by_key]
+        pkey = _mix(trace_no, pid)
+        pos = np.searchsorted(sorted_keys, pkey)
+        pos_c = np.minimum(pos, max(key.shape[0] - 1, 0))
+        cand = by_key[pos_c] if key.shape[0] else pos_c
+        found = (
+            has_parent
+            & (pos < key.shape[0])
+            & (sorted_keys[pos_c] == pkey)
+            & (trace_no[cand] == trace_no)
+            & (sid[cand] == pid)
+        )
+        parent = np.where(found, cand, -1).astype(np.int64)
+        parent[parent == np.arange(parent.shape[0])] = -1  # self-parent (B10)
+        orphan = has_parent & (parent < 0)
+
+        late = np.array([tr.late for tr in done], dtype=np.bool_)
+        if late.any() and orphan.any():
+            # Parents in the already-completed part of a late trace are not missing.
+            for i in np.nonzero(orphan & late[trace_no])[0].tolist():
+                known = done[int(trace_no[i])].known
+                if known is not None and known.shape[0]:
+                    j = np.searchsorted(known, pid[i])
+                    if j < known.shape[0] and known[j] == pid[i]:
+                        orphan[i] = False
+
+        # Roots: the longest parentless span of each trace.
+        is_root = ~has_parent
+        dur = spans.end_ns - spans.start_ns
+        root = np.full(n_tr, -1, dtype=np.int64)
+        ridx = np.nonzero(is_root)[0]
+        if ridx.shape[0]:
+            o = ridx[np.lexsort((-dur[ridx], trace_no[ridx]))]
+            tn = trace_no[o]
+            firsts = np.ones(o.shape[0], dtype=np.bool_)
+            firsts[1:] = tn[1:] != tn[:-1]
+            root[tn[firsts]] = o[firsts]
+
+        # A2A: CLIENT spans with no SERVER child; SERVER orphans are flagged by `orphan`.
+        is_a2a = spans.a2a_method != ""
+        srv = is_a2a & (spans.kind == SPAN_KIND_SERVER) & (parent >= 0)
+        has_srv_child = np.zeros(spans.n, dtype=np.bool_)
+        has_srv_child[parent[srv]] = True
+        client_broken = is_a2a & (spans.kind == SPAN_KIND_CLIENT) & ~has_srv_child
+
+        a2a_srv_orphans = int((orphan & is_a2a & (spans.kind == SPAN_KIND_SERVER)).sum())
+        self.orphans[ORPHAN_A2A_SERVER] += a2a_srv_orphans
+        self.orphans[ORPHAN_MISSING_PARENT] += int(orphan.sum()) - a2a_srv_orphans
+        self.orphans[ORPHAN_A2A_CLIENT] += int(client_broken.sum())
+
+        spans = spans.with_columns(
+            agent_name=inherit(spans.agent_name, parent),
+            conversation_id=inherit(spans.conversation_id, parent),
+        )
+        return CompletedTraces(
+            spans=spans,
+            offsets=offsets,
+            trace_no=trace_no,
+            parent=parent,
+            root=root,
+            orphan=orphan,
+            a2a_client_broken=client_broken,
+            late=late,
+            evicted=evicted,
+            duplicates=dups,
+            completed_at=now,
+        )
+
+
+def inherit(values: npt.NDArray[np.object_], parent: I64) -> npt.NDArray[np.object_]:
+    """Fill empty strings from the nearest ancestor that has a value (pointer jumping)."""
+    has = values != ""
+    if has.all() or values.shape[0] == 0:
+        return values
+    ptr = np.where(has, np.arange(values.shape[0]), parent)
+    for _ in range(_MAX_DEPTH):
+        valid = np.nonzero(ptr >= 0)[0]
+        pending = valid[~has[ptr[valid]]]
+        if pending.shape[0] == 0:
+            break
+        ptr[pending] = ptr[ptr[pending]]
+    resolved = (ptr >= 0) & has[np.maximum(ptr, 0)]
+    out = values.copy()
+    fill = resolved & ~has
+    out[fill] = values[ptr[fill]]
+    return out

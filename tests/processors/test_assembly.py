@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Trace assembly: decision wait, eviction cap, late spans, duplicates, orphans, inheritance."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from otel_agents.processors._assembly import AssemblyConfig, TraceAssembler, inherit
+from otel_agents.processors._batch import build_span_batch
+
+from ._gen import TraceGen, request
+
+T0 = 1_700_000_000 * 10**9
+
+
+def _batch(spans, at: float = 0.0):  # type: ignore[no-untyped-def]
+    return build_span_batch(request(spans), pricebook=None, received_at=at)
+
+
+def test_trace_completes_after_decision_wait_of_quiet() -> None:
+    """A trace is released only once no span arrived for decision_wait seconds."""
+    gen = TraceGen(1)
+    spans = gen.trace(T0)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=5.0))
+    asm.add(_batch(spans[:4]), now=100.0)
+    asm.add(_batch(spans[4:]), now=103.0)
+    assert asm.collect(107.9) is None and asm.open_traces == 1
+    done = asm.collect(108.0)
+    assert done is not None and done.n_traces == 1 and done.spans.n == len(spans)
+    assert asm.open_traces == 0 and asm.completed == 1
+    assert not done.orphan.any() and done.root[0] >= 0
+    root = int(done.root[0])
+    assert done.spans.name[root] == "invoke_agent planner"
+    # every non-root span found its parent
+    assert ((done.parent >= 0) | (done.spans.parent_span_id == b"")).all()
+
+
+def test_duplicates_are_counted_once() -> None:
+    """A retried batch (same spans twice) yields each span once and counts the duplicates."""
+    spans = TraceGen(2).trace(T0)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(_batch(spans), now=0.0)
+    asm.add(_batch(spans), now=0.5)
+    done = asm.collect(2.0)
+    assert done is not None and done.spans.n == len(spans)
+    assert done.duplicates == len(spans) == asm.duplicate_spans
+
+
+def test_cap_evicts_oldest_and_counts() -> None:
+    """Beyond max_open_traces the oldest trace is completed early and counted as evicted."""
+    gen = TraceGen(3)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=60.0, max_open_traces=3))
+    traces = [gen.trace(T0 + i) for i in range(5)]
+    for i, tr in enumerate(traces):
+        asm.add(_batch(tr), now=float(i))
+    assert asm.open_traces == 3 and asm.evicted == 2
+    done = asm.collect(5.0)
+    assert done is not None and done.n_traces == 2 and done.evicted.all()
+    first = {bytes(done.spans.trace_id[int(o)]) for o in done.offsets[:-1]}
+    assert first == {traces[0][0].span.trace_id, traces[1][0].span.trace_id}
+
+
+def test_late_spans_are_counted_and_not_orphans() -> None:
+    """Spans after completion are late; their parents in the completed part are known."""
+    spans = TraceGen(4).trace(T0)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(_batch(spans[:-3]), now=0.0)
+    first = asm.collect(5.0)
+    assert first is not None and not first.late.any()
+    asm.add(_batch(spans[-3:]), now=6.0)
+    assert asm.late_spans == 3
+    frag = asm.collect(10.0)
+    assert frag is not None and frag.late.all() and frag.spans.n == 3
+    # The last three include the root; its children in the first part are not orphans here.
+    assert not frag.orphan.any()
+
+
+def test_a2a_break_flags_orphan_server_span() -> None:
+    """A SERVER span whose A2A CLIENT never arrived is an orphan with the a2a reason."""
+    spans = TraceGen(5).trace(T0, fault="a2a-break")
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(_batch(spans), now=0.0)
+    done = asm.collect(2.0)
+    assert done is not None
+    assert done.a2a_server_orphan.sum() == 1 and done.orphan.sum() == 1
+    assert asm.orphans["a2a_server_without_client"] == 1
+    assert asm.orphans["missing_parent"] == 0
+
+
+def test_a2a_client_without_server_is_flagged() -> None:
+    """A CLIENT A2A span with no SERVER child is reported as a broken chain."""
+    spans = [g for g in TraceGen(6).trace(T0) if g.service == "planner-svc"]
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(_batch(spans), now=0.0)
+    done = asm.collect(2.0)
+    assert done is not None and done.a2a_client_broken.sum() == 1
+    assert asm.orphans["a2a_client_without_server"] == 1
+
+
+def test_flush_releases_everything() -> None:
+    """flush=True completes every open trace (shutdown)."""
+    gen = TraceGen(7)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=60.0))
+    asm.add(_batch(gen.trace(T0) + gen.trace(T0)), now=0.0)
+    done = asm.collect(1.0, flush=True)
+    assert done is not None and done.n_traces == 2 and asm.open_traces == 0
+
+
+def test_inherit_fills_from_nearest_ancestor() -> None:
+    """Empty names take the nearest named ancestor's value; unnamed roots stay empty."""
+    values = np.array(["a", "", "", "b", "", ""], dtype=object)
+    parent = np.array([-1, 0, 1, 2, 3, -1], dtype=np.int64)
+    assert inherit(values, parent).tolist() == ["a", "a", "a", "b", "b", ""]

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""SpanBatch decoding: columns, normalization of the canonical names, cost rules."""
+
+from __future__ import annotations
+
+import numpy as np
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from otel_agents import semconv as sc
+from otel_agents.processors._batch import SpanBatch, args_hash, build_span_batch, factorize
+
+from ._gen import TraceGen, kv, request
+
+
+def _one_span(attrs: dict[str, object], **fields: object) -> ExportTraceServiceRequest:
+    span = Span(
+        trace_id=b"\x01" * 16,
+        span_id=b"\x02" * 8,
+        name="chat m",
+        start_time_unix_nano=1_000,
+        end_time_unix_nano=3_000,
+        attributes=[kv(k, v) for k, v in attrs.items()],
+        **fields,  # type: ignore[arg-type]
+    )
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])]
+    )
+
+
+def test_generated_trace_decodes_into_equal_length_columns() -> None:
+    """Every column has one entry per span and the identity columns are filled."""
+    gen = TraceGen(3)
+    spans = gen.trace(10**18)
+    batch = build_span_batch(request(spans), pricebook=None, received_at=123.0)
+    assert batch.n == len(spans) == 10
+    assert batch.received_at == 123.0
+    assert set(batch.service_name.tolist()) == {"planner-svc", "researcher-svc"}
+    assert sorted(set(batch.agent_name.tolist())) == ["planner", "researcher"]
+    assert (batch.parent_span_id == b"").sum() == 1
+    tools = batch.tool_name[batch.operation == sc.OP_EXECUTE_TOOL].tolist()
+    assert sorted(tools) == ["summarize", "web_search", "web_search"]
+    inf = batch.is_inference
+    assert inf.sum() == 3 and (batch.cost[inf] > 0).all() and (batch.cost[~inf] == 0).all()
+    assert not batch.unpriced.any()
+
+
+def test_cost_from_sender_only_on_inference_spans() -> None:
+    """A cost attribute on a non-inference span (a parent's total) is ignored."""
+    req = _one_span({sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_USAGE_COST_AMOUNT: 5.0})
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.cost.tolist() == [0.0] and not batch.unpriced[0]
+
+
+def test_inference_with_tokens_and_no_price_is_unpriced() -> None:
+    """Tokens without a sender cost and without a price book are marked unpriced, cost 0."""
+    req = _one_span(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: "no-such-model",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 10,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 2,
+        }
+    )
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.unpriced.tolist() == [True] and batch.cost.tolist() == [0.0]
+    assert batch.input_tokens.tolist() == [10] and batch.output_tokens.tolist() == [2]
+
+
+def test_error_status_and_tool_arguments_hash() -> None:
+    """Status ERROR marks the span an error; tool arguments without a hash get one."""
+    req = _one_span(
+        {
+            sc.GEN_AI_OPERATION_NAME: "execute_tool",
+            sc.GEN_AI_TOOL_NAME: "web_search",
+            sc.GEN_AI_TOOL_CALL_ARGUMENTS: '{"q": "otel"}',
+        },
+        status={"code": 2},
+    )
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.is_error.tolist() == [True]
+    assert batch.tool_args_hash.tolist() == [args_hash('{"q": "otel"}')]
+
+
+def test_take_concat_and_inverted_durations() -> None:
+    """take/concat keep rows aligned; an end before the start is a zero duration."""
+    req = _one_span({}, kind=3)
+    batch = build_span_batch(req, pricebook=None, received_at=1.0)
+    inverted = batch.with_columns(end_ns=np.array([0], dtype=np.int64))
+    both = SpanBatch.concat([batch, inverted])
+    assert both.n == 2 and both.duration_s.tolist() == [2e-6, 0.0]
+    assert both.take(np.array([1])).end_ns.tolist() == [0]
+    assert SpanBatch.empty().n == 0
+
+
+def test_factorize_gives_codes_and_sorted_values() -> None:
+    """factorize maps strings to codes into the sorted distinct values."""
+    codes, values = factorize(np.array(["b", "a", "b", ""], dtype=object))
+    assert values.tolist() == ["", "a", "b"]
+    assert codes.tolist() == [2, 1, 2, 0]
