@@ -174,3 +174,6 @@ OPERATION_DURATION_BUCKETS: Final = (
 # Content capture switch (OTel Python GenAI convention)
 # --------------------------------------------------------------------------------------------
 ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+# --------------------------------------------------------------------------------------------
+# SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)

@@ -1,0 +1,419 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Agent metrics derived from finished spans, and process metrics.
+
+:class:`AgentMetricsProcessor` is a :class:`~opentelemetry.sdk.trace.SpanProcessor` whose
+``on_end`` turns GenAI / agent spans into measurements through the OpenTelemetry *metrics API*,
+so any reader or exporter the application configured (OTLP, Prometheus, in-memory) gets them:
+
+==================================  ===========  ===============================================
+metric                              instrument   from
+==================================  ===========  ===============================================
+``gen_ai.client.token.usage``       histogram    inference spans, one point per token type
+``gen_ai.client.operation.duration`` histogram   inference spans (``s``, spec buckets)
+``gen_ai.invoke_agent.duration``    histogram    ``invoke_agent`` spans
+``gen_ai.execute_tool.duration``    histogram    ``execute_tool`` spans
+``agent.cost``                      counter      ``gen_ai.usage.cost.amount`` (``USD``)
+``agent.cost.unpriced_calls``       counter      inference spans marked ``agent.cost.unpriced``
+``agent.decisions``                 counter      ``agent.decision`` span events
+``agent.a2a.messages``              counter      spans with ``a2a.method.name``
+==================================  ===========  ===============================================
+
+Bucket boundaries are given as the explicit-bucket *advisory* (OTel API 1.23+), so a user View
+still wins.  Attribute sets are the conventions' low-cardinality ones; the SDK's per-reader
+cardinality limit (default 2000) plus its ``otel.metric.overflow=true`` series keeps memory
+bounded even when agent or tool names are attacker-controlled (CVE-2023-45142 class).
+
+:func:`install_metrics` is the one call ``configure()`` and the zero-code hook make: it attaches
+the processor to the tracer provider that exists (never replaces it) and registers the process
+metrics (CPU, RSS, open file descriptors, threads, GC collections) via psutil.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from otel_agents import semconv as sc
+
+__all__ = [
+    "AgentMetricsProcessor",
+    "ProcessMetrics",
+    "install_metrics",
+    "span_cost",
+]
+
+_log = logging.getLogger(__name__)
+
+_SCOPE = "otel_agents"
+_OTHER_ERROR = "_OTHER"  # the conventions' fallback error.type when none is known
+
+_INFERENCE_KEYS = (
+    sc.GEN_AI_OPERATION_NAME,
+    sc.GEN_AI_PROVIDER_NAME,
+    sc.GEN_AI_REQUEST_MODEL,
+    sc.GEN_AI_RESPONSE_MODEL,
+    sc.SERVER_ADDRESS,
+    sc.SERVER_PORT,
+)
+_AGENT_KEYS = (
+    sc.GEN_AI_OPERATION_NAME,
+    sc.GEN_AI_PROVIDER_NAME,
+    sc.GEN_AI_AGENT_NAME,
+    sc.GEN_AI_REQUEST_MODEL,
+    sc.SERVER_ADDRESS,
+    sc.SERVER_PORT,
+)
+_TOOL_KEYS = (
+    sc.GEN_AI_OPERATION_NAME,
+    sc.GEN_AI_TOOL_NAME,
+    sc.GEN_AI_TOOL_TYPE,
+    sc.GEN_AI_AGENT_NAME,
+)
+_COST_KEYS = (sc.GEN_AI_AGENT_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL)
+
+
+def _normalizer() -> Any:
+    # The shared dialect normalizer (OpenInference / OpenLLMetry / old gen_ai.system) is
+    # optional here so this module works even if that module fails to import.
+    try:
+        from otel_agents._normalize import normalize_attributes
+
+        return normalize_attributes
+    except Exception:
+        return dict
+
+
+def _pick(attrs: Mapping[str, Any], keys: Iterable[str]) -> dict[str, AttributeValue]:
+    return {k: attrs[k] for k in keys if attrs.get(k) not in (None, "")}
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _error_type(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
+    err = attrs.get(sc.ERROR_TYPE)
+    if isinstance(err, str) and err:
+        return err
+    if span.status.status_code is StatusCode.ERROR:
+        return _OTHER_ERROR
+    return None
+
+
+def span_cost(attrs: Mapping[str, Any], pricebook: Any = None) -> tuple[float | None, bool]:
+    """The USD cost of one inference span: ``(amount, unpriced)``.
+
+    Reads ``gen_ai.usage.cost.amount`` (set by the enriching processor or the provider); when it
+    is absent and a ``pricebook`` (``otel_agents.PriceBook``) is given, prices the tokens.
+    Costs in another currency are not converted and return ``(None, False)``.
+
+    Args:
+        attrs: normalized span attributes.
+        pricebook: optional price book for spans nobody priced yet.
+    """
+    if attrs.get(sc.GEN_AI_OPERATION_NAME) not in sc.INFERENCE_OPERATIONS:
+        return None, False
+    amount = attrs.get(sc.GEN_AI_USAGE_COST_AMOUNT)
+    currency = attrs.get(sc.GEN_AI_USAGE_COST_CURRENCY, "USD")
+    if isinstance(amount, (int, float)) and not isinstance(amount, bool):
+        return (float(amount), False) if currency == "USD" else (None, False)
+    if attrs.get(sc.AGENT_COST_UNPRICED) is True:
+        return None, True
+    inp = _int(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS))
+    out = _int(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS))
+    if pricebook is None or (inp is None and out is None):
+        return None, False
+    model = attrs.get(sc.GEN_AI_RESPONSE_MODEL) or attrs.get(sc.GEN_AI_REQUEST_MODEL)
+    if not isinstance(model, str) or not model:
+        return None, True
+    provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
+    price = pricebook.price(
+        model=model,
+        provider=provider if isinstance(provider, str) else None,
+        input_tokens=inp or 0,
+        output_tokens=out or 0,
+        cache_read_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
+        cache_creation_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0,
+    )
+    if price is None:
+        return None, True
+    return (price.amount, False) if price.currency == "USD" else (None, False)
+
+
+class AgentMetricsProcessor(SpanProcessor):
+    """Derives the GenAI / agent metrics from every finished span.
+
+    Example::
+
+        provider.add_span_processor(AgentMetricsProcessor(meter_provider=mp))
+
+    Args:
+        meter_provider: where the instruments live; the global meter provider when None.
+        pricebook: optional ``PriceBook`` for inference spans that reached this processor
+            without ``gen_ai.usage.cost.amount`` (e.g. added beside, not behind, the enriching
+            processor).  Unpriceable calls are counted, never priced at 0.
+    """
+
+    def __init__(
+        self,
+        meter_provider: metrics.MeterProvider | None = None,
+        pricebook: Any = None,
+    ) -> None:
+        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        self._pricebook = pricebook
+        self._normalize = _normalizer()
+        self.token_usage = meter.create_histogram(
+            sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=[float(b) for b in sc.TOKEN_USAGE_BUCKETS],
+        )
+        self.operation_duration = meter.create_histogram(
+            sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(sc.OPERATION_DURATION_BUCKETS),
+        )
+        self.agent_duration = meter.create_histogram(
+            sc.METRIC_GEN_AI_INVOKE_AGENT_DURATION,
+            unit="s",
+            description="Duration of agent invocations.",
+            explicit_bucket_boundaries_advisory=list(sc.OPERATION_DURATION_BUCKETS),
+        )
+        self.tool_duration = meter.create_histogram(
+            sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION,
+            unit="s",
+            description="Duration of tool executions.",
+            explicit_bucket_boundaries_advisory=list(sc.OPERATION_DURATION_BUCKETS),
+        )
+        # "USD", not "{USD}": annotation units are mangled by Prometheus remote-write.
+        self.cost = meter.create_counter(
+            sc.METRIC_AGENT_COST, unit="USD", description="Cost of inference calls."
+        )
+        self.unpriced = meter.create_counter(
+            sc.METRIC_AGENT_UNPRICED_CALLS,
+            unit="",
+            description="Inference calls whose model has no known price (never counted as 0).",
+        )
+        self.decisions = meter.create_counter(
+            sc.METRIC_AGENT_DECISIONS, unit="", description="Agent decisions recorded."
+        )
+        self.a2a_messages = meter.create_counter(
+            sc.METRIC_AGENT_A2A_MESSAGES, unit="", description="A2A requests sent and received."
+        )
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Does nothing: every figure is known only at the end of the span."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Records the span's measurements; never raises."""
+        try:
+            self._record(span)
+        except Exception:
+            _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
+
+    def _record(self, span: ReadableSpan) -> None:
+        raw = span.attributes or {}
+        attrs: Mapping[str, Any] = self._normalize(raw)
+        op = attrs.get(sc.GEN_AI_OPERATION_NAME)
+        err = _error_type(span, attrs)
+        duration = None
+        if span.start_time is not None and span.end_time is not None:
+            duration = max(0, span.end_time - span.start_time) / 1e9
+
+        if op in sc.INFERENCE_OPERATIONS:
+            base = _pick(attrs, _INFERENCE_KEYS)
+            if duration is not None:
+                dims = dict(base)
+                if err:
+                    dims[sc.ERROR_TYPE] = err
+                self.operation_duration.record(duration, dims)
+            for token_type, key in (
+                (sc.TOKEN_TYPE_INPUT, sc.GEN_AI_USAGE_INPUT_TOKENS),
+                (sc.TOKEN_TYPE_OUTPUT, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
+            ):
+                count = _int(attrs.get(key))
+                if count is not None and count >= 0:
+                    self.token_usage.record(count, {**base, sc.GEN_AI_TOKEN_TYPE: token_type})
+            amount, unpriced = span_cost(attrs, self._pricebook)
+            cost_dims = _pick(attrs, _COST_KEYS)
+            if amount is not None and amount >= 0:
+                self.cost.add(amount, cost_dims)
+            elif unpriced:
+                self.unpriced.add(1, cost_dims)
+        elif op == sc.OP_INVOKE_AGENT and duration is not None:
+            dims = _pick(attrs, _AGENT_KEYS)
+            if err:
+                dims[sc.ERROR_TYPE] = err
+            self.agent_duration.record(duration, dims)
+        elif op == sc.OP_EXECUTE_TOOL and duration is not None:
+            dims = _pick(attrs, _TOOL_KEYS)
+            if err:
+                dims[sc.ERROR_TYPE] = err
+            self.tool_duration.record(duration, dims)
+
+        for event in span.events:
+            if event.name == sc.EVENT_AGENT_DECISION:
+                ev = event.attributes or {}
+                dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
+                dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
+                self.decisions.add(1, dims)
+
+        method = attrs.get(sc.A2A_METHOD_NAME)
+        if isinstance(method, str) and method and span.kind in (SpanKind.CLIENT, SpanKind.SERVER):
+            dims = {
+                sc.A2A_METHOD_NAME: method,
+                sc.NETWORK_IO_DIRECTION: "transmit" if span.kind is SpanKind.CLIENT else "receive",
+            }
+            dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
+            if err:
+                dims[sc.ERROR_TYPE] = err
+            self.a2a_messages.add(1, dims)
+
+    def shutdown(self) -> None:
+        """Nothing to release: the meter provider owns the instruments."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here; always True."""
+        return True
+
+
+class ProcessMetrics:
+    """Observable process metrics read through psutil at collection time.
+
+    ``process.cpu.time`` (``s``, by ``cpu.mode``), ``process.memory.usage`` (RSS, ``By``),
+    ``process.unix.file_descriptor.count``, ``process.thread.count`` and
+    ``cpython.gc.collections`` (by ``cpython.gc.generation``) — the OTel process / CPython
+    semantic-convention names.  A failing probe yields no observation; it never raises.
+
+    Args:
+        meter_provider: where to register; the global meter provider when None.
+    """
+
+    def __init__(self, meter_provider: metrics.MeterProvider | None = None) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        meter.create_observable_counter(
+            sc.METRIC_PROCESS_CPU_TIME, [self._cpu], unit="s", description="CPU time."
+        )
+        meter.create_observable_up_down_counter(
+            sc.METRIC_PROCESS_MEMORY_USAGE, [self._rss], unit="By", description="Resident memory."
+        )
+        meter.create_observable_up_down_counter(
+            sc.METRIC_PROCESS_FD_COUNT, [self._fds], unit="", description="Open file descriptors."
+        )
+        meter.create_observable_up_down_counter(
+            sc.METRIC_PROCESS_THREAD_COUNT, [self._threads], unit="", description="Threads."
+        )
+        meter.create_observable_counter(
+            sc.METRIC_CPYTHON_GC_COLLECTIONS, [self._gc], unit="", description="GC collections."
+        )
+
+    def _cpu(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            t = self._proc.cpu_times()
+            return [
+                Observation(t.user, {sc.CPU_MODE: "user"}),
+                Observation(t.system, {sc.CPU_MODE: "system"}),
+            ]
+        except Exception:
+            return []
+
+    def _rss(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return [Observation(self._proc.memory_info().rss)]
+        except Exception:
+            return []
+
+    def _fds(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return [Observation(self._proc.num_fds())]
+        except Exception:  # not on Windows
+            return []
+
+    def _threads(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return [Observation(self._proc.num_threads())]
+        except Exception:
+            return []
+
+    def _gc(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            return [
+                Observation(stats["collections"], {sc.CPYTHON_GC_GENERATION: gen})
+                for gen, stats in enumerate(gc.get_stats())
+            ]
+        except Exception:
+            return []
+
+
+_install_lock = threading.Lock()
+# id(provider) -> (provider, processor); the provider is kept so a recycled id never matches
+_installed: dict[int, tuple[object, AgentMetricsProcessor]] = {}
+
+
+def install_metrics(
+    meter_provider: metrics.MeterProvider | None = None,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    process_metrics: bool = True,
+    attach: bool = True,
+    pricebook: Any = None,
+) -> AgentMetricsProcessor | None:
+    """Attaches the span-derived metrics (and process metrics) to the existing providers.
+
+    Idempotent per tracer provider; never raises (returns None when it could not install).
+    The zero-code hook and ``configure()`` call this.
+
+    Args:
+        meter_provider: the meter provider; the global one when None.
+        tracer_provider: the tracer provider to attach to; the global one when None.
+        process_metrics: also register the psutil process metrics.
+        attach: add the processor to ``tracer_provider``; pass False when the caller chains it
+            behind its own enriching processor instead.
+        pricebook: optional ``PriceBook`` for spans that arrive unpriced.
+
+    Returns:
+        The processor, or None if the providers are no-op / installation failed.
+    """
+    try:
+        tp = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+        with _install_lock:
+            existing = _installed.get(id(tp))
+            if existing is not None and existing[0] is tp:
+                return existing[1]
+            processor = AgentMetricsProcessor(meter_provider, pricebook=pricebook)
+            if attach:
+                add = getattr(tp, "add_span_processor", None)
+                if add is None:
+                    _log.debug("install_metrics: tracer provider %r takes no processors", tp)
+                    return None
+                add(processor)
+            if process_metrics:
+                try:
+                    ProcessMetrics(meter_provider)
+                except Exception:
+                    _log.warning("otel-agents: process metrics unavailable", exc_info=True)
+            _installed[id(tp)] = (tp, processor)
+            return processor
+    except Exception:
+        _log.warning("otel-agents: could not install agent metrics", exc_info=True)
+        return None

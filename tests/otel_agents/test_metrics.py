@@ -1,0 +1,243 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Span-derived agent metrics, process metrics and cardinality bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
+
+from otel_agents import semconv as sc
+from otel_agents._metrics import AgentMetricsProcessor, install_metrics, span_cost
+
+LLM_ATTRS: dict[str, Any] = {
+    sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+    sc.GEN_AI_PROVIDER_NAME: "openai",
+    sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+    sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+    sc.GEN_AI_AGENT_NAME: "planner",
+    sc.GEN_AI_USAGE_INPUT_TOKENS: 1200,
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS: 300,
+    sc.GEN_AI_USAGE_COST_AMOUNT: 0.006,
+    sc.GEN_AI_USAGE_COST_CURRENCY: "USD",
+}
+
+
+class Env:
+    """A tracer provider whose spans feed an AgentMetricsProcessor read by an in-memory reader."""
+
+    def __init__(self, **reader_kwargs: Any) -> None:
+        self.reader = InMemoryMetricReader(**reader_kwargs)
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.tracer_provider = TracerProvider()
+        self.processor = AgentMetricsProcessor(self.meter_provider)
+        self.tracer_provider.add_span_processor(self.processor)
+        self.tracer = self.tracer_provider.get_tracer("test")
+
+    def metrics(self) -> dict[str, Metric]:
+        data = self.reader.get_metrics_data()
+        out: dict[str, Metric] = {}
+        if data is None:
+            return out
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    out[m.name] = m
+        return out
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    e = Env()
+    yield e
+    e.meter_provider.shutdown()
+    e.tracer_provider.shutdown()
+
+
+def points(metric: Metric) -> list[Any]:
+    return list(metric.data.data_points)
+
+
+def test_inference_span_metrics(env: Env) -> None:
+    """An inference span yields token histograms per type, duration with spec buckets, and cost."""
+    with env.tracer.start_as_current_span(
+        "chat gpt-4o", kind=SpanKind.CLIENT, attributes=LLM_ATTRS
+    ):
+        pass
+    m = env.metrics()
+    tokens = {
+        dict(p.attributes)[sc.GEN_AI_TOKEN_TYPE]: p
+        for p in points(m[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE])
+    }
+    assert tokens["input"].sum == 1200 and tokens["output"].sum == 300
+    assert tuple(tokens["input"].explicit_bounds) == tuple(float(b) for b in sc.TOKEN_USAGE_BUCKETS)
+    assert m[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE].unit == "{token}"
+    assert dict(tokens["input"].attributes) == {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
+        sc.GEN_AI_TOKEN_TYPE: "input",
+    }
+    (dur,) = points(m[sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION])
+    assert tuple(dur.explicit_bounds) == sc.OPERATION_DURATION_BUCKETS
+    assert m[sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION].unit == "s"
+    assert dur.count == 1 and sc.ERROR_TYPE not in dur.attributes
+    (cost,) = points(m[sc.METRIC_AGENT_COST])
+    assert cost.value == pytest.approx(0.006)
+    assert m[sc.METRIC_AGENT_COST].unit == "USD"
+    assert dict(cost.attributes)[sc.GEN_AI_AGENT_NAME] == "planner"
+
+
+def test_agent_tool_decision_and_a2a_metrics(env: Env) -> None:
+    """Agent/tool durations, decision events and A2A messages are counted with their dimensions."""
+    with env.tracer.start_as_current_span(
+        "invoke_agent planner",
+        attributes={sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: "planner"},
+    ) as agent:
+        agent.add_event(
+            sc.EVENT_AGENT_DECISION,
+            {sc.AGENT_DECISION_TYPE: "route", sc.AGENT_DECISION_CHOSEN: "x"},
+        )
+        agent.add_event(sc.EVENT_AGENT_DECISION, {sc.AGENT_DECISION_TYPE: "route"})
+        with env.tracer.start_as_current_span(
+            "execute_tool search",
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                sc.GEN_AI_TOOL_NAME: "search",
+                sc.GEN_AI_AGENT_NAME: "planner",
+            },
+        ) as tool:
+            tool.set_status(Status(StatusCode.ERROR))
+        with env.tracer.start_as_current_span(
+            "SendMessage", kind=SpanKind.CLIENT, attributes={sc.A2A_METHOD_NAME: "SendMessage"}
+        ):
+            pass
+    m = env.metrics()
+    (agent_p,) = points(m[sc.METRIC_GEN_AI_INVOKE_AGENT_DURATION])
+    assert dict(agent_p.attributes)[sc.GEN_AI_AGENT_NAME] == "planner"
+    (tool_p,) = points(m[sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION])
+    assert dict(tool_p.attributes) == {
+        sc.GEN_AI_OPERATION_NAME: "execute_tool",
+        sc.GEN_AI_TOOL_NAME: "search",
+        sc.GEN_AI_AGENT_NAME: "planner",
+        sc.ERROR_TYPE: "_OTHER",
+    }
+    (dec,) = points(m[sc.METRIC_AGENT_DECISIONS])
+    assert dec.value == 2 and dict(dec.attributes) == {
+        sc.GEN_AI_AGENT_NAME: "planner",
+        sc.AGENT_DECISION_TYPE: "route",
+    }
+    (a2a,) = points(m[sc.METRIC_AGENT_A2A_MESSAGES])
+    assert dict(a2a.attributes) == {
+        sc.A2A_METHOD_NAME: "SendMessage",
+        sc.NETWORK_IO_DIRECTION: "transmit",
+    }
+
+
+def test_dialect_spans_are_normalized(env: Env) -> None:
+    """OpenLLMetry-style token keys are read through the shared normalizer."""
+    pytest.importorskip("otel_agents._normalize")
+    attrs = {
+        "gen_ai.system": "openai",
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        "gen_ai.usage.prompt_tokens": 10,
+        "gen_ai.usage.completion_tokens": 5,
+    }
+    with env.tracer.start_as_current_span("chat", attributes=attrs):
+        pass
+    tokens = {
+        dict(p.attributes)[sc.GEN_AI_TOKEN_TYPE]: p.sum
+        for p in points(env.metrics()[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE])
+    }
+    assert tokens == {"input": 10, "output": 5}
+
+
+def test_unpriced_counted_never_zero(env: Env) -> None:
+    """An inference span marked unpriced increments the unpriced counter and adds no cost."""
+    attrs = {k: v for k, v in LLM_ATTRS.items() if not k.startswith("gen_ai.usage.cost")}
+    attrs[sc.AGENT_COST_UNPRICED] = True
+    with env.tracer.start_as_current_span("chat", attributes=attrs):
+        pass
+    m = env.metrics()
+    assert sc.METRIC_AGENT_COST not in m
+    (p,) = points(m[sc.METRIC_AGENT_UNPRICED_CALLS])
+    assert p.value == 1
+
+
+def test_span_cost_with_real_pricebook() -> None:
+    """Spans nobody priced are priced from the PriceBook; unknown models are unpriced."""
+    cost_mod = pytest.importorskip("otel_agents._cost")
+    book = cost_mod.PriceBook({"house-model": cost_mod.ModelPriceOverride(input=1.0, output=2.0)})
+    attrs = {k: v for k, v in LLM_ATTRS.items() if not k.startswith("gen_ai.usage.cost")}
+    attrs[sc.GEN_AI_RESPONSE_MODEL] = "house-model"
+    amount, unpriced = span_cost(attrs, book)
+    assert amount == pytest.approx(1200 * 1e-6 + 300 * 2e-6) and not unpriced
+    attrs[sc.GEN_AI_RESPONSE_MODEL] = "no-such-model-xyz-123"
+    attrs[sc.GEN_AI_REQUEST_MODEL] = "no-such-model-xyz-123"
+    assert span_cost(attrs, book) == (None, True)
+
+
+def test_cardinality_bounded_with_overflow_series() -> None:
+    """10,000 distinct tool names stay within the SDK cardinality limit plus one overflow series."""
+    e = Env()
+    try:
+        for i in range(10_000):
+            with e.tracer.start_as_current_span(
+                "execute_tool",
+                attributes={
+                    sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                    sc.GEN_AI_TOOL_NAME: f"tool-{i}",
+                },
+            ):
+                pass
+        pts = points(e.metrics()[sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION])
+    finally:
+        e.meter_provider.shutdown()
+    assert len(pts) == 2000 + 1  # the SDK default limit plus the overflow series (RC-13)
+    overflow = [p for p in pts if dict(p.attributes).get("otel.metric.overflow") is True]
+    assert len(overflow) == 1
+    assert sum(p.count for p in pts) == 10_000  # nothing lost, only folded
+
+
+def test_failures_never_reach_the_app(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instrument that raises inside on_end does not propagate into the span's with-block."""
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(env.processor.token_usage, "record", boom)
+    with env.tracer.start_as_current_span("chat", attributes=LLM_ATTRS):
+        pass  # must not raise at span end
+
+
+def test_process_metrics_and_install_idempotent() -> None:
+    """install_metrics attaches once per provider and registers psutil process metrics."""
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    tp = TracerProvider()
+    try:
+        first = install_metrics(mp, tracer_provider=tp)
+        assert first is not None and install_metrics(mp, tracer_provider=tp) is first
+        assert install_metrics(mp, tracer_provider=NoOpTracerProvider()) is None
+        data = reader.get_metrics_data()
+        assert data is not None
+        got = {
+            m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }
+        rss = points(got[sc.METRIC_PROCESS_MEMORY_USAGE])[0].value
+        assert rss > 1_000_000
+        assert {
+            dict(p.attributes)[sc.CPU_MODE] for p in points(got[sc.METRIC_PROCESS_CPU_TIME])
+        } == {"user", "system"}
+        assert points(got[sc.METRIC_PROCESS_THREAD_COUNT])[0].value >= 1
+        assert points(got[sc.METRIC_PROCESS_FD_COUNT])[0].value >= 3
+        assert len(points(got[sc.METRIC_CPYTHON_GC_COLLECTIONS])) == 3
+    finally:
+        mp.shutdown()
