@@ -177,3 +177,31 @@ ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE
 
 # --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)
+# --------------------------------------------------------------------------------------------
+#: OTel general semconv: direction of an A2A message on agent.a2a.messages (transmit|receive).
+NETWORK_IO_DIRECTION: Final = "network.io.direction"
+AGENT_EVENT_DECISION: Final = "agent.decision"
+AGENT_EVENT_STATE: Final = "agent.state"
+AGENT_EVENT_PREVIOUS_STATE: Final = "agent.state.previous"
+AGENT_SECURITY_ACTION: Final = "agent.threat.detection.action"
+AGENT_SECURITY_RULE_ID: Final = "agent.threat.detection.rule_id"
+AGENT_SECURITY_SEVERITY: Final = "agent.threat.detection.severity"
+AGENT_BUDGET_NAME: Final = "agent.budget.name"
+AGENT_BUDGET_LIMIT: Final = "agent.budget.limit"
+AGENT_BUDGET_SPENT: Final = "agent.budget.spent"
+AGENT_BUDGET_KIND: Final = "agent.budget.kind"
+EVENT_AGENT_BUDGET_EXCEEDED: Final = "agent.budget.exceeded"
+AGENT_PROFILE_TOP: Final = "agent.profile.top_functions"
+AGENT_PROFILE_MEMORY_CURRENT: Final = "agent.profile.memory.current"
+AGENT_PROFILE_MEMORY_PEAK: Final = "agent.profile.memory.peak"
+AGENT_PROFILE_CPU_TIME: Final = "agent.profile.cpu_time"
+AGENT_FRAMEWORKS: Final = "agent.frameworks"
+AGENT_FRAMEWORK_VERSION_PREFIX: Final = "agent.framework.version."
+# Process metrics (OTel process / CPython semconv names)
+METRIC_PROCESS_CPU_TIME: Final = "process.cpu.time"
+METRIC_PROCESS_MEMORY_USAGE: Final = "process.memory.usage"
+METRIC_PROCESS_FD_COUNT: Final = "process.unix.file_descriptor.count"
+METRIC_PROCESS_THREAD_COUNT: Final = "process.thread.count"
+METRIC_CPYTHON_GC_COLLECTIONS: Final = "cpython.gc.collections"
+CPU_MODE: Final = "cpu.mode"
+CPYTHON_GC_GENERATION: Final = "cpython.gc.generation"
