@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from otel_agents.processors._assembly import AssemblyConfig, TraceAssembler, inherit
 from otel_agents.processors._batch import build_span_batch
 

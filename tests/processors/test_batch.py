@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from otel_agents.processors._batch import SpanBatch, args_hash, build_span_batch, factorize
 
 from otel_agents import semconv as sc
-from otel_agents.processors._batch import SpanBatch, args_hash, build_span_batch, factorize
 
 from ._gen import TraceGen, kv, request
 
