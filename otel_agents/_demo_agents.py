@@ -1,0 +1,536 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The demo's two agents — a planner and a researcher — with tools and a scripted LLM.
+
+Everything is offline and deterministic for a seed: the "LLM" is a script that draws token
+counts from realistic ranges for real model names (so ``genai-prices`` prices them), and
+latencies are simulated — LLM time-to-first-token plus output tokens at the model's typical
+decoding speed, tool round-trips — then slept for real, compressed by ``time_scale``. Span
+durations are therefore real, and realistic *relative to each other*, while a demo of dozens of
+runs takes seconds.
+
+The agents are instrumented only through the public otel-agents spans API (``invoke_workflow``,
+``invoke_agent``, ``plan``, ``execute_tool``, ``chat``, ``record_decision``): the demo is also
+the reference for how an application uses it.
+
+The researcher runs in its own process behind A2A (:mod:`otel_agents._demo_a2a`); the planner
+reaches it through a :class:`Delegate` callable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_agents import _demo_faults as faults_mod
+from otel_agents._demo_faults import FaultSet
+from otel_agents._spans import (
+    chat,
+    execute_tool,
+    invoke_agent,
+    invoke_workflow,
+    plan,
+    record_decision,
+)
+
+__all__ = [
+    "MODELS",
+    "PLANNER",
+    "RESEARCHER",
+    "Delegate",
+    "ModelSpec",
+    "Pace",
+    "ResearchRequest",
+    "ResearchResult",
+    "RunOutcome",
+    "RunSpec",
+    "SearchBackendUnavailable",
+    "Telemetry",
+    "otlp_span_exporter",
+    "run_planner",
+    "run_researcher",
+]
+
+PLANNER = "planner"
+RESEARCHER = "researcher"
+WORKFLOW = "research_report"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How the scripted LLM behaves for one model.
+
+    Attributes:
+        provider: ``gen_ai.provider.name`` value.
+        response_model: the dated snapshot the provider answers with.
+        ttft_s: typical time to first token, seconds.
+        tokens_per_s: typical decoding speed.
+    """
+
+    provider: str
+    response_model: str
+    ttft_s: float
+    tokens_per_s: float
+
+
+#: Models the demo calls; all are known to ``genai-prices``.
+MODELS: Mapping[str, ModelSpec] = {
+    "gpt-4o": ModelSpec("openai", "gpt-4o-2024-08-06", 0.45, 85.0),
+    "gpt-4o-mini": ModelSpec("openai", "gpt-4o-mini-2024-07-18", 0.30, 120.0),
+    "claude-sonnet-4-5": ModelSpec("anthropic", "claude-sonnet-4-5-20250929", 0.90, 65.0),
+    "claude-opus-4-1": ModelSpec("anthropic", "claude-opus-4-1-20250805", 1.40, 38.0),
+}
+
+# A provider client gives up on one call after this long; also bounds the demo's wall time.
+_LLM_TIMEOUT_S = 60.0
+
+_TOPICS = (
+    "state of EU battery-recycling regulation",
+    "heat-pump adoption in cold climates",
+    "open-source vector databases compared",
+    "small modular reactor licensing timelines",
+    "retrieval-augmented generation evaluation methods",
+    "grid-scale sodium-ion storage pilots",
+    "carbon-removal procurement by large buyers",
+    "WebAssembly outside the browser in production",
+)
+
+_SITES = (
+    "https://en.wikipedia.org/wiki/",
+    "https://arxiv.org/abs/",
+    "https://www.iea.org/reports/",
+    "https://github.com/topics/",
+    "https://www.nature.com/articles/",
+)
+
+
+class Pace:
+    """Sleeps simulated seconds, compressed by ``time_scale`` (0.005 → 200x faster).
+
+    Args:
+        time_scale: real seconds per simulated second, in (0, 1].
+    """
+
+    def __init__(self, time_scale: float) -> None:
+        if not 0 < time_scale <= 1:
+            raise ValueError(f"time_scale must be in (0, 1], got {time_scale!r}")
+        self.time_scale = time_scale
+
+    def wait(self, simulated_s: float) -> None:
+        """Block for ``simulated_s * time_scale`` real seconds."""
+        time.sleep(max(0.0, simulated_s) * self.time_scale)
+
+
+class SearchBackendUnavailable(Exception):
+    """The search tool's backend refused the query (the error-burst fault)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What identifies one demo run; derived identically in both processes.
+
+    Attributes:
+        seed: the demo's ``--seed``.
+        run: 0-based run index.
+        faults: faults active in this run.
+    """
+
+    seed: int
+    run: int
+    faults: FaultSet = dataclasses.field(default_factory=FaultSet)
+
+    def rng(self, stream: str) -> random.Random:
+        """An independent, deterministic random stream for one agent/purpose of this run."""
+        # str seeds are hashed with SHA-512 by random.seed: stable across processes and runs
+        return random.Random(f"otel-agents-demo:{self.seed}:{self.run}:{stream}")
+
+    def topic(self) -> str:
+        """The research question of this run."""
+        return self.rng("topic").choice(_TOPICS)
+
+    def conversation_id(self) -> str:
+        """A2A ``contextId`` / ``gen_ai.conversation.id`` of the run."""
+        return _uuid(self.rng("conversation"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ResearchRequest:
+    """What the planner asks the researcher (the A2A message, decoded).
+
+    Attributes:
+        spec: the run.
+        question: the research question.
+    """
+
+    spec: RunSpec
+    question: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ResearchResult:
+    """What the researcher answers (the A2A task artifact, decoded).
+
+    Attributes:
+        summary: the findings text.
+        sources: URLs read.
+    """
+
+    summary: str
+    sources: tuple[str, ...]
+
+
+Delegate = Callable[[ResearchRequest], ResearchResult]
+"""Sends a research request to the researcher agent (over A2A in the demo)."""
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _llm(
+    pace: Pace,
+    rng: random.Random,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+) -> None:
+    """One scripted chat completion, instrumented as an inference span."""
+    spec = MODELS[model]
+    with chat(model, provider=spec.provider) as llm:
+        jitter = rng.uniform(0.85, 1.2)
+        pace.wait(min(_LLM_TIMEOUT_S, (spec.ttft_s + output_tokens / spec.tokens_per_s) * jitter))
+        llm.record_usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+        )
+        llm.set_response_model(spec.response_model)
+
+
+# --------------------------------------------------------------------------------------------
+# Researcher (runs in its own process, behind A2A)
+# --------------------------------------------------------------------------------------------
+def _web_search(pace: Pace, rng: random.Random, query: str, *, fail: bool) -> list[str]:
+    with execute_tool("web_search", call_id=_call_id(rng), arguments={"query": query}) as tool:
+        pace.wait(rng.uniform(0.6, 1.4) if not fail else rng.uniform(2.5, 3.5))
+        if fail:
+            # the backend times out behind a gateway: the span records the exception type
+            raise SearchBackendUnavailable("search backend returned 503 Service Unavailable")
+        slug = query.replace(" ", "_")
+        urls = [f"{site}{slug}-{rng.randrange(1000, 9999)}" for site in rng.sample(_SITES, 3)]
+        tool.set_result({"urls": urls})
+        return urls
+
+
+def _fetch_page(pace: Pace, rng: random.Random, url: str, *, slow: bool = False) -> int:
+    with execute_tool("fetch_page", call_id=_call_id(rng), arguments={"url": url}) as tool:
+        seconds = rng.uniform(0.3, 1.6)
+        pace.wait(seconds * faults_mod.SLOW_TOOL_FACTOR if slow else seconds)
+        page_tokens = rng.randint(1800, 3600)
+        tool.set_result({"url": url, "tokens": page_tokens})
+        return page_tokens
+
+
+def _summarize(pace: Pace, rng: random.Random, url: str, page_tokens: int) -> None:
+    with execute_tool("summarize", call_id=_call_id(rng), arguments={"url": url}) as tool:
+        _llm(
+            pace,
+            rng,
+            "gpt-4o-mini",
+            input_tokens=page_tokens + 220,
+            output_tokens=rng.randint(180, 320),
+        )
+        tool.set_result({"url": url})
+
+
+def _call_id(rng: random.Random) -> str:
+    return "call_" + format(rng.getrandbits(96), "024x")
+
+
+def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
+    """The researcher agent: search, read, summarise, synthesise.
+
+    Must run inside the A2A SERVER span, so its spans join the planner's trace.
+    """
+    spec, active = request.spec, request.spec.faults
+    rng = spec.rng(RESEARCHER)
+    with invoke_agent(
+        RESEARCHER,
+        agent_id="agent_researcher_01",
+        description="Finds and reads sources, returns a sourced summary",
+        conversation_id=spec.conversation_id(),
+    ):
+        _llm(
+            pace,
+            rng,
+            "gpt-4o-mini",
+            input_tokens=rng.randint(900, 1300),
+            output_tokens=rng.randint(60, 140),
+        )
+        record_decision(
+            decision_type="tool_choice",
+            chosen="web_search",
+            options=["web_search", "answer_from_memory"],
+            confidence=round(rng.uniform(0.72, 0.95), 2),
+        )
+
+        urls: list[str] = []
+        queries = [request.question, f"{request.question} latest data"]
+        for index, query in enumerate(queries):
+            failing = faults_mod.ERROR_BURST in active and index == 0
+            attempts = faults_mod.ERROR_BURST_FAILURES if failing else 1
+            for attempt in range(attempts):
+                try:
+                    urls += _web_search(pace, rng, query, fail=failing)
+                    break
+                except SearchBackendUnavailable:
+                    if attempt == attempts - 1:
+                        record_decision(
+                            decision_type="fallback",
+                            chosen="cached_index",
+                            options=["retry_search", "cached_index", "give_up"],
+                            confidence=0.6,
+                        )
+                        urls.append(f"{_SITES[0]}{query.replace(' ', '_')}-cached")
+                    else:
+                        pace.wait(0.5 * 2**attempt)  # client back-off between retries
+
+        pages: list[tuple[str, int]] = []
+        for index, url in enumerate(urls[:3]):
+            slow = faults_mod.SLOW_TOOL in active and index == 0
+            pages.append((url, _fetch_page(pace, rng, url, slow=slow)))
+        if faults_mod.TOOL_LOOP in active:
+            # the agent keeps re-reading the same page, convinced the next read will differ
+            stuck = urls[0]
+            for _ in range(faults_mod.TOOL_LOOP_REPEATS):
+                _fetch_page(pace, rng, stuck)
+
+        for url, page_tokens in pages:
+            _summarize(pace, rng, url, page_tokens)
+
+        synth_input = rng.randint(2600, 4200)
+        if faults_mod.TOKEN_SPIKE in active:
+            synth_input *= faults_mod.TOKEN_SPIKE_FACTOR  # raw pages pasted into the prompt
+        _llm(
+            pace,
+            rng,
+            faults_mod.TOKEN_SPIKE_MODEL,
+            input_tokens=synth_input,
+            output_tokens=rng.randint(450, 800),
+            cache_read_tokens=1024,
+        )
+        record_decision(
+            decision_type="stop",
+            chosen="answer",
+            options=["answer", "search_more"],
+            confidence=round(rng.uniform(0.7, 0.92), 2),
+        )
+        sources = tuple(url for url, _ in pages)
+        return ResearchResult(
+            summary=f"{len(sources)} sources on {request.question}", sources=sources
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Planner (the demo's main process)
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What one planner run produced.
+
+    Attributes:
+        trace_id: hex id of the run's trace.
+        research: the researcher's answer; ``None`` when the delegation failed.
+    """
+
+    trace_id: str
+    research: ResearchResult | None
+
+
+def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
+    """One demo run: the planner plans, delegates research over A2A, and writes the report.
+
+    A failed delegation does not end the run: the planner decides to answer from its own
+    knowledge (the failure is on the A2A CLIENT span), as a production agent would.
+    """
+    rng = spec.rng(PLANNER)
+    active = spec.faults
+    question = spec.topic()
+    with (
+        invoke_workflow(WORKFLOW),
+        invoke_agent(
+            PLANNER,
+            agent_id="agent_planner_01",
+            description="Plans research reports and delegates the reading",
+            conversation_id=spec.conversation_id(),
+        ),
+    ):
+        trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+        with plan(agent_name=PLANNER):
+            _llm(
+                pace,
+                rng,
+                "gpt-4o",
+                input_tokens=rng.randint(1500, 2200),
+                output_tokens=rng.randint(250, 450),
+            )
+            record_decision(
+                decision_type="route",
+                chosen=RESEARCHER,
+                options=[RESEARCHER, "answer_directly"],
+                confidence=round(rng.uniform(0.75, 0.97), 2),
+            )
+        with execute_tool(
+            "recall_memory", call_id=_call_id(rng), arguments={"topic": question}
+        ) as tool:
+            pace.wait(rng.uniform(0.05, 0.15))
+            tool.set_result({"notes": rng.randint(0, 4)})
+
+        research: ResearchResult | None
+        try:
+            research = delegate(ResearchRequest(spec=spec, question=question))
+        except Exception:
+            research = None
+            record_decision(
+                decision_type="fallback",
+                chosen="answer_directly",
+                options=["retry_delegation", "answer_directly"],
+                confidence=0.4,
+            )
+
+        if faults_mod.COST_RUNAWAY in active:
+            # the writer escalates to the most capable model and keeps rewriting at full length
+            for revision in range(faults_mod.COST_RUNAWAY_REVISIONS):
+                _llm(
+                    pace,
+                    rng,
+                    faults_mod.COST_RUNAWAY_MODEL,
+                    input_tokens=rng.randint(18_000, 24_000),
+                    output_tokens=faults_mod.COST_RUNAWAY_OUTPUT_TOKENS + rng.randint(0, 2000),
+                )
+                last = revision == faults_mod.COST_RUNAWAY_REVISIONS - 1
+                record_decision(
+                    decision_type="review",
+                    chosen="deliver" if last else "revise",
+                    options=["deliver", "revise"],
+                    confidence=round(rng.uniform(0.3, 0.5), 2),
+                )
+        else:
+            _llm(
+                pace,
+                rng,
+                "claude-sonnet-4-5",
+                input_tokens=rng.randint(2500, 4000),
+                output_tokens=rng.randint(700, 1100),
+            )
+            record_decision(
+                decision_type="review",
+                chosen="deliver",
+                options=["deliver", "revise"],
+                confidence=round(rng.uniform(0.8, 0.95), 2),
+            )
+        return RunOutcome(trace_id=trace_id, research=research)
+
+
+# --------------------------------------------------------------------------------------------
+# Telemetry of one demo process
+# --------------------------------------------------------------------------------------------
+class _CountingExporter(SpanExporter):
+    """Passes spans to the OTLP exporter and counts the ones it acknowledged."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.exported = 0
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        with self._lock:
+            if result is SpanExportResult.SUCCESS:
+                self.exported += len(spans)
+            else:
+                self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
+    """The SDK's OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``).
+
+    ``endpoint`` is the base URL, as in ``OTEL_EXPORTER_OTLP_ENDPOINT``; for HTTP the signal
+    path ``/v1/traces`` is appended as the OTLP exporter specification says.
+    """
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
+
+
+class Telemetry:
+    """The tracer provider of one demo process, exporting OTLP, installed globally.
+
+    Attributes:
+        provider: the SDK tracer provider.
+    """
+
+    def __init__(self, provider: TracerProvider, counter: _CountingExporter) -> None:
+        self.provider = provider
+        self._counter = counter
+
+    @classmethod
+    def start(cls, *, service_name: str, endpoint: str, protocol: str) -> Telemetry:
+        """Build the provider (resource: ``service.name``, ``process.pid``), set it global."""
+        resource = Resource.create(
+            {
+                "service.name": service_name,
+                "service.namespace": "otel-agents-demo",
+                "process.pid": os.getpid(),
+            }
+        )
+        provider = TracerProvider(resource=resource)
+        counter = _CountingExporter(otlp_span_exporter(endpoint, protocol))
+        provider.add_span_processor(BatchSpanProcessor(counter, schedule_delay_millis=500))
+        trace.set_tracer_provider(provider)
+        return cls(provider, counter)
+
+    @property
+    def spans_exported(self) -> int:
+        """Spans the endpoint acknowledged so far."""
+        return self._counter.exported
+
+    @property
+    def spans_failed(self) -> int:
+        """Spans the exporter gave up on."""
+        return self._counter.failed
+
+    def shutdown(self) -> int:
+        """Flush and shut down; returns the number of spans the endpoint acknowledged."""
+        self.provider.force_flush(30_000)
+        self.provider.shutdown()
+        return self._counter.exported
