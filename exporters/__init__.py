@@ -13,6 +13,13 @@ from typing import Any
 from otel_agents._component import Factory
 
 # --- forwarding (OTLP) ---
+from ._otlp import OtlpExporterConfig as OtlpExporterConfig
+from ._otlp import OtlpForwarder as OtlpForwarder
+from ._otlp import RetryConfig as RetryConfig
+from ._otlp import create_otlp_exporter
+from ._redact import RedactionConfig as RedactionConfig
+from ._redact import Redactor as Redactor
+
 # --- end forwarding ---
 
 # --- analysis outputs (findings store, metrics, OTLP logs) ---
@@ -25,6 +32,7 @@ FACTORIES: dict[str, Factory[Any]] = {}
 """Type name → factory for every sink."""
 
 # --- forwarding factories ---
+FACTORIES["otlp"] = Factory("otlp", OtlpExporterConfig, create_otlp_exporter)
 # --- end forwarding factories ---
 
 # --- analysis output factories ---

@@ -1,0 +1,374 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The receiver's pipeline: the spool, the components built from the config, and the threads
+that feed them.
+
+:class:`Pipeline` is three things at once:
+
+* the ``Ingestor`` the transport servers call: :meth:`Pipeline.ingest` commits the request to the
+  spool and returns only once it is durable (or raises :class:`RetryableError`);
+* the :class:`otel_agents._component.Host` of every processor and exporter;
+* the driver: one pipeline thread reads the spool from the ``analysis`` cursor *after* commit,
+  decodes each request once (a span batch via ``otel_agents.processors.build_span_batch``) and
+  hands it to the processors then the exporters in pipeline order, and ticks every component
+  about once a second.  Forwarders (``otlp`` exporters) read the spool on their own threads from
+  their own cursors.
+
+Receiver-made log records (findings, alerts) reach the destinations through
+:meth:`Pipeline.export_logs`: they are spooled with the ``internal`` flag, so forwarders send them
+but the analysis cursor skips them (no feedback loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from otel_agents._component import ApiHandler, Component, Finding, FindingListener
+from otel_agents._errors import RetryableError
+from otel_agents.receiver._config import ComponentConfig, ReceiverConfig
+from otel_agents.receiver._spool import Row, Signal, Spool, SpoolCursor
+
+if TYPE_CHECKING:
+    from otel_agents._cost import PriceBook
+
+__all__ = ["ANALYSIS_CURSOR", "Pipeline"]
+
+_log = logging.getLogger(__name__)
+
+ANALYSIS_CURSOR = "analysis"
+_REQUEST_TYPES: dict[str, type[Message]] = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+# Decoded requests handed over by ingest() so the pipeline thread need not parse them again;
+# bounded, because the pipeline may lag (then it parses from the spool).
+_DECODED_CACHE = 256
+
+
+class _Stage:
+    __slots__ = ("component", "id", "kind")
+
+    def __init__(self, cid: str, kind: str, component: Component) -> None:
+        self.id, self.kind, self.component = cid, kind, component
+
+
+class Pipeline:
+    """Spool + components + pipeline thread (see the module docstring).
+
+    Args:
+        config: the receiver configuration.
+        registry: Prometheus registry for every component's metrics (a new one if omitted).
+        clock: receiver clock, unix seconds (tests inject one).
+        analysis: run processors and non-forwarding exporters (``--no-analysis`` turns it off).
+    """
+
+    def __init__(
+        self,
+        config: ReceiverConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        analysis: bool = True,
+    ) -> None:
+        self.config = config
+        self._registry = registry if registry is not None else CollectorRegistry()
+        self._clock = clock
+        self._data_dir = Path(config.storage.data_dir)
+        self._pricebook: PriceBook | None = None
+        self._listeners: list[FindingListener] = []
+        self.api_routes: dict[str, ApiHandler] = {}
+        self._stages: list[_Stage] = []
+        self._forwarders: list[_Stage] = []
+        for kind in ("processors", "exporters"):
+            if kind == "processors" and not analysis:
+                continue
+            for cc in config.components(kind):
+                stage = _Stage(cc.id, kind, self._create(kind, cc))
+                if hasattr(stage.component, "cursor_name"):
+                    self._forwarders.append(stage)
+                elif analysis:
+                    self._stages.append(stage)
+        cursors = [str(getattr(f.component, "cursor_name")) for f in self._forwarders]  # noqa: B009
+        if self._stages:
+            cursors.append(ANALYSIS_CURSOR)
+        st = config.storage
+        self.spool = Spool(
+            self._data_dir,
+            max_bytes=st.max_bytes,
+            retention=st.retention,
+            cursors=cursors,
+            synchronous="FULL" if st.synchronous == "FULL" else "NORMAL",
+            retry_after=config.admission.min_retry_delay,
+        )
+        self._decoded: OrderedDict[int, Message] = OrderedDict()
+        self._decoded_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._warned_no_batch = False
+        self._spool_items = Gauge(
+            "otel_agents_spool_items",
+            "Items held in the spool.",
+            ["signal"],
+            registry=self._registry,
+        )
+        self._spool_bytes = Gauge(
+            "otel_agents_spool_bytes", "Payload bytes held in the spool.", registry=self._registry
+        )
+        self._stage_duration = Histogram(
+            "otel_agents_pipeline_batch_duration_seconds",
+            "Time a pipeline stage spent on one batch.",
+            ["stage"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self._registry,
+        )
+
+    @staticmethod
+    def _create(kind: str, cc: ComponentConfig) -> Component:
+        if kind == "processors":
+            from otel_agents.processors import FACTORIES as factories
+        else:
+            from otel_agents.exporters import FACTORIES as factories
+        return factories[cc.type].create(cc.config, cc.name)
+
+    # ------------------------------------------------------------------ Host
+
+    @property
+    def data_dir(self) -> Path:
+        """Directory for components' own files (the spool lives here too)."""
+        return self._data_dir
+
+    @property
+    def pricebook(self) -> PriceBook:
+        """The shared price book (loaded on first use: genai-prices data is large)."""
+        if self._pricebook is None:
+            from otel_agents._cost import PriceBook
+
+            self._pricebook = PriceBook()
+        return self._pricebook
+
+    def now(self) -> float:
+        """Receiver clock, unix seconds."""
+        return self._clock()
+
+    def emit_finding(self, finding: Finding) -> None:
+        """Call every subscriber; a failing subscriber is logged and does not stop the others."""
+        for listener in list(self._listeners):
+            try:
+                listener(finding)
+            except Exception:
+                _log.exception("finding subscriber %r failed", listener)
+
+    def subscribe_findings(self, listener: FindingListener) -> None:
+        """Be called with every finding emitted by any component."""
+        self._listeners.append(listener)
+
+    def export_logs(self, request: ExportLogsServiceRequest) -> None:
+        """Spool receiver-made log records for the destinations (never fed back to analysis)."""
+        items = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        if not items or not self._forwarders:
+            return
+        try:
+            self.spool.append(
+                "logs", request.SerializeToString(), items, received_at=self.now(), internal=True
+            )
+        except RetryableError as exc:
+            _log.warning("dropping %d receiver-made log records: %s", items, exc)
+
+    def register_api(self, path: str, handler: ApiHandler) -> None:
+        """Serve ``handler`` at ``path`` on the admin endpoint."""
+        if not path.startswith("/api/"):
+            raise ValueError(f"API paths start with /api/, got {path!r}")
+        self.api_routes[path] = handler
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The registry served at ``/metrics``."""
+        return self._registry
+
+    def spool_cursor(self, name: str) -> SpoolCursor:
+        """The spool cursor of a forwarder (``SpoolHost``)."""
+        return self.spool.cursor(name)
+
+    # ------------------------------------------------------------------ Ingestor
+
+    def ingest(self, signal: str, request: Message, payload: bytes, items: int) -> None:
+        """Make one validated request durable; returns once it is committed.
+
+        Raises:
+            RetryableError: the spool is full or its storage is failing (nothing was stored).
+        """
+        if signal not in _REQUEST_TYPES:
+            raise ValueError(f"unknown signal {signal!r}")
+        sig: Signal = signal  # type: ignore[assignment]
+        seq = self.spool.append(sig, payload, items, received_at=self.now())
+        if self._stages:
+            with self._decoded_lock:
+                self._decoded[seq] = request
+                while len(self._decoded) > _DECODED_CACHE:
+                    self._decoded.popitem(last=False)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(ready, details)`` for ``/readyz``: not ready while the spool refuses data."""
+        details: dict[str, Any] = {
+            "spool": "ok" if self.spool.healthy else f"degraded: {self.spool.problem}",
+            "spool_bytes": self.spool.bytes,
+            "spool_max_bytes": self.spool.max_bytes,
+        }
+        ready = self.spool.healthy and self.spool.bytes < self.spool.max_bytes
+        if self.spool.bytes >= self.spool.max_bytes:
+            details["spool"] = "full"
+        return ready, details
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def components(self) -> Mapping[str, Component]:
+        """Component ID → component, in pipeline order (forwarders last)."""
+        return {s.id: s.component for s in (*self._stages, *self._forwarders)}
+
+    def start(self) -> None:
+        """Start every component, then the pipeline thread."""
+        if self._started:
+            return
+        self._started = True
+        for stage in (*self._stages, *self._forwarders):
+            stage.component.start(self)
+        self._thread = threading.Thread(target=self._run, name="otel-agents pipeline", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout: float | None = None) -> None:
+        """Finish the batch in hand, let forwarders drain for ``drain_timeout``, shut down."""
+        timeout = self.config.pipeline.drain_timeout if drain_timeout is None else drain_timeout
+        self._stop.set()
+        self.spool.wake()
+        if self._thread is not None:
+            self._thread.join(timeout + 5.0)
+        for stage in self._forwarders:
+            drain = getattr(stage.component, "drain", None)
+            if callable(drain):
+                drain(timeout)
+        for stage in (*self._stages, *self._forwarders):
+            try:
+                stage.component.shutdown()
+            except Exception:
+                _log.exception("%s: shutdown failed", stage.id)
+        self.spool.close()
+
+    # ------------------------------------------------------------------ pipeline thread
+
+    def _run(self) -> None:
+        cursor = self.spool.cursor(ANALYSIS_CURSOR) if self._stages else None
+        interval = self.config.pipeline.tick_interval
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + interval
+            if cursor is None:
+                self._stop.wait(max(0.0, next_tick - time.monotonic()))
+                continue
+            try:
+                rows = cursor.read(max_rows=32, include_internal=False)
+            except Exception:
+                _log.exception("pipeline: reading the spool failed")
+                rows = []
+            if not rows:
+                cursor.wait(max(0.01, min(0.25, next_tick - time.monotonic())))
+                continue
+            for row in rows:
+                if not row.internal:
+                    self._process(row)
+            cursor.ack(rows[-1].seq)
+        if cursor is not None:
+            # Finish what was committed before shutdown (bounded by one read).
+            for row in cursor.read(max_rows=256, include_internal=False):
+                if not row.internal:
+                    self._process(row)
+                cursor.ack(row.seq)
+
+    def _tick(self) -> None:
+        now = self.now()
+        self.spool.check()
+        self.spool.compact(now)
+        for signal, n in self.spool.items().items():
+            self._spool_items.labels(signal).set(n)
+        self._spool_bytes.set(self.spool.bytes)
+        for stage in (*self._stages, *self._forwarders):
+            try:
+                stage.component.tick(now)
+            except Exception:
+                _log.exception("%s: tick failed", stage.id)
+
+    def _decode(self, row: Row) -> Message | None:
+        with self._decoded_lock:
+            request = self._decoded.pop(row.seq, None)
+        if request is not None:
+            return request
+        request = _REQUEST_TYPES[row.signal]()
+        try:
+            request.ParseFromString(row.payload)
+        except DecodeError:
+            _log.error(
+                "pipeline: spooled %s request %d does not parse; skipped", row.signal, row.seq
+            )
+            return None
+        return request
+
+    def _process(self, row: Row) -> None:
+        request = self._decode(row)
+        if request is None:
+            return
+        if row.signal == "traces":
+            batch = self._span_batch(request, row.received_at)
+            if batch is None:
+                return
+            self._feed("process_traces", batch)
+        elif row.signal == "metrics":
+            self._feed("process_metrics", request)
+        else:
+            self._feed("process_logs", request)
+
+    def _span_batch(self, request: Message, received_at: float) -> Any:
+        from otel_agents import processors
+
+        build = getattr(processors, "build_span_batch", None)
+        if build is None:
+            if not self._warned_no_batch:
+                _log.warning(
+                    "pipeline: otel_agents.processors.build_span_batch is missing; "
+                    "span analysis skipped"
+                )
+                self._warned_no_batch = True
+            return None
+        start = time.perf_counter()
+        try:
+            batch = build(request, pricebook=self.pricebook, received_at=received_at)
+        except Exception:
+            _log.exception("pipeline: building a span batch failed; batch skipped for analysis")
+            return None
+        self._stage_duration.labels("span_batch").observe(time.perf_counter() - start)
+        return batch
+
+    def _feed(self, method: str, data: Any) -> None:
+        for stage in self._stages:
+            start = time.perf_counter()
+            try:
+                getattr(stage.component, method)(data)
+            except Exception:
+                _log.exception("%s: %s failed", stage.id, method)
+            self._stage_duration.labels(stage.id).observe(time.perf_counter() - start)

@@ -1,0 +1,463 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``otlp`` forwarder against a real downstream (RC-05, RC-06, RC-07 and the basics)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from otel_agents._configtypes import decode
+from otel_agents._errors import ConfigError
+from otel_agents.exporters import OtlpExporterConfig, OtlpForwarder
+from otel_agents.receiver._config import load_config
+from otel_agents.receiver._pipeline import Pipeline
+from tests.exporters._fwd_sink import (
+    Decision,
+    RecordingSink,
+    always,
+    make_logs,
+    make_traces,
+    share_unavailable,
+)
+
+FAST_RETRY = {
+    "initial_interval": "50ms",
+    "max_interval": "200ms",
+    "multiplier": 1.5,
+    "randomization_factor": 0.5,
+}
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[RecordingSink]]:
+    """Sinks created by a test, stopped afterwards."""
+    made: list[RecordingSink] = []
+    yield made
+    for s in made:
+        s.stop()
+
+
+def _sink(sinks: list[RecordingSink], decide: Any = None, http: bool = False) -> RecordingSink:
+    sink = RecordingSink(decide) if decide else RecordingSink()
+    sink.start_http() if http else sink.start_grpc()
+    sinks.append(sink)
+    return sink
+
+
+def _pipeline(tmp_path: Path, exporters: dict[str, dict[str, Any]], **storage: Any) -> Pipeline:
+    overrides: dict[str, Any] = {
+        "storage.data_dir": str(tmp_path),
+        "exporters": {k: {"retry_on_failure": FAST_RETRY, **v} for k, v in exporters.items()},
+        "pipeline.exporters": list(exporters),
+        "pipeline.processors": [],
+        "pipeline.tick_interval": "100ms",
+    }
+    overrides.update({f"storage.{k}": v for k, v in storage.items()})
+    pipeline = Pipeline(load_config(None, overrides), analysis=False)
+    pipeline.start()
+    return pipeline
+
+
+def _ingest(pipeline: Pipeline, batches: int, spans: int = 5, **attrs: str) -> list[Any]:
+    made = [make_traces(spans, attrs or None) for _ in range(batches)]
+    for b in made:
+        pipeline.ingest("traces", b.request, b.payload, spans)
+    return made
+
+
+def _keys(batches: list[Any]) -> set[tuple[bytes, bytes]]:
+    return {k for b in batches for k in b.keys}
+
+
+def _metric(pipeline: Pipeline, name: str, **labels: str) -> float:
+    return pipeline.metrics_registry.get_sample_value(name, labels) or 0.0
+
+
+def test_forwards_the_spooled_bytes_unchanged_over_grpc(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """Every acked span reaches the gRPC destination and the bytes sent are the bytes received."""
+    sink = _sink(sinks)
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
+    try:
+        batches = _ingest(p, 4)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert b"".join(sink.bodies) == b"".join(b.payload for b in batches)
+        assert sink.duplicates == 0
+        assert sink.wait_for(
+            lambda: (
+                _metric(
+                    p,
+                    "otel_agents_forwarder_sent_items_total",
+                    destination="otlp/a",
+                    signal="traces",
+                )
+                == 20
+            )
+        )
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_forwards_over_http_protobuf_with_gzip_and_headers(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """OTLP/HTTP: POST /v1/traces, application/x-protobuf, gzip, configured headers sent."""
+    sink = _sink(sinks, http=True)
+    p = _pipeline(
+        tmp_path,
+        {
+            "otlp/h": {
+                "endpoint": f"http://127.0.0.1:{sink.http_port}",
+                "protocol": "http/protobuf",
+                "headers": {"x-tenant": "t1"},
+            }
+        },
+    )
+    try:
+        batches = _ingest(p, 3)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert sink.headers[0]["content-encoding"] == "gzip"
+        assert sink.headers[0]["content-type"] == "application/x-protobuf"
+        assert sink.headers[0]["x-tenant"] == "t1"
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc05_dead_destination_does_not_block_a_healthy_one_and_catches_up(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-05: while one backend is down the other gets everything; after restore both have all."""
+    healthy = _sink(sinks)
+    dead = _sink(sinks)
+    dead_port = dead.grpc_port
+    dead.stop_grpc()
+    p = _pipeline(
+        tmp_path,
+        {
+            "otlp/dead": {"endpoint": f"grpc://127.0.0.1:{dead_port}", "timeout": "500ms"},
+            "otlp/healthy": {"endpoint": f"grpc://127.0.0.1:{healthy.grpc_port}"},
+        },
+    )
+    try:
+        batches = _ingest(p, 10)
+        assert healthy.wait_for(lambda: healthy.received == _keys(batches))
+        assert healthy.wait_for(
+            lambda: _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/dead") >= 2
+        )
+        assert healthy.wait_for(
+            lambda: _metric(p, "otel_agents_forwarder_pending_items", destination="otlp/dead") == 50
+        )
+        more = _ingest(p, 5)  # ingestion is unaffected by the dead destination
+        assert healthy.wait_for(lambda: healthy.received == _keys(batches + more))
+        dead.start_grpc(dead_port)
+        assert dead.wait_for(lambda: dead.received == _keys(batches + more), timeout=15)
+        assert dead.duplicates == 0
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc05_waits_at_least_the_retry_info_delay(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-05: a throttled export (UNAVAILABLE + RetryInfo 0.4 s) is retried no sooner than asked."""
+    sink = _sink(
+        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE, 0.4) if n <= 2 else Decision()
+    )
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
+    try:
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        times = [t for t, _, _ in sink.attempts]
+        assert len(times) == 3
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.39
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc05_http_retry_after_is_honoured(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """RC-05: HTTP 503 + Retry-After: 1 delays the next attempt by at least a second."""
+    sink = _sink(
+        sinks,
+        lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE, 1.0) if n == 1 else Decision(),
+        http=True,
+    )
+    p = _pipeline(
+        tmp_path,
+        {"otlp/h": {"endpoint": f"http://127.0.0.1:{sink.http_port}", "protocol": "http/protobuf"}},
+    )
+    try:
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        (t1, _, c1), (t2, _, c2) = sink.attempts
+        assert (c1, c2) == ("UNAVAILABLE", "OK")
+        assert t2 - t1 >= 0.99
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc06_flaky_destination_gets_everything_without_a_retry_storm(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-06: 70 % UNAVAILABLE still delivers every span once, with attempts bounded by backoff."""
+    sink = _sink(sinks, share_unavailable(0.7))
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
+    )
+    try:
+        batches = _ingest(p, 8)
+        assert sink.wait_for(lambda: sink.received == _keys(batches), timeout=20)
+        assert sink.duplicates == 0
+        # 8 batches at 30 % success need ~27 attempts on average; a storm would be hundreds.
+        assert sink.attempt_count() < 80
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc06_hanging_destination_does_not_delay_the_other(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-06: a backend that never answers only times out its own exports."""
+    hanging = _sink(sinks, always(Decision(hang=True)))
+    healthy = _sink(sinks)
+    p = _pipeline(
+        tmp_path,
+        {
+            "otlp/hang": {"endpoint": f"grpc://127.0.0.1:{hanging.grpc_port}", "timeout": "300ms"},
+            "otlp/ok": {"endpoint": f"grpc://127.0.0.1:{healthy.grpc_port}"},
+        },
+    )
+    try:
+        batches = _ingest(p, 5)
+        assert healthy.wait_for(lambda: healthy.received == _keys(batches), timeout=5)
+        assert healthy.wait_for(
+            lambda: _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/hang") >= 1
+        )
+    finally:
+        hanging.stop()
+        p.stop(drain_timeout=0.5)
+
+
+def test_rc07_permanent_errors_are_dropped_after_one_attempt_and_counted(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-07: INVALID_ARGUMENT is not retried; the items are counted by reason."""
+    sink = _sink(sinks, always(Decision(grpc.StatusCode.INVALID_ARGUMENT, message="bad")))
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
+    )
+    try:
+        _ingest(p, 3, spans=4)
+        assert sink.wait_for(
+            lambda: (
+                _metric(
+                    p,
+                    "otel_agents_forwarder_failed_items_total",
+                    destination="otlp/a",
+                    signal="traces",
+                    reason="invalid_argument",
+                )
+                == 12
+            )
+        )
+        time.sleep(0.3)  # would reveal a retry (initial interval is 50 ms)
+        assert sink.attempt_count() == 3
+        assert p.spool.cursor("otlp/a").pending() == (0, 0)
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc07_http_400_is_permanent(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """RC-07: HTTP 400 is dropped after one attempt and counted as http_400."""
+    sink = _sink(sinks, always(Decision(grpc.StatusCode.INVALID_ARGUMENT)), http=True)
+    p = _pipeline(
+        tmp_path,
+        {"otlp/h": {"endpoint": f"http://127.0.0.1:{sink.http_port}", "protocol": "http/protobuf"}},
+    )
+    try:
+        _ingest(p, 1, spans=3)
+        assert sink.wait_for(
+            lambda: (
+                _metric(
+                    p,
+                    "otel_agents_forwarder_failed_items_total",
+                    destination="otlp/h",
+                    signal="traces",
+                    reason="http_400",
+                )
+                == 3
+            )
+        )
+        time.sleep(0.3)
+        assert sink.attempt_count() == 1
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_rc07_partial_success_is_counted_and_not_retried(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-07: rejected_spans from partial_success are counted as failed; the rest as sent."""
+    sink = _sink(sinks, always(Decision(rejected=2, message="2 spans too old")))
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
+    )
+    try:
+        _ingest(p, 1, spans=5)
+        assert sink.wait_for(
+            lambda: (
+                _metric(
+                    p,
+                    "otel_agents_forwarder_failed_items_total",
+                    destination="otlp/a",
+                    signal="traces",
+                    reason="partial_success",
+                )
+                == 2
+            )
+        )
+        assert (
+            _metric(
+                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
+            )
+            == 3
+        )
+        time.sleep(0.3)
+        assert sink.attempt_count() == 1
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_resource_exhausted_without_retry_info_is_retried(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """Bare RESOURCE_EXHAUSTED (Tempo 2.x rate limiting) is retried with backoff, not dropped."""
+    sink = _sink(
+        sinks, lambda _s, n: Decision(grpc.StatusCode.RESOURCE_EXHAUSTED) if n <= 2 else Decision()
+    )
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
+    try:
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert [c for _, _, c in sink.attempts] == [
+            "RESOURCE_EXHAUSTED",
+            "RESOURCE_EXHAUSTED",
+            "OK",
+        ]
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_only_configured_signals_are_sent(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """A traces-only destination (Phoenix, Tempo) never gets metrics or logs requests."""
+    sink = _sink(sinks)
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "signals": ["traces"]}},
+    )
+    try:
+        logs = make_logs(3)
+        p.ingest("logs", logs, logs.SerializeToString(), 3)
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert sink.wait_for(lambda: p.spool.cursor("otlp/a").pending() == (0, 0))
+        assert {s for _, s, _ in sink.attempts} == {"traces"}
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_receiver_made_logs_are_forwarded(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """Host.export_logs spools log records that the destinations then receive."""
+    sink = _sink(sinks)
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
+    try:
+        p.export_logs(make_logs(4))
+        assert sink.wait_for(lambda: sink.items["logs"] == 4)
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_restart_resumes_from_the_cursor(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """Data spooled while the destination was down is sent by the next process on the same dir."""
+    sink = _sink(sinks)
+    port = sink.grpc_port
+    sink.stop_grpc()
+    cfg = {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{port}", "timeout": "300ms"}}
+    p = _pipeline(tmp_path, cfg)
+    batches = _ingest(p, 3)
+    p.stop(drain_timeout=0.2)
+    sink.start_grpc(port)
+    p2 = _pipeline(tmp_path, cfg)
+    try:
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    finally:
+        p2.stop(drain_timeout=1)
+
+
+def test_shutdown_drains_what_is_spooled(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """stop() lets the forwarder send what was committed before returning."""
+    sink = _sink(sinks, always(Decision(delay=0.05)))
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
+    )
+    batches = _ingest(p, 5)
+    p.stop(drain_timeout=5)
+    assert sink.received == _keys(batches)
+
+
+def test_secrets_are_masked_before_forwarding(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """Default redaction masks credential attributes in what the destination receives."""
+    sink = _sink(sinks)
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
+    try:
+        batches = _ingest(
+            p, 1, spans=1, **{"http.request.header.authorization": "Bearer abcdefghijkl"}
+        )
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert b"abcdefghijkl" not in sink.bodies[0]
+        assert b"[REDACTED]" in sink.bodies[0]
+        assert _metric(p, "otel_agents_forwarder_redacted_values_total", destination="otlp/a") == 1
+    finally:
+        p.stop(drain_timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({}, "exporters.otlp.endpoint: must be set (e.g. grpc://127.0.0.1:4317)"),
+        (
+            {"endpoint": "ftp://x:1"},
+            "exporters.otlp.endpoint: unsupported scheme 'ftp' (grpc, http, https)",
+        ),
+        (
+            {"endpoint": "grpc://h:1", "protocol": "udp"},
+            "exporters.otlp.protocol: must be one of 'grpc', 'http/protobuf', got 'udp'",
+        ),
+        (
+            {"endpoint": "grpc://h:1", "retry_on_failure": {"multiplier": 0.5}},
+            "exporters.otlp.retry_on_failure.multiplier: must be at least 1",
+        ),
+    ],
+)
+def test_invalid_settings_name_the_key(settings: dict[str, Any], error: str) -> None:
+    """Invalid exporter settings fail at load with the key path in the message."""
+    with pytest.raises(ConfigError) as err:
+        decode(OtlpExporterConfig, settings, "exporters.otlp")
+    assert str(err.value) == error
+
+
+def test_factory_builds_a_forwarder_named_by_its_id() -> None:
+    """The ``otlp`` factory gives a forwarder whose spool cursor is its component ID."""
+    from otel_agents.exporters import FACTORIES
+
+    f = FACTORIES["otlp"].create(OtlpExporterConfig(endpoint="grpc://127.0.0.1:1"), "tempo")
+    assert isinstance(f, OtlpForwarder) and f.cursor_name == "otlp/tempo"
