@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from otel_agents import _demo_faults as faults_mod
 from otel_agents._demo_faults import FaultSet
+from otel_agents._processors import AgentIdentitySpanProcessor, EnrichingSpanProcessor
 from otel_agents._spans import (
     chat,
     execute_tool,
@@ -236,7 +237,7 @@ def _web_search(pace: Pace, rng: random.Random, query: str, *, fail: bool) -> li
 def _fetch_page(pace: Pace, rng: random.Random, url: str, *, slow: bool = False) -> int:
     with execute_tool("fetch_page", call_id=_call_id(rng), arguments={"url": url}) as tool:
         seconds = rng.uniform(0.3, 1.6)
-        pace.wait(seconds * faults_mod.SLOW_TOOL_FACTOR if slow else seconds)
+        pace.wait(faults_mod.SLOW_TOOL_SECONDS if slow else seconds)
         page_tokens = rng.randint(1800, 3600)
         tool.set_result({"url": url, "tokens": page_tokens})
         return page_tokens
@@ -515,7 +516,11 @@ class Telemetry:
         )
         provider = TracerProvider(resource=resource)
         counter = _CountingExporter(otlp_span_exporter(endpoint, protocol))
-        provider.add_span_processor(BatchSpanProcessor(counter, schedule_delay_millis=500))
+        # the otel-agents composition: identity on start, priced/normalized copies to the exporter
+        provider.add_span_processor(AgentIdentitySpanProcessor())
+        provider.add_span_processor(
+            EnrichingSpanProcessor(BatchSpanProcessor(counter, schedule_delay_millis=500))
+        )
         trace.set_tracer_provider(provider)
         return cls(provider, counter)
 

@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Acceptance tests of ``otel-agents demo`` against an explicit endpoint (an in-process sink).
+
+The demo runs as the user runs it — ``python -m otel_agents._cli demo`` in a child process,
+which starts the researcher as a grandchild process — and exports real OTLP to
+:class:`otel_agents.testing.OtlpSink`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from otel_agents import semconv as sc
+from otel_agents.testing import OtlpSink, ReceivedSpan
+
+# 500x compression: the demo's ~40 simulated seconds per run take ~0.1 s
+TIME_SCALE = "0.002"
+SERVER, CLIENT = 2, 3  # OTLP SpanKind values
+PLANNER_SERVICE, RESEARCHER_SERVICE = "demo-planner", "demo-researcher"
+_RUN_LINE = re.compile(r"run\s+(\d+)/\d+\s+trace ([0-9a-f]{32})")
+
+
+@dataclasses.dataclass
+class DemoRun:
+    """What one demo child process printed and what the sink received from it."""
+
+    stdout: str
+    spans: list[ReceivedSpan]
+    trace_ids: list[str]  # in run order
+
+    def trace(self, run: int) -> list[ReceivedSpan]:
+        """Spans of the 0-based run ``run``."""
+        wanted = self.trace_ids[run]
+        return [s for s in self.spans if s.trace_id == wanted]
+
+
+def run_demo(
+    sink: OtlpSink, *args: str, protocol: str = "grpc", runs: int = 2, timeout: float = 60.0
+) -> DemoRun:
+    """Run ``otel-agents demo`` in a child process against ``sink`` and wait for its spans."""
+    endpoint = sink.grpc_endpoint if protocol == "grpc" else sink.http_endpoint
+    sink.clear()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "otel_agents._cli",
+            "demo",
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--runs",
+            str(runs),
+            "--time-scale",
+            TIME_SCALE,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    trace_ids = [m.group(2) for m in _RUN_LINE.finditer(proc.stdout)]
+    assert len(trace_ids) == runs, proc.stdout
+    counts = re.search(r"\(pid \d+\): (\d+), .*\(pid \d+\): (\d+)", proc.stdout)
+    assert counts is not None, proc.stdout
+    expected = int(counts.group(1)) + int(counts.group(2))
+    # both processes flushed before exiting: everything they counted as acknowledged is here
+    spans = sink.wait_for_spans(expected, timeout=10)
+    assert len(spans) == expected
+    return DemoRun(proc.stdout, spans, trace_ids)
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[OtlpSink]:
+    with OtlpSink() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def grpc_run(sink: OtlpSink) -> DemoRun:
+    return run_demo(sink, "--seed", "11", protocol="grpc", runs=3)
+
+
+@pytest.fixture(scope="module")
+def http_run(sink: OtlpSink) -> DemoRun:
+    return run_demo(sink, "--seed", "11", protocol="http/protobuf", runs=3)
+
+
+def signature(spans: Sequence[ReceivedSpan]) -> collections.Counter[str]:
+    """Everything a seed determines: names, kinds, statuses, attributes, events, parentage.
+
+    Identifiers the SDK draws at random (trace/span ids), timings and the resource (pids) are
+    left out.
+    """
+    by_id = {s.span_id: s for s in spans}
+    out: collections.Counter[str] = collections.Counter()
+    for s in spans:
+        parent = by_id.get(s.parent_span_id)
+        out[
+            json.dumps(
+                [
+                    s.service_name,
+                    s.name,
+                    s.kind,
+                    s.status_code,
+                    sorted(s.attributes.items()),
+                    [[n, sorted(a.items())] for n, a in s.events if n != "exception"],
+                    parent.name if parent else None,
+                ],
+                default=str,
+            )
+        ] += 1
+    return out
+
+
+class TestDemoTelemetry:
+    """Acceptance (a): what one demo run puts on the wire."""
+
+    def test_operations(self, grpc_run: DemoRun) -> None:
+        """Agent, tool and chat spans are there, named as the GenAI conventions say."""
+        ops = collections.Counter(
+            s.attributes.get(sc.GEN_AI_OPERATION_NAME) for s in grpc_run.spans
+        )
+        assert {sc.OP_INVOKE_AGENT, sc.OP_EXECUTE_TOOL, sc.OP_CHAT} <= set(ops)
+        names = {s.name for s in grpc_run.spans}
+        assert {"invoke_agent planner", "invoke_agent researcher"} <= names
+        assert {
+            "execute_tool web_search",
+            "execute_tool fetch_page",
+            "execute_tool summarize",
+        } <= names
+        assert {"chat gpt-4o", "chat gpt-4o-mini", "chat claude-sonnet-4-5"} <= names
+        for span in grpc_run.spans:
+            if span.attributes.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_CHAT:
+                assert span.kind == CLIENT
+                assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] > 0
+                assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+                assert span.attributes[sc.GEN_AI_PROVIDER_NAME] in {"openai", "anthropic"}
+
+    @pytest.mark.skipif(
+        importlib.util.find_spec("otel_agents._processors") is None,
+        reason="cost enrichment (otel_agents._processors, SDK core) has not landed yet",
+    )
+    def test_cost_on_inference_spans_only(self, grpc_run: DemoRun) -> None:
+        """Every inference span has a positive cost with its currency, and no other span has one."""
+        for span in grpc_run.spans:
+            attrs = span.attributes
+            if attrs.get(sc.GEN_AI_OPERATION_NAME) in sc.INFERENCE_OPERATIONS:
+                assert attrs[sc.GEN_AI_USAGE_COST_AMOUNT] > 0, span.name
+                assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+                assert sc.AGENT_COST_UNPRICED not in attrs
+            else:
+                assert sc.GEN_AI_USAGE_COST_AMOUNT not in attrs, span.name
+                assert sc.GEN_AI_USAGE_COST_CURRENCY not in attrs, span.name
+
+    def test_decisions(self, grpc_run: DemoRun) -> None:
+        """Both agents record agent.decision events with type, choice, options and confidence."""
+        decisions: dict[str, set[str]] = collections.defaultdict(set)
+        for span in grpc_run.spans:
+            for name, attrs in span.events:
+                if name == sc.EVENT_AGENT_DECISION:
+                    assert attrs[sc.AGENT_DECISION_CHOSEN] in attrs[sc.AGENT_DECISION_OPTIONS]
+                    assert 0 <= attrs[sc.AGENT_DECISION_CONFIDENCE] <= 1
+                    assert sc.AGENT_DECISION_REASONING not in attrs  # content is opt-in
+                    decisions[str(span.service_name)].add(attrs[sc.AGENT_DECISION_TYPE])
+        assert decisions[PLANNER_SERVICE] >= {"route", "review"}
+        assert decisions[RESEARCHER_SERVICE] >= {"tool_choice", "stop"}
+
+    def test_one_trace_per_run_across_two_processes(self, grpc_run: DemoRun) -> None:
+        """Each run is one complete trace holding both processes' spans, joined by A2A CLIENT/SERVER."""
+        assert set(grpc_run.trace_ids) == {s.trace_id for s in grpc_run.spans}
+        for run in range(len(grpc_run.trace_ids)):
+            spans = grpc_run.trace(run)
+            by_id = {s.span_id: s for s in spans}
+            roots = [s for s in spans if not s.parent_span_id]
+            assert [r.name for r in roots] == ["invoke_workflow research_report"]
+            for span in spans:  # every parent present
+                assert not span.parent_span_id or span.parent_span_id in by_id, span.name
+            pids = {s.service_name: s.resource["process.pid"] for s in spans}
+            assert set(pids) == {PLANNER_SERVICE, RESEARCHER_SERVICE}
+            assert pids[PLANNER_SERVICE] != pids[RESEARCHER_SERVICE]
+            (server,) = [s for s in spans if s.name == "SendMessage" and s.kind == SERVER]
+            client = by_id[server.parent_span_id]
+            assert (client.name, client.kind, client.service_name) == (
+                "SendMessage",
+                CLIENT,
+                PLANNER_SERVICE,
+            )
+            assert server.service_name == RESEARCHER_SERVICE
+            assert server.attributes[sc.A2A_METHOD_NAME] == "SendMessage"
+            assert server.attributes[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+            assert client.attributes[sc.A2A_MESSAGE_ID] == server.attributes[sc.A2A_MESSAGE_ID]
+            assert (
+                client.attributes[sc.GEN_AI_CONVERSATION_ID]
+                == server.attributes[sc.GEN_AI_CONVERSATION_ID]
+            )
+            researcher = next(s for s in spans if s.name == "invoke_agent researcher")
+            assert researcher.parent_span_id == server.span_id
+
+    def test_prints_where_telemetry_went(self, grpc_run: DemoRun, sink: OtlpSink) -> None:
+        """The last paragraph names the protocol, the endpoint and both processes."""
+        assert f"exported over OTLP/grpc to {sink.grpc_endpoint}" in grpc_run.stdout
+        assert PLANNER_SERVICE in grpc_run.stdout and RESEARCHER_SERVICE in grpc_run.stdout
+
+
+class TestProtocolsAndDeterminism:
+    """Acceptance (c) and (d): both protocols deliver; a seed fixes the telemetry."""
+
+    def test_http_protobuf_delivers_the_same_telemetry_as_grpc(
+        self, grpc_run: DemoRun, http_run: DemoRun
+    ) -> None:
+        """Same seed over http/protobuf and grpc: identical span names, attributes, events and counts."""
+        assert {s.transport for s in http_run.spans} == {"http"}
+        assert {s.transport for s in grpc_run.spans} == {"grpc"}
+        assert signature(http_run.spans) == signature(grpc_run.spans)
+
+    def test_another_seed_changes_the_telemetry(self, sink: OtlpSink, grpc_run: DemoRun) -> None:
+        """A different seed gives different token counts and identifiers."""
+        other = run_demo(sink, "--seed", "12", runs=3)
+        assert signature(other.spans) != signature(grpc_run.spans)
+        assert len(other.spans) == len(grpc_run.spans)  # same shape without faults
+
+    @pytest.mark.skipif(
+        shutil.which("unshare") is None, reason="needs unshare(1) for a network namespace"
+    )
+    def test_runs_with_loopback_only(self, tmp_path: Any) -> None:
+        """In a network namespace with nothing but loopback the demo still delivers every run."""
+        probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"user network namespaces unavailable: {probe.stderr.decode().strip()}")
+        script = tmp_path / "isolated.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import json, subprocess, sys
+                from otel_agents.testing import OtlpSink
+                with OtlpSink(http=False) as sink:
+                    proc = subprocess.run(
+                        [sys.executable, "-m", "otel_agents._cli", "demo", "--endpoint",
+                         sink.grpc_endpoint, "--runs", "1", "--time-scale", "{TIME_SCALE}"],
+                        capture_output=True, text=True, timeout=60)
+                    traces = len(sink.traces()) if proc.returncode == 0 else 0
+                    print(json.dumps({{"rc": proc.returncode, "traces": traces, "err": proc.stderr[-2000:]}}))
+                """
+            )
+        )
+        ip = shutil.which("ip") or "/usr/sbin/ip"
+        proc = subprocess.run(
+            [
+                "unshare",
+                "-rn",
+                "sh",
+                "-c",
+                f'{ip} link set lo up && exec "$0" "$1"',
+                sys.executable,
+                str(script),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["rc"] == 0, result["err"]
+        assert result["traces"] == 1
+
+
+class TestCommandLine:
+    """Argument handling of ``otel-agents demo``."""
+
+    def test_unknown_fault_is_a_usage_error(self) -> None:
+        """An unknown --inject value exits 2 and lists the valid faults."""
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_agents._cli",
+                "demo",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--inject",
+                "meteor",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 2
+        assert "unknown fault 'meteor'" in proc.stderr and "tool-loop" in proc.stderr
+
+    def test_forward_requires_the_embedded_receiver(self) -> None:
+        """--forward with an explicit endpoint is refused (the demo exports only to its endpoint)."""
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_agents._cli",
+                "demo",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--forward",
+                "grpc://127.0.0.1:2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 2
+        assert "--forward needs the embedded receiver" in proc.stderr
+
+    def test_endpoint_and_protocol_from_environment(self, sink: OtlpSink) -> None:
+        """OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL are honoured without flags."""
+        sink.clear()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.http_endpoint
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "otel_agents._cli",
+                "demo",
+                "--runs",
+                "1",
+                "--time-scale",
+                TIME_SCALE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"OTLP/http/protobuf to {sink.http_endpoint}" in proc.stdout
+        spans = sink.wait_for(lambda s: s.spans() if len(s.traces()) == 1 else [], timeout=10)
+        assert {s.transport for s in spans} == {"http"}
