@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The admin endpoint (default ``127.0.0.1:4319``).
+
+=====================  ===========================================================================
+``GET /healthz``       liveness: 200 while the process serves (never needs credentials)
+``GET /readyz``        readiness from the health callback: 200 or 503, JSON details
+``GET /metrics``       Prometheus exposition of the registry (OpenMetrics when asked for)
+``/api/v1/<path>``     routes registered with :meth:`AdminServer.register_api` (JSON in and out)
+``GET /``              the web page (an HTML file given by path)
+=====================  ===========================================================================
+
+With ``auth`` configured, everything but ``/healthz`` and ``/readyz`` needs
+``Authorization: Bearer <token>`` — or the ``otel_agents_token`` cookie, so the page can call
+the API from a browser — and answers 401 otherwise.
+"""
+
+from __future__ import annotations
+
+import http.cookies
+import http.server
+import json
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from otel_agents._component import ApiHandler
+from otel_agents._errors import ConfigError
+from otel_agents.receiver._auth import BearerAuthenticator, check_exposure, http_ssl_context
+from otel_agents.receiver._transport_config import AdminConfig, split_endpoint
+
+__all__ = ["API_PREFIX", "SUBPATH_KEY", "AdminServer", "HealthCheck"]
+
+_log = logging.getLogger("otel_agents.receiver")
+
+API_PREFIX = "/api/v1/"
+#: Query key carrying the rest of the path when a route serves its sub-paths
+#: (``/api/v1/traces/abc`` → handler of ``/api/v1/traces`` with ``query["_subpath"] == ["abc"]``).
+SUBPATH_KEY = "_subpath"
+TOKEN_COOKIE = "otel_agents_token"
+MAX_API_BODY = 1024 * 1024
+
+HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
+"""``() -> (ready, details)``; details are JSON-serialisable."""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30.0
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("admin %s: " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        owner = self.server.owner
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path == "/healthz":
+                self._json(200, {"status": "ok"})
+                return
+            if path == "/readyz":
+                ready, details = owner.readiness()
+                self._json(200 if ready else 503, {"ready": ready, **details})
+                return
+            if not self._authorized():
+                self._json(
+                    401,
+                    {"error": "missing or invalid credentials"},
+                    [("WWW-Authenticate", owner.auth.config.scheme)],
+                )
+                return
+            if path == "/metrics":
+                self._metrics()
+            elif path.startswith(API_PREFIX):
+                self._api(path, url.query)
+            elif path in ("/", "/index.html"):
+                self._page()
+            else:
+                self._json(404, {"error": f"not found: {path}"})
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+        except Exception:
+            _log.exception("admin request %s %s failed", self.command, path)
+            self._json(500, {"error": "internal error"})
+
+    def _authorized(self) -> bool:
+        auth = self.server.owner.auth
+        if not auth.enabled:
+            return True
+        if auth.check(self.headers.get(auth.header)):
+            return True
+        cookie = http.cookies.SimpleCookie()
+        try:
+            cookie.load(self.headers.get("Cookie") or "")
+        except http.cookies.CookieError:
+            return False
+        morsel = cookie.get(TOKEN_COOKIE)
+        return morsel is not None and auth.check(f"{auth.config.scheme} {morsel.value}")
+
+    def _metrics(self) -> None:
+        if self.command != "GET":
+            self._json(405, {"error": "use GET"}, [("Allow", "GET")])
+            return
+        encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
+        self._send(200, ctype, encoder(self.server.owner.registry))
+
+    def _api(self, path: str, raw_query: str) -> None:
+        owner = self.server.owner
+        route = path.rstrip("/")
+        query = parse_qs(raw_query, keep_blank_values=True)
+        handler = owner.api_route(route, query)
+        if handler is None:
+            self._json(404, {"error": f"no API route {path}"})
+            return
+        body: bytes | None = None
+        if self.command in ("POST", "PUT"):
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._json(400, {"error": "invalid Content-Length"})
+                return
+            if length > MAX_API_BODY:
+                self.close_connection = True
+                self._json(413, {"error": f"body over {MAX_API_BODY} bytes"})
+                return
+            body = self.rfile.read(length) if length else b""
+        status, payload = handler(self.command, query, body)
+        self._json(status, payload, [("Cache-Control", "no-store")])
+
+    def _page(self) -> None:
+        page = self.server.owner.config.page_file
+        if self.command != "GET":
+            self._json(405, {"error": "use GET"}, [("Allow", "GET")])
+            return
+        if page is None:
+            self._json(404, {"error": "no page configured"})
+            return
+        try:
+            content = Path(page).read_bytes()  # read per request: edits show without restart
+        except OSError:
+            self._json(404, {"error": "page file missing"})
+            return
+        self._send(200, "text/html; charset=utf-8", content, [("Cache-Control", "no-cache")])
+
+    def _json(self, status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> None:
+        data = json.dumps(body, default=str, separators=(",", ":")).encode()
+        self._send(status, "application/json", data, headers or [])
+
+    def _send(
+        self, status: int, ctype: str, body: bytes, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for k, v in headers or []:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    owner: AdminServer
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # skip HTTPServer's reverse DNS lookup
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _log.debug("admin connection %s failed", client_address, exc_info=True)
+
+
+class AdminServer:
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/api/v1/...``, ``/``.
+
+    Args:
+        config: endpoint, page file, auth.
+        registry: the ``prometheus_client.CollectorRegistry`` to expose.
+        health: readiness callback; ``None`` = always ready.
+    """
+
+    def __init__(
+        self,
+        config: AdminConfig,
+        registry: CollectorRegistry,
+        health: HealthCheck | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.health = health
+        self.auth = BearerAuthenticator(config.auth)
+        self._routes: dict[str, ApiHandler] = {}
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def register_api(self, path: str, handler: ApiHandler) -> None:
+        """Serve ``handler`` at ``path`` (``/api/v1/...``) and its sub-paths.
+
+        Raises:
+            ValueError: the path is outside ``/api/v1/`` or already taken.
+        """
+        route = path.rstrip("/")
+        if not route.startswith(API_PREFIX) or len(route) <= len(API_PREFIX):
+            raise ValueError(f"API routes live under {API_PREFIX}, got {path!r}")
+        with self._lock:
+            if route in self._routes:
+                raise ValueError(f"API route {route!r} is already registered")
+            self._routes[route] = handler
+
+    def api_route(self, route: str, query: dict[str, list[str]]) -> ApiHandler | None:
+        """The handler for ``route``: exact match, else the longest registered parent path
+        (the remainder goes to ``query[SUBPATH_KEY]``)."""
+        with self._lock:
+            handler = self._routes.get(route)
+            if handler is not None:
+                return handler
+            best = ""
+            for prefix in self._routes:
+                if route.startswith(prefix + "/") and len(prefix) > len(best):
+                    best = prefix
+            if not best:
+                return None
+            query[SUBPATH_KEY] = [route[len(best) + 1 :]]
+            return self._routes[best]
+
+    def readiness(self) -> tuple[bool, Mapping[str, Any]]:
+        """Call the health callback; a failing callback means not ready."""
+        if self.health is None:
+            return True, {}
+        try:
+            return self.health()
+        except Exception as exc:
+            _log.exception("readiness check failed")
+            return False, {"error": type(exc).__name__}
+
+    def start(self) -> None:
+        """Bind and serve; ``port`` is the bound port afterwards.
+
+        Raises:
+            ConfigError: exposure policy violated or the port cannot be bound.
+        """
+        cfg = self.config
+        check_exposure("admin", cfg.endpoint, cfg.tls, cfg.auth, cfg.insecure_public)
+        host, port = split_endpoint(cfg.endpoint)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class Server(_Server):
+            address_family = family
+
+        try:
+            server = Server((host, port), _Handler)
+        except OSError as exc:
+            raise ConfigError(f"admin.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
+        if cfg.tls.enabled:
+            ctx = http_ssl_context(cfg.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        server.owner = self
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="otel-agents-admin",
+            daemon=True,
+        )
+        self._thread.start()
+        _log.info("admin endpoint on %s (port %d)", cfg.endpoint, self.port)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)

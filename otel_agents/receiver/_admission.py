@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Admission control: bounded in-flight bytes and a process memory budget.
+
+Refusals are :class:`~otel_agents._errors.RetryableError` with a computed delay, which the
+transports answer as ``UNAVAILABLE`` + RetryInfo / 503 + ``Retry-After`` — never as a bare
+``RESOURCE_EXHAUSTED``, which Go senders treat as permanent and drop (reliability.md §0.2, §0.4;
+grpcio's ``maximum_concurrent_rpcs`` is deliberately not used).
+
+The RSS check is sampled at most every ``memory_check_interval`` (psutil costs ~10 µs, too much
+per request at high rates, and RSS moves slowly).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+
+import psutil
+
+from otel_agents._errors import RetryableError
+from otel_agents.receiver._transport_config import AdmissionConfig
+
+__all__ = ["AdmissionController", "Ticket"]
+
+
+class Ticket:
+    """Bytes reserved for one request; release exactly once (it is a context manager)."""
+
+    __slots__ = ("_controller", "_released", "nbytes")
+
+    def __init__(self, controller: AdmissionController, nbytes: int) -> None:
+        self._controller = controller
+        self._released = False
+        self.nbytes = nbytes
+
+    def grow(self, extra: int) -> None:
+        """Reserve ``extra`` more bytes (streaming decompression learns the size as it goes).
+
+        Raises:
+            RetryableError: when the in-flight budget cannot take them.
+        """
+        if extra > 0:
+            self._controller._reserve(extra, own=self.nbytes)
+            self.nbytes += extra
+
+    def release(self) -> None:
+        """Give the bytes back; idempotent."""
+        if not self._released:
+            self._released = True
+            self._controller._release(self.nbytes)
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class AdmissionController:
+    """Decides whether a request may be processed now.
+
+    Args:
+        config: budgets and retry-delay bounds.
+        rss: returns the process RSS in bytes (injectable so tests need not allocate memory).
+        clock: monotonic clock.
+    """
+
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        *,
+        rss: Callable[[], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._clock = clock
+        if rss is None:
+            proc = psutil.Process()
+
+            def rss() -> int:
+                return int(proc.memory_info().rss)
+
+        self._rss = rss
+        self._rss_value = 0
+        self._rss_at = float("-inf")
+        self._gc_at = float("-inf")
+        # Drain-rate estimate (bytes/s of completed requests), for the retry delay.
+        self._rate = 0.0
+        self._rate_window_start = clock()
+        self._rate_window_bytes = 0
+
+    @property
+    def inflight_bytes(self) -> int:
+        """Bytes currently reserved."""
+        return self._inflight
+
+    def admit(self, nbytes: int) -> Ticket:
+        """Reserve ``nbytes`` for a request.
+
+        Raises:
+            RetryableError: over the in-flight or memory budget; ``retry_after`` is how long
+                the backlog should take to drain, within the configured bounds.
+        """
+        self._check_memory()
+        self._reserve(nbytes, own=0)
+        return Ticket(self, nbytes)
+
+    def retry_delay(self) -> float:
+        """Delay to ask clients for now: time to drain the in-flight bytes at the observed rate."""
+        cfg = self.config
+        rate = self._rate
+        delay = self._inflight / rate if rate > 0 else cfg.min_retry_delay
+        return min(cfg.max_retry_delay, max(cfg.min_retry_delay, delay))
+
+    def _check_memory(self) -> None:
+        limit = self.config.memory_limit
+        if limit <= 0:
+            return
+        now = self._clock()
+        if now - self._rss_at >= self.config.memory_check_interval:
+            self._rss_at = now
+            self._rss_value = self._rss()
+            if self._rss_value > limit and now - self._gc_at >= 1.0:
+                # Like the Collector's memory_limiter: collect once when over the limit, so
+                # garbage in reference cycles does not keep us refusing; at most once a second.
+                self._gc_at = now
+                gc.collect()
+                self._rss_value = self._rss()
+        if self._rss_value > limit:
+            over = self._rss_value / limit
+            delay = min(self.config.max_retry_delay, self.config.min_retry_delay * 2 * over)
+            raise RetryableError(
+                f"receiver over its memory budget ({self._rss_value >> 20} MiB RSS > "
+                f"{limit >> 20} MiB); retry later",
+                retry_after=max(self.config.min_retry_delay, delay),
+            )
+
+    def _reserve(self, nbytes: int, *, own: int) -> None:
+        cap = self.config.max_inflight_bytes
+        with self._lock:
+            # A request alone in the receiver is always admitted (even past the budget), so a
+            # maximal request can never be starved forever; `own` is what it already holds.
+            if self._inflight + nbytes > cap and self._inflight - own > 0:
+                delay = self.retry_delay()
+                raise RetryableError(
+                    f"receiver busy ({self._inflight >> 10} KiB in flight, budget "
+                    f"{cap >> 10} KiB); retry in {delay:.2f}s",
+                    retry_after=delay,
+                )
+            self._inflight += nbytes
+
+    def _release(self, nbytes: int) -> None:
+        now = self._clock()
+        with self._lock:
+            self._inflight -= nbytes
+            self._rate_window_bytes += nbytes
+            elapsed = now - self._rate_window_start
+            if elapsed >= 0.5:
+                sample = self._rate_window_bytes / elapsed
+                self._rate = sample if self._rate == 0 else 0.7 * self._rate + 0.3 * sample
+                self._rate_window_start = now
+                self._rate_window_bytes = 0

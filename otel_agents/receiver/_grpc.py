@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+"""OTLP/gRPC server: ``TraceService``, ``MetricsService``, ``LogsService`` ``Export``.
+
+grpcio quirks handled here (reliability.md §0):
+
+* Methods are registered with a pass-through (bytes) deserializer and parsed in the handler:
+  grpcio would answer malformed protobuf with ``INTERNAL`` "Exception deserializing request!",
+  the spec wants ``INVALID_ARGUMENT`` + ``google.rpc.BadRequest``.
+* ``grpc.max_receive_message_length`` is the request limit; grpcio enforces it on the
+  *decompressed* size (gzip bombs → ``RESOURCE_EXHAUSTED`` before any handler runs).
+* ``maximum_concurrent_rpcs`` is not used (it answers bare ``RESOURCE_EXHAUSTED``, which Go
+  senders drop); overload goes through admission control → ``UNAVAILABLE`` + RetryInfo.
+* RetryInfo is sent twice: inside the rich status (``grpc-status-details-bin``, read by Go
+  clients) and as the ``google.rpc.retryinfo-bin`` trailer (the only place the Python exporter
+  reads it).
+* ``grpc.so_reuseport`` is off, so a second receiver cannot silently share a fixed port.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from otel_agents._errors import ConfigError, RetryableError
+from otel_agents.receiver._auth import BearerAuthenticator, check_exposure, grpc_server_credentials
+from otel_agents.receiver._common import SIGNALS, Answer, ExportHandler, Outcome, Signal
+from otel_agents.receiver._transport_config import GrpcConfig
+
+__all__ = ["RETRY_INFO_TRAILER", "STATUS_DETAILS_TRAILER", "GrpcServer"]
+
+_log = logging.getLogger("otel_agents.receiver")
+
+STATUS_DETAILS_TRAILER = "grpc-status-details-bin"
+RETRY_INFO_TRAILER = "google.rpc.retryinfo-bin"
+
+#: OTLP responses are tiny; the spec caps them at 4 MiB.
+_MAX_SEND = 4 * 1024 * 1024
+
+
+class GrpcServer:
+    """The OTLP/gRPC endpoint.
+
+    Args:
+        config: endpoint, workers, TLS, auth.
+        handler: the shared decode/validate/ingest logic (carries the limits).
+    """
+
+    def __init__(self, config: GrpcConfig, handler: ExportHandler) -> None:
+        self.config = config
+        self.handler = handler
+        self._auth = BearerAuthenticator(config.auth)
+        self._server: Any = None
+        self.port = 0
+
+    def start(self) -> None:
+        """Bind and start serving; ``port`` is the bound port afterwards.
+
+        Raises:
+            ConfigError: exposure policy violated, bad TLS files, or the port cannot be bound.
+        """
+        cfg = self.config
+        check_exposure("grpc", cfg.endpoint, cfg.tls, cfg.auth, cfg.insecure_public)
+        limit = self.handler.limits.max_request_bytes
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", _MAX_SEND),
+            ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
+            ("grpc.so_reuseport", 0),
+        ]
+        handlers = [
+            grpc.method_handlers_generic_handler(
+                spec.grpc_service,
+                {
+                    "Export": grpc.unary_unary_rpc_method_handler(
+                        self._export(name), request_deserializer=None, response_serializer=None
+                    )
+                },
+            )
+            for name, spec in SIGNALS.items()
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(cfg.max_workers, thread_name_prefix="otlp-grpc"),
+            handlers=handlers,
+            options=options,
+        )
+        try:
+            if cfg.tls.enabled:
+                port = server.add_secure_port(cfg.endpoint, grpc_server_credentials(cfg.tls))
+            else:
+                port = server.add_insecure_port(cfg.endpoint)
+        except RuntimeError as exc:
+            raise ConfigError(f"grpc.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
+        if not port:
+            raise ConfigError(f"grpc.endpoint: cannot bind {cfg.endpoint!r}")
+        server.start()
+        self._server = server
+        self.port = port
+        _log.info("OTLP/gRPC listening on %s (port %d)", cfg.endpoint, port)
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting, let in-flight calls finish for up to ``grace`` seconds."""
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+
+    def _export(self, signal: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        handler = self.handler
+        auth = self._auth
+        sig: Signal = SIGNALS[signal].signal
+
+        def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+            started = time.perf_counter()
+            if auth.enabled and not auth.check_metadata(context.invocation_metadata()):
+                # Checked before anything looks at the request bytes.
+                answer = Answer(Outcome.UNAUTHENTICATED, message="missing or invalid credentials")
+                return self._respond(sig, answer, context, started)
+            try:
+                ticket = handler.admit(len(request))
+            except RetryableError as exc:
+                return self._respond(sig, handler.retryable(exc), context, started)
+            with ticket:
+                answer = handler.handle(sig, "grpc", request, json_body=False)
+            return self._respond(sig, answer, context, started)
+
+        return export
+
+    def _respond(
+        self, signal: Signal, answer: Answer, context: grpc.ServicerContext, started: float
+    ) -> bytes:
+        row = answer.mapping
+        self.handler.record(signal, "grpc", row.grpc_code.name, started)
+        if row.grpc_code is grpc.StatusCode.OK:
+            assert answer.response is not None
+            return answer.response.SerializeToString()
+        trailers: list[tuple[str, bytes]] = [
+            (STATUS_DETAILS_TRAILER, answer.status_proto().SerializeToString())
+        ]
+        info = answer.retry_info()
+        if info is not None:
+            trailers.append((RETRY_INFO_TRAILER, info.SerializeToString()))
+        context.set_trailing_metadata(trailers)
+        context.abort(row.grpc_code, answer.message)
+        raise AssertionError("unreachable: abort() raises")  # pragma: no cover
