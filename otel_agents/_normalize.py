@@ -33,7 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
 
-__all__ = ["ALIASES", "AttrValue", "normalize_attributes"]
+__all__ = ["ALIASES", "AttrValue", "has_dialect_keys", "normalize_attributes"]
 
 #: An OpenTelemetry attribute value (the SDK's ``AttributeValue``).
 AttrValue = AttributeValue
@@ -215,6 +215,11 @@ def normalize_attributes(attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]
     if dialect is not None:
         out.setdefault(sc.AGENT_DIALECT, dialect)
     return out
+
+
+def has_dialect_keys(attrs: Mapping[str, AttrValue]) -> bool:
+    """Whether :func:`normalize_attributes` would change ``attrs`` (cheap pre-check)."""
+    return not _TRIGGER_KEYS.isdisjoint(attrs)
 
 
 def _infer_operation(attrs: Mapping[str, AttrValue]) -> str | None:

@@ -1,0 +1,487 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Enriching span processors: agent identity, dialect normalization and cost.
+
+Three processors, all exact :class:`opentelemetry.sdk.trace.SpanProcessor` subclasses that never
+raise into the application (failures are logged with a traceback at most once a minute per site):
+
+:class:`AgentIdentitySpanProcessor`
+    ``on_start``: puts the enclosing agent's ``gen_ai.agent.name`` / ``gen_ai.agent.id`` /
+    ``gen_ai.conversation.id`` on *every* span started inside :func:`otel_agents.invoke_agent`,
+    including spans of third-party instrumentations (HTTP clients, LLM SDKs). Keys the span
+    already has win.
+
+:class:`EnrichingSpanProcessor`
+    Wraps the next processor (typically ``BatchSpanProcessor(exporter)``) and, in ``on_end``, hands
+    it an enriched *copy* of the read-only span: attributes normalized to the current GenAI names
+    (:func:`otel_agents._normalize.normalize_attributes`) and, on inference spans only, priced
+    (``gen_ai.usage.cost.*``; ``agent.cost.unpriced=true`` for unknown models). The SDK's span is
+    never mutated. Spans that need no change are passed through as they are (no copy).
+
+:class:`EnrichOnEndingSpanProcessor`
+    For the zero-code path, where the exporting processor already exists: uses the SDK's
+    experimental ``_on_ending`` hook (the specification's *OnEnding*) to add the same attributes
+    while the span is still writable. It can only *add* attributes (dialect keys stay next to their
+    canonical copies). SDK 1.45 calls ``_on_ending`` after the end timestamp is set, which makes
+    ``set_attribute`` a no-op there; :func:`on_ending_can_mutate` probes that once, and the
+    zero-code hook falls back to wrapping the exporting processors instead.
+
+Cost semantics: ``gen_ai.usage.cost.source`` is ``local`` when we priced the span and
+``provider`` when the span already carried a cost (kept as it is). Only inference operations
+(``chat``, ``text_completion``, ``generate_content``, ``embeddings``) are priced, so roll-ups over
+a trace never double count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Final
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from otel_agents import semconv as sc
+from otel_agents._cost import PriceBook
+from otel_agents._normalize import has_dialect_keys, normalize_attributes
+from otel_agents._spans import current_agent, rate_limited
+from otel_agents.environment_variables import OTEL_AGENTS_COST_ENABLED
+
+__all__ = [
+    "AgentIdentitySpanProcessor",
+    "EnrichOnEndingSpanProcessor",
+    "EnrichingSpanProcessor",
+    "SpanEnricher",
+    "on_ending_can_mutate",
+]
+
+logger = logging.getLogger(__name__)
+
+_MAX_UNPRICED_MODELS: Final = 256
+_OVERFLOW: Final = "__overflow__"
+_INFERENCE: Final = sc.INFERENCE_OPERATIONS
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("false", "0", "no", "off")
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+class SpanEnricher:
+    """Computes the attributes an ended span should carry (shared by both enriching processors).
+
+    Args:
+        pricebook: the price book; default ``PriceBook()`` (reads :envvar:`OTEL_AGENTS_PRICES_FILE`).
+        cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
+        normalize: translate dialect attributes (OpenInference, OpenLLMetry, ``gen_ai.system``).
+    """
+
+    def __init__(
+        self,
+        pricebook: PriceBook | None = None,
+        *,
+        cost: bool | None = None,
+        normalize: bool = True,
+    ) -> None:
+        self._cost = _env_flag(OTEL_AGENTS_COST_ENABLED, True) if cost is None else cost
+        self._pricebook = (pricebook or PriceBook()) if self._cost else None
+        self._normalize = normalize
+        self._lock = threading.Lock()
+        self._unpriced_total = 0
+        self._unpriced_by_model: dict[str, int] = {}
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Inference spans with tokens whose model had no price (marked ``agent.cost.unpriced``)."""
+        return self._unpriced_total
+
+    def unpriced_models(self) -> dict[str, int]:
+        """Unpriced calls per model (bounded; the overflow is counted under ``__overflow__``)."""
+        with self._lock:
+            return dict(self._unpriced_by_model)
+
+    def enrich(
+        self, attrs: Mapping[str, AttributeValue], start_time_ns: int | None
+    ) -> dict[str, AttributeValue] | None:
+        """The complete new attribute dict, or ``None`` when the span needs no change."""
+        out: dict[str, AttributeValue] | None = None
+        if self._normalize and has_dialect_keys(attrs):
+            out = normalize_attributes(attrs)
+        view = attrs if out is None else out
+        if self._cost and view.get(sc.GEN_AI_OPERATION_NAME) in _INFERENCE:
+            cost = self._cost_attributes(view, start_time_ns)
+            if cost:
+                if out is None:
+                    out = dict(attrs)
+                out.update(cost)
+        return out
+
+    def _cost_attributes(
+        self, attrs: Mapping[str, AttributeValue], start_time_ns: int | None
+    ) -> dict[str, AttributeValue] | None:
+        if sc.GEN_AI_USAGE_COST_AMOUNT in attrs:
+            if sc.GEN_AI_USAGE_COST_SOURCE in attrs:
+                return None
+            # The instrumentation / provider reported the cost: keep it and say so.
+            return {sc.GEN_AI_USAGE_COST_SOURCE: sc.COST_SOURCE_PROVIDER}
+        if attrs.get(sc.AGENT_COST_UNPRICED) is True:
+            return None
+        inp = _int(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS))
+        out = _int(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS))
+        if inp is None and out is None:
+            return None  # no usage reported (e.g. a failed call): nothing to price
+        model = attrs.get(sc.GEN_AI_RESPONSE_MODEL) or attrs.get(sc.GEN_AI_REQUEST_MODEL)
+        provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
+        price = None
+        if isinstance(model, str) and model and self._pricebook is not None:
+            price = self._pricebook.price(
+                model=model,
+                provider=provider if isinstance(provider, str) else None,
+                input_tokens=inp or 0,
+                output_tokens=out or 0,
+                cache_read_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
+                cache_creation_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS))
+                or 0,
+                reasoning_tokens=_int(attrs.get(sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS)) or 0,
+                timestamp=None
+                if start_time_ns is None
+                else datetime.fromtimestamp(start_time_ns / 1e9, tz=timezone.utc),
+            )
+        if price is None:
+            self._count_unpriced(model if isinstance(model, str) and model else "")
+            return {sc.AGENT_COST_UNPRICED: True}
+        return {
+            sc.GEN_AI_USAGE_COST_AMOUNT: price.amount,
+            sc.GEN_AI_USAGE_COST_CURRENCY: price.currency,
+            sc.GEN_AI_USAGE_COST_SOURCE: price.source,
+            sc.AGENT_COST_PRICE_SOURCE: price.price_source,
+        }
+
+    def _count_unpriced(self, model: str) -> None:
+        with self._lock:
+            self._unpriced_total += 1
+            key = model
+            if (
+                key not in self._unpriced_by_model
+                and len(self._unpriced_by_model) >= _MAX_UNPRICED_MODELS
+            ):
+                key = _OVERFLOW
+            self._unpriced_by_model[key] = self._unpriced_by_model.get(key, 0) + 1
+
+
+class _EnrichedSpan(ReadableSpan):
+    """A read-only copy of an ended span with other attributes; drop counts are preserved."""
+
+    __slots__ = ("_orig_dropped",)
+
+    def __init__(self, span: ReadableSpan, attributes: dict[str, AttributeValue]) -> None:
+        super().__init__(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        self._orig_dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._orig_dropped[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._orig_dropped[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._orig_dropped[2]
+
+
+class EnrichingSpanProcessor(SpanProcessor):
+    """Wraps the next processor and hands it enriched copies of ended spans.
+
+    Example::
+
+        provider.add_span_processor(
+            EnrichingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter()))
+        )
+
+    Args:
+        next_processor: the processor (or processors, called in order) that receives the spans.
+        pricebook: default ``PriceBook()`` (overrides from :envvar:`OTEL_AGENTS_PRICES_FILE`).
+        cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
+        normalize: translate dialect attributes to the GenAI names.
+        enricher: share one :class:`SpanEnricher` (and its counters) between processors.
+
+    Raises:
+        TypeError: ``next_processor`` is not a ``SpanProcessor``.
+    """
+
+    def __init__(
+        self,
+        next_processor: SpanProcessor | Sequence[SpanProcessor],
+        *,
+        pricebook: PriceBook | None = None,
+        cost: bool | None = None,
+        normalize: bool = True,
+        enricher: SpanEnricher | None = None,
+    ) -> None:
+        nexts = (
+            (next_processor,)
+            if isinstance(next_processor, SpanProcessor)
+            else tuple(next_processor)
+        )
+        for p in nexts:
+            if not isinstance(p, SpanProcessor):
+                raise TypeError(f"next_processor: expected a SpanProcessor, got {type(p).__name__}")
+        self._next: tuple[SpanProcessor, ...] = nexts
+        self.enricher = enricher or SpanEnricher(pricebook, cost=cost, normalize=normalize)
+
+    @property
+    def next_processors(self) -> tuple[SpanProcessor, ...]:
+        """The wrapped processors."""
+        return self._next
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Forward to the wrapped processors."""
+        for p in self._next:
+            try:
+                p.on_start(span, parent_context=parent_context)
+            except Exception:
+                rate_limited.exception(logger, f"{type(p).__name__}.on_start")
+
+    def _on_ending(self, span: Span) -> None:
+        for p in self._next:
+            hook = getattr(p, "_on_ending", None)
+            if hook is None:
+                continue
+            try:
+                hook(span)
+            except Exception:
+                rate_limited.exception(logger, f"{type(p).__name__}._on_ending")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
+        out = span
+        try:
+            attrs = span.attributes
+            if attrs is not None:
+                new = self.enricher.enrich(attrs, span.start_time)
+                if new is not None:
+                    out = _EnrichedSpan(span, new)
+        except Exception:
+            rate_limited.exception(logger, "EnrichingSpanProcessor enrichment")
+        for p in self._next:
+            try:
+                p.on_end(out)
+            except Exception:
+                rate_limited.exception(logger, f"{type(p).__name__}.on_end")
+
+    def shutdown(self) -> None:
+        """Shut the wrapped processors down."""
+        for p in self._next:
+            try:
+                p.shutdown()
+            except Exception:
+                rate_limited.exception(logger, f"{type(p).__name__}.shutdown")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the wrapped processors; ``False`` if any did not finish in time."""
+        ok = True
+        for p in self._next:
+            try:
+                ok = p.force_flush(timeout_millis) and ok
+            except Exception:
+                rate_limited.exception(logger, f"{type(p).__name__}.force_flush")
+                ok = False
+        return ok
+
+
+class AgentIdentitySpanProcessor(SpanProcessor):
+    """Copies the enclosing agent's identity onto every span started inside it.
+
+    Sets ``gen_ai.agent.name``, ``gen_ai.agent.id`` and ``gen_ai.conversation.id`` (when known and
+    not already on the span) in ``on_start``, so third-party instrumentation spans (LLM SDKs,
+    HTTP clients, databases) are attributed to the agent that caused them.
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Add the current agent identity to ``span``."""
+        try:
+            agent = current_agent()
+            if agent is None:
+                return
+            have = span.attributes or {}
+            add: dict[str, AttributeValue] = {}
+            if agent.name is not None and sc.GEN_AI_AGENT_NAME not in have:
+                add[sc.GEN_AI_AGENT_NAME] = agent.name
+            if agent.id is not None and sc.GEN_AI_AGENT_ID not in have:
+                add[sc.GEN_AI_AGENT_ID] = agent.id
+            if agent.conversation_id is not None and sc.GEN_AI_CONVERSATION_ID not in have:
+                add[sc.GEN_AI_CONVERSATION_ID] = agent.conversation_id
+            if add:
+                span.set_attributes(add)
+        except Exception:
+            rate_limited.exception(logger, "AgentIdentitySpanProcessor.on_start")
+
+
+class EnrichOnEndingSpanProcessor(SpanProcessor):
+    """Adds normalized and cost attributes in the SDK's ``_on_ending`` hook (zero-code path).
+
+    Only effective where the SDK lets ``_on_ending`` modify the span
+    (:func:`on_ending_can_mutate`); attributes can be added, not removed, so dialect keys stay.
+
+    Args:
+        pricebook: default ``PriceBook()``.
+        cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
+        enricher: share one :class:`SpanEnricher`.
+    """
+
+    def __init__(
+        self,
+        *,
+        pricebook: PriceBook | None = None,
+        cost: bool | None = None,
+        enricher: SpanEnricher | None = None,
+    ) -> None:
+        self.enricher = enricher or SpanEnricher(pricebook, cost=cost)
+
+    def _on_ending(self, span: Span) -> None:
+        try:
+            attrs = span.attributes
+            if attrs is None:
+                return
+            new = self.enricher.enrich(attrs, span.start_time)
+            if new is None:
+                return
+            added = {k: v for k, v in new.items() if k not in attrs}
+            if added:
+                span.set_attributes(added)
+        except Exception:
+            rate_limited.exception(logger, "EnrichOnEndingSpanProcessor._on_ending")
+
+
+class _Probe(SpanProcessor):
+    def _on_ending(self, span: Span) -> None:
+        # SDK 1.45 sets the end time before _on_ending, so the span reports not recording and
+        # set_attribute would only log "Setting attribute on ended span".
+        if span.is_recording():
+            span.set_attribute("otel_agents.probe", True)
+
+
+_PROBE_RESULT: bool | None = None
+
+
+def on_ending_can_mutate() -> bool:
+    """Whether this SDK calls ``_on_ending`` while ``set_attribute`` still takes effect.
+
+    Probed once with a private tracer provider (no exporter, no global state touched).
+    """
+    global _PROBE_RESULT
+    if _PROBE_RESULT is None:
+        result = False
+        try:
+            if hasattr(SpanProcessor, "_on_ending"):
+                provider = TracerProvider()
+                provider.add_span_processor(_Probe())
+                span = provider.get_tracer("otel_agents.probe").start_span("probe")
+                span.end()
+                attrs = getattr(span, "attributes", None) or {}
+                result = attrs.get("otel_agents.probe") is True
+                provider.shutdown()
+        except Exception:
+            rate_limited.exception(logger, "probing SpanProcessor._on_ending")
+        _PROBE_RESULT = result
+    return _PROBE_RESULT
+
+
+# --------------------------------------------------------------------------------------------
+# Attaching to a provider that already exists (zero-code, or configure() on a user's provider)
+# --------------------------------------------------------------------------------------------
+MODE_ON_ENDING: Final = "on_ending"
+MODE_WRAPPED: Final = "wrapped"
+MODE_IDENTITY_ONLY: Final = "identity_only"
+MODE_UNSUPPORTED: Final = "unsupported"
+
+
+def attach_to_provider(
+    provider: object,
+    *,
+    enricher: SpanEnricher | None = None,
+    extra_processors: Sequence[SpanProcessor] = (),
+) -> str:
+    """Add identity + enrichment to a tracer provider whose exporting processors already exist.
+
+    In order of preference:
+
+    1. ``on_ending``: the SDK lets ``_on_ending`` modify spans (:func:`on_ending_can_mutate`):
+       :class:`AgentIdentitySpanProcessor` and :class:`EnrichOnEndingSpanProcessor` are appended
+       with ``add_span_processor``, then ``extra_processors``.
+    2. ``wrapped``: otherwise (SDK 1.45), the provider's processor tuple is replaced, under the
+       multi-processor's own lock, by ``(identity, EnrichingSpanProcessor(existing +
+       extra_processors))``, so every exporting processor receives enriched copies. This relies
+       on the SDK's ``_active_span_processor._span_processors`` layout and is checked first.
+    3. ``identity_only``: the layout is not recognised: identity and ``extra_processors`` are
+       appended and spans are not enriched in-process (the receiver still prices them).
+
+    Args:
+        provider: the tracer provider (anything without ``add_span_processor`` is left alone).
+        enricher: shared enricher; default ``SpanEnricher()``.
+        extra_processors: processors that should see enriched spans (e.g. the metrics processor).
+
+    Returns:
+        The mode used, or ``unsupported`` for a provider that takes no processors.
+    """
+    add = getattr(provider, "add_span_processor", None)
+    if add is None:
+        return MODE_UNSUPPORTED
+    enricher = enricher or SpanEnricher()
+    identity = AgentIdentitySpanProcessor()
+    if on_ending_can_mutate():
+        add(identity)
+        add(EnrichOnEndingSpanProcessor(enricher=enricher))
+        for p in extra_processors:
+            add(p)
+        return MODE_ON_ENDING
+    multi = getattr(provider, "_active_span_processor", None)
+    lock = getattr(multi, "_lock", None)
+    existing = getattr(multi, "_span_processors", None)
+    if lock is not None and isinstance(existing, tuple):
+        with lock:
+            current = multi._span_processors  # type: ignore[union-attr]
+            wrapped = EnrichingSpanProcessor(
+                tuple(current) + tuple(extra_processors), enricher=enricher
+            )
+            multi._span_processors = (identity, wrapped)  # type: ignore[union-attr]
+        return MODE_WRAPPED
+    logger.warning(
+        "otel_agents: cannot enrich spans in-process on %s (unknown processor layout); "
+        "agent identity only",
+        type(provider).__name__,
+    )
+    add(identity)
+    for p in extra_processors:
+        add(p)
+    return MODE_IDENTITY_ONLY
