@@ -176,6 +176,15 @@ OPERATION_DURATION_BUCKETS: Final = (
 ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 # --------------------------------------------------------------------------------------------
+# Receiver self-telemetry (Prometheus names, docs/architecture.md "Metric names")
+# --------------------------------------------------------------------------------------------
+METRIC_RECEIVER_ACCEPTED_ITEMS: Final = "otel_agents_receiver_accepted_items_total"
+METRIC_RECEIVER_REFUSED_ITEMS: Final = "otel_agents_receiver_refused_items_total"
+METRIC_RECEIVER_REJECTED_ITEMS: Final = "otel_agents_receiver_rejected_items_total"
+METRIC_RECEIVER_REQUESTS: Final = "otel_agents_receiver_requests_total"
+METRIC_RECEIVER_REQUEST_DURATION: Final = "otel_agents_receiver_request_duration_seconds"
+
+# --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)
 # --------------------------------------------------------------------------------------------
 #: OTel general semconv: direction of an A2A message on agent.a2a.messages (transmit|receive).

@@ -14,10 +14,61 @@ Embedded use (tests, the demo)::
 
 from __future__ import annotations
 
+__all__: list[str] = []  # each block below extends this list
+
 # --- transport (gRPC/HTTP servers, validation, admission, admin) ---
+from otel_agents.receiver._admin import AdminServer, HealthCheck
+from otel_agents.receiver._admission import AdmissionController
+from otel_agents.receiver._auth import BearerAuthenticator
+from otel_agents.receiver._common import (
+    STATUS_MAP,
+    ExportHandler,
+    Ingestor,
+    NoopIngestor,
+    Outcome,
+    Signal,
+    serve_noop,
+)
+from otel_agents.receiver._grpc import GrpcServer
+from otel_agents.receiver._http import HttpServer
+from otel_agents.receiver._telemetry import ReceiverTelemetry
+from otel_agents.receiver._transport_config import (
+    AdminConfig,
+    AdmissionConfig,
+    AuthConfig,
+    GrpcConfig,
+    HttpConfig,
+    LimitsConfig,
+    TlsConfig,
+)
+from otel_agents.receiver._validate import ValidationResult, validate
+
+__all__ += [
+    "STATUS_MAP",
+    "AdminConfig",
+    "AdminServer",
+    "AdmissionConfig",
+    "AdmissionController",
+    "AuthConfig",
+    "BearerAuthenticator",
+    "ExportHandler",
+    "GrpcConfig",
+    "GrpcServer",
+    "HealthCheck",
+    "HttpConfig",
+    "HttpServer",
+    "Ingestor",
+    "LimitsConfig",
+    "NoopIngestor",
+    "Outcome",
+    "ReceiverTelemetry",
+    "Signal",
+    "TlsConfig",
+    "ValidationResult",
+    "serve_noop",
+    "validate",
+]
 # --- end transport ---
 
 # --- spool, pipeline, config, Receiver ---
 # --- end spool ---
-
-__all__: list[str] = []  # each block above extends this list
