@@ -71,4 +71,9 @@ __all__ += [
 # --- end transport ---
 
 # --- spool, pipeline, config, Receiver ---
+from otel_agents.receiver._config import ReceiverConfig, load_config  # noqa: E402
+from otel_agents.receiver._serve import Receiver  # noqa: E402
+
+__all__ += ["Receiver", "ReceiverConfig", "load_config"]
+
 # --- end spool ---

@@ -91,6 +91,8 @@ class Pipeline:
         self._pricebook: PriceBook | None = None
         self._listeners: list[FindingListener] = []
         self.api_routes: dict[str, ApiHandler] = {}
+        #: Where registered routes go as well (the admin server's ``register_api``).
+        self.api_sink: Callable[[str, ApiHandler], None] | None = None
         self._stages: list[_Stage] = []
         self._forwarders: list[_Stage] = []
         for kind in ("processors", "exporters"):
@@ -194,6 +196,8 @@ class Pipeline:
         if not path.startswith("/api/"):
             raise ValueError(f"API paths start with /api/, got {path!r}")
         self.api_routes[path] = handler
+        if self.api_sink is not None:
+            self.api_sink(path, handler)
 
     @property
     def metrics_registry(self) -> CollectorRegistry:
