@@ -105,6 +105,8 @@ _TOPICS = (
     "WebAssembly outside the browser in production",
 )
 
+_REPHRASINGS = ("overview", "recent", "statistics", "sources", "summary")
+
 _SITES = (
     "https://en.wikipedia.org/wiki/",
     "https://arxiv.org/abs/",
@@ -292,8 +294,11 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
             failing = faults_mod.ERROR_BURST in active and index == 0
             attempts = faults_mod.ERROR_BURST_FAILURES if failing else 1
             for attempt in range(attempts):
+                # after a failure the agent rephrases the query (arguments differ each time, so
+                # a burst of errors is not also a loop of identical calls)
+                attempt_query = query if attempt == 0 else f"{query} ({_REPHRASINGS[attempt % 5]})"
                 try:
-                    urls += _web_search(pace, rng, query, fail=failing)
+                    urls += _web_search(pace, rng, attempt_query, fail=failing)
                     break
                 except SearchBackendUnavailable:
                     if attempt == attempts - 1:
