@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Budget guard policies: warn, callback and refuse, fed by spans or by the metric reader."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+from otel_agents import semconv as sc
+from otel_agents._budget import (
+    EACH_AGENT,
+    Budget,
+    BudgetGuard,
+    BudgetMetricReader,
+    BudgetStatus,
+    check_budget,
+    install_budget_guard,
+    unregister_guard,
+)
+from otel_agents._errors import BudgetExceededError
+from otel_agents._metrics import AgentMetricsProcessor
+
+
+def _llm(tp: TracerProvider, agent: str, cost: float, tokens: int = 100) -> None:
+    attrs: dict[str, Any] = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+        sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+        sc.GEN_AI_AGENT_NAME: agent,
+        sc.GEN_AI_USAGE_INPUT_TOKENS: tokens,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+        sc.GEN_AI_USAGE_COST_AMOUNT: cost,
+        sc.GEN_AI_USAGE_COST_CURRENCY: "USD",
+    }
+    with tp.get_tracer("t").start_as_current_span(
+        "chat gpt-4o", kind=SpanKind.CLIENT, attributes=attrs
+    ):
+        pass
+
+
+@pytest.fixture
+def tp() -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    yield provider
+    provider.shutdown()
+
+
+def test_refuse_policy_raises_from_check(tp: TracerProvider) -> None:
+    """Past a refuse budget, check_budget raises for that agent only; reset clears it."""
+    guard = install_budget_guard(
+        [Budget(1.0, agent="researcher", policy="refuse")], tracer_provider=tp
+    )
+    try:
+        for _ in range(3):
+            check_budget("researcher")  # under budget: no error
+            _llm(tp, "researcher", 0.4)
+        assert guard.spent("researcher") == pytest.approx(1.2)
+        with pytest.raises(BudgetExceededError, match="researcher"):
+            check_budget("researcher")
+        check_budget("writer")  # other agents are not covered by this budget
+        guard.reset()
+        check_budget("researcher")
+    finally:
+        unregister_guard(guard)
+
+
+def test_warn_policy_logs_once(tp: TracerProvider, caplog: pytest.LogCaptureFixture) -> None:
+    """A warn budget over all agents logs one warning at the crossing and never raises."""
+    guard = install_budget_guard([Budget(0.5, policy="warn")], tracer_provider=tp)
+    try:
+        with caplog.at_level(logging.WARNING, logger="otel_agents._budget"):
+            for agent in ("a", "b", "a", "b"):
+                _llm(tp, agent, 0.2)
+            check_budget("a")
+        warnings = [r for r in caplog.records if "exceeded" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "0.6" in warnings[0].getMessage()
+    finally:
+        unregister_guard(guard)
+
+
+def test_callback_policy_per_agent_tokens(tp: TracerProvider) -> None:
+    """An EACH_AGENT token budget calls back once per agent that crosses it."""
+    seen: list[BudgetStatus] = []
+    guard = BudgetGuard(
+        [Budget(250, kind="tokens", agent=EACH_AGENT, policy="callback", callback=seen.append)]
+    )
+    tp.add_span_processor(guard)
+    for agent in ("a", "a", "b", "a", "b", "b"):
+        _llm(tp, agent, 0.0, tokens=100)
+    assert [(s.agent, s.spent) for s in seen] == [("a", 300.0), ("b", 300.0)]
+    assert all(s.kind == "tokens" and s.limit == 250 for s in seen)
+
+
+def test_failing_callback_does_not_reach_app(tp: TracerProvider) -> None:
+    """A callback that raises is logged, the span still ends normally."""
+
+    def bad(status: BudgetStatus) -> None:
+        raise RuntimeError("injected")
+
+    tp.add_span_processor(BudgetGuard([Budget(0.0, policy="callback", callback=bad)]))
+    _llm(tp, "a", 0.1)
+
+
+def test_invalid_budget_rejected() -> None:
+    """A callback policy without a callback is a configuration error."""
+    with pytest.raises(ValueError, match="callback"):
+        BudgetGuard([Budget(1.0, policy="callback")])
+
+
+def test_metric_reader_feeds_guard(tp: TracerProvider) -> None:
+    """With the MetricReader source, totals come from the cumulative agent.cost counter."""
+    guard = BudgetGuard([Budget(1.0, agent="researcher", policy="refuse")])
+    reader = BudgetMetricReader(guard, refresh_interval=0.0)
+    mp = MeterProvider(metric_readers=[reader])
+    tp.add_span_processor(AgentMetricsProcessor(mp))
+    try:
+        _llm(tp, "researcher", 0.7)
+        guard.check("researcher")  # collects: 0.7 <= 1.0
+        assert guard.spent("researcher") == pytest.approx(0.7)
+        _llm(tp, "researcher", 0.7)
+        with pytest.raises(BudgetExceededError):
+            guard.check("researcher")
+        assert guard.spent("researcher") == pytest.approx(1.4)  # cumulative, not double counted
+        assert guard.spent(None, "tokens") == 200
+    finally:
+        mp.shutdown()
