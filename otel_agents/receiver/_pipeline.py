@@ -233,8 +233,8 @@ class Pipeline:
             "spool_bytes": self.spool.bytes,
             "spool_max_bytes": self.spool.max_bytes,
         }
-        ready = self.spool.healthy and self.spool.bytes < self.spool.max_bytes
-        if self.spool.bytes >= self.spool.max_bytes:
+        ready = self.spool.healthy and not self.spool.full
+        if self.spool.healthy and self.spool.full:
             details["spool"] = "full"
         return ready, details
 

@@ -133,6 +133,7 @@ class Spool:
         self._inode: tuple[int, int] | None = None
         self._problem: str | None = None
         self._closed = False
+        self._full = False
         self._bytes = 0
         self._items = dict.fromkeys(SIGNALS, 0)
         self._positions: dict[str, int] = {}
@@ -317,6 +318,7 @@ class Spool:
             if self._bytes + len(payload) > self.max_bytes:
                 self.compact()
                 if self._bytes + len(payload) > self.max_bytes:
+                    self._full = True
                     raise RetryableError(
                         "spool is full: a destination is behind; retry later", self._retry_after
                     )
@@ -336,6 +338,7 @@ class Spool:
                 raise RetryableError(f"storage unavailable ({reason})", self._retry_after) from exc
             seq = int(cur.lastrowid or 0)
             self._last_seq = seq
+            self._full = False
             self._bytes += len(payload)
             self._items[signal] += items
         with self._new_data:
@@ -507,6 +510,8 @@ class Spool:
             for sig, items, nbytes in stats:
                 self._items[SIGNALS[sig]] -= int(items)
                 self._bytes -= int(nbytes)
+            if deleted:
+                self._full = False
             return int(deleted)
 
     def take_expired(self, name: str) -> int:
@@ -517,6 +522,11 @@ class Spool:
             return n
 
     # ------------------------------------------------------------------ stats / lifecycle
+
+    @property
+    def full(self) -> bool:
+        """True since an append was refused for the byte cap, until rows are freed."""
+        return self._full
 
     @property
     def bytes(self) -> int:
