@@ -102,8 +102,8 @@ _HTTP_STATUS = {
 class RecordingSink:
     """OTLP gRPC + HTTP backend recording what it accepted (see module docstring)."""
 
-    def __init__(self, decide: DecisionFn = always(OK)) -> None:
-        self.decide = decide
+    def __init__(self, decide: DecisionFn | None = None) -> None:
+        self.decide = decide or always(OK)
         self._lock = threading.Lock()
         self.spans: collections.Counter[SpanKey] = collections.Counter()
         self.items: collections.Counter[str] = collections.Counter()

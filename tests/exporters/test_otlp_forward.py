@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 
 import grpc
 import pytest
+from otel_agents.exporters import OtlpExporterConfig, OtlpForwarder
 
 from otel_agents._configtypes import decode
 from otel_agents._errors import ConfigError
-from otel_agents.exporters import OtlpExporterConfig, OtlpForwarder
 from otel_agents.receiver._config import load_config
 from otel_agents.receiver._pipeline import Pipeline
 from tests.exporters._fwd_sink import (
@@ -175,7 +176,7 @@ def test_rc05_waits_at_least_the_retry_info_delay(
         assert sink.wait_for(lambda: sink.received == _keys(batches))
         times = [t for t, _, _ in sink.attempts]
         assert len(times) == 3
-        assert min(b - a for a, b in zip(times, times[1:])) >= 0.39
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.39
     finally:
         p.stop(drain_timeout=1)
 
