@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import yaml
+from otel_agents.processors._alert_state import Matcher, matches_all, parse_matchers
 
 from otel_agents._component import SEVERITIES, Finding
 from otel_agents._configtypes import DURATION, decode
 from otel_agents._errors import ConfigError
-from otel_agents.processors._alert_state import Matcher, matches_all, parse_matchers
 
 __all__ = [
     "MEASURES",
@@ -71,14 +72,21 @@ SPAN_LABELS: Mapping[str, str] = {
 
 #: Per-span values a rule can aggregate.
 MEASURES = (
-    "calls", "errors", "duration", "cost", "input_tokens", "output_tokens", "tokens", "unpriced",
+    "calls",
+    "errors",
+    "duration",
+    "cost",
+    "input_tokens",
+    "output_tokens",
+    "tokens",
+    "unpriced",
 )
 
-_OPS = {
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
+_OPS: Mapping[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
 }
 
 # Log-spaced histogram for percentiles: 1e-6 .. 1e9 with ratio 1.1 between bounds (≤ 5 % error).
@@ -141,7 +149,7 @@ class RuleConfig:
     resolve_after: float = dataclasses.field(default=60.0, metadata=DURATION)
     enabled: bool = True
 
-    def validate(self) -> list[str]:  # noqa: C901 - one flat list of checks reads best
+    def validate(self) -> list[str]:
         """Problems, each starting with the offending key."""
         out: list[str] = []
         if not self.name or not self.name.replace("_", "a").isalnum() or self.name[0].isdigit():
@@ -159,8 +167,11 @@ class RuleConfig:
             name = w.split("=", 1)[0].rstrip("!~ ").strip()
             if span_kind and name not in SPAN_LABELS:
                 out.append(f"where[{i}]: unknown span label {name!r}")
-        for key, value in (("measure", self.measure), ("numerator", self.numerator),
-                           ("denominator", self.denominator)):
+        for key, value in (
+            ("measure", self.measure),
+            ("numerator", self.numerator),
+            ("denominator", self.denominator),
+        ):
             if value not in MEASURES:
                 out.append(f"{key}: unknown measure {value!r} (known: {', '.join(MEASURES)})")
         if span_kind and self.window <= 0:
@@ -405,7 +416,7 @@ class RuleEvaluator:
     # -------------------------------------------------------------- spans
     def add_batch(self, batch: Any, now: float) -> None:
         """Accumulate a SpanBatch (columns per docs/architecture.md) at receiver time ``now``."""
-        n = int(len(batch.kind)) if hasattr(batch, "kind") else int(batch.n)
+        n = len(batch.kind) if hasattr(batch, "kind") else int(batch.n)
         if n == 0 or not self.is_span_rule:
             return
         mask = np.ones(n, dtype=bool)
@@ -504,7 +515,9 @@ class RuleEvaluator:
             out.append(self._sample(key, value, active, severity))
         return out
 
-    def _condition(self, key: tuple[str, ...], series: _Buckets, now: float) -> tuple[float, bool, str]:
+    def _condition(
+        self, key: tuple[str, ...], series: _Buckets, now: float
+    ) -> tuple[float, bool, str]:
         c = self._cfg
         op = _OPS[c.op]
         if c.kind == "threshold":
@@ -585,7 +598,7 @@ class RuleEvaluator:
         if sev == "from_finding" or (c.kind == "burn_rate" and active):
             sev = severity
         labels = {**c.labels, "alertname": c.name, "severity": sev}
-        for b, v in zip(c.by, key):
+        for b, v in zip(c.by, key, strict=False):
             if v:
                 labels[b] = v
         values: dict[str, Any] = {
@@ -623,7 +636,9 @@ def _sev_rank(severity: str) -> int:
 
 def _column(batch: Any, name: str) -> np.ndarray[Any, Any]:
     col = getattr(batch, name)
-    arr: np.ndarray[Any, Any] = col if isinstance(col, np.ndarray) else np.asarray(col, dtype=object)
+    arr: np.ndarray[Any, Any] = (
+        col if isinstance(col, np.ndarray) else np.asarray(col, dtype=object)
+    )
     return arr
 
 
@@ -635,7 +650,9 @@ def _match_column(col: np.ndarray[Any, Any], m: Matcher) -> np.ndarray[Any, np.d
     return out
 
 
-def _group_codes(batch: Any, by: Sequence[str], idx: np.ndarray[Any, Any]) -> tuple[list[tuple[str, ...]], np.ndarray[Any, Any]]:
+def _group_codes(
+    batch: Any, by: Sequence[str], idx: np.ndarray[Any, Any]
+) -> tuple[list[tuple[str, ...]], np.ndarray[Any, Any]]:
     if not by:
         return [()], np.zeros(len(idx), dtype=np.int64)
     code = np.zeros(len(idx), dtype=np.int64)
@@ -650,7 +667,7 @@ def _group_codes(batch: Any, by: Sequence[str], idx: np.ndarray[Any, Any]) -> tu
     sizes = [len(u) for u in uniqs]
     for c in ucode.tolist():
         parts = []
-        for size, u in zip(reversed(sizes), reversed(uniqs)):
+        for size, u in zip(reversed(sizes), reversed(uniqs), strict=False):
             parts.append(str(u[c % size]))
             c //= size
         keys.append(tuple(reversed(parts)))
@@ -666,12 +683,16 @@ def _measure(batch: Any, name: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         et = getattr(batch, "error_type", None)
         if et is not None:
             err = err | (np.asarray(et, dtype=object).astype(str) != "")
-        return err.astype(np.float64)
+        out: np.ndarray[Any, np.dtype[np.float64]] = err.astype(np.float64)
+        return out
     if name == "duration":
-        d = (np.asarray(batch.end_ns, dtype=np.int64) - np.asarray(batch.start_ns, dtype=np.int64))
+        d = np.asarray(batch.end_ns, dtype=np.int64) - np.asarray(batch.start_ns, dtype=np.int64)
         return np.maximum(d, 0).astype(np.float64) / 1e9
     if name == "tokens":
-        return (np.asarray(batch.input_tokens) + np.asarray(batch.output_tokens)).astype(np.float64)
+        tok: np.ndarray[Any, np.dtype[np.float64]] = (
+            np.asarray(batch.input_tokens) + np.asarray(batch.output_tokens)
+        ).astype(np.float64)
+        return tok
     if name == "unpriced":
         return np.asarray(batch.unpriced).astype(np.float64)
     return np.asarray(getattr(batch, name), dtype=np.float64)

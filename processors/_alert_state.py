@@ -140,7 +140,7 @@ def parse_matcher(text: str) -> Matcher:
     """
     m = _MATCHER_RE.match(text)
     if not m:
-        raise ConfigError(f"invalid matcher {text!r} (expected name=\"value\", !=, =~ or !~)")
+        raise ConfigError(f'invalid matcher {text!r} (expected name="value", !=, =~ or !~)')
     name, op, raw = m.group(1), m.group(2), m.group(3)
     if raw.startswith('"'):
         value = re.sub(r"\\(.)", lambda g: {"n": "\n"}.get(g.group(1), g.group(1)), raw[1:-1])
@@ -285,7 +285,9 @@ def build_route(
     else:
         group_by = tuple(cfg.group_by)
     matchers = parse_matchers(cfg.matchers, f"{path}.matchers")
-    group_interval = dur(cfg.group_interval, "group_interval", parent.group_interval if parent else 300.0)
+    group_interval = dur(
+        cfg.group_interval, "group_interval", parent.group_interval if parent else 300.0
+    )
     if group_interval <= 0:
         raise ConfigError(f"{path}.group_interval: must be greater than 0")
     repeat_interval = dur(
@@ -625,7 +627,9 @@ class Dispatcher:
         key = (group.route.receiver, group.key)
         entry = self._nflog.get(key)
         send_resolved = self._send_resolved.get(group.route.receiver, True)
-        if not self._needs_update(entry, firing, resolved, group.route.repeat_interval, now, send_resolved):
+        if not self._needs_update(
+            entry, firing, resolved, group.route.repeat_interval, now, send_resolved
+        ):
             return None
         self._nflog[key] = _NflogEntry(firing, resolved, now)
         if not firing and not send_resolved:
@@ -640,7 +644,7 @@ class Dispatcher:
                 a.generator_url,
                 a.fingerprint,
             )
-            for a in sorted(visible, key=lambda a: (format_labels(a.labels)))
+            for a in sorted(visible, key=lambda a: format_labels(a.labels))
             if send_resolved or not a.resolved(now)
         )
         return Notification(
