@@ -214,3 +214,23 @@ METRIC_PROCESS_THREAD_COUNT: Final = "process.thread.count"
 METRIC_CPYTHON_GC_COLLECTIONS: Final = "cpython.gc.collections"
 CPU_MODE: Final = "cpu.mode"
 CPYTHON_GC_GENERATION: Final = "cpython.gc.generation"
+
+# --------------------------------------------------------------------------------------------
+# Alerting and the audit trail (receiver side; docs/alerting.md)
+# --------------------------------------------------------------------------------------------
+#: Log record event_name of alert state changes the receiver emits over OTLP.
+EVENT_AGENT_ALERT: Final = "agent.alert"
+AGENT_ALERT_NAME: Final = "agent.alert.name"
+AGENT_ALERT_STATE: Final = "agent.alert.state"
+AGENT_ALERT_SEVERITY: Final = "agent.alert.severity"
+AGENT_ALERT_FINGERPRINT: Final = "agent.alert.fingerprint"
+AGENT_ALERT_VALUE: Final = "agent.alert.value"
+AGENT_ALERT_LABELS_PREFIX: Final = "agent.alert.label."
+#: General OTel registry attributes the audit trail indexes (user and session of an event).
+USER_ID: Final = "user.id"
+SESSION_ID: Final = "session.id"
+ENDUSER_ID: Final = "enduser.id"
+#: Older event-name carrier (before LogRecord.event_name existed in OTLP).
+EVENT_NAME: Final = "event.name"
+METRIC_ALERTS: Final = "otel_agents_alerts"
+METRIC_NOTIFICATIONS: Final = "otel_agents_notifications_total"
