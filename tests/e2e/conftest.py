@@ -1,0 +1,298 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures for real-component tests: the skip-or-fail rule, Prometheus on a free port
+with a private data dir, headless Chromium, and the receiver started in-process.
+
+A missing component skips its tests, unless ``OTEL_AGENTS_E2E=1`` (CI, after scripts/e2e-setup)
+where it fails them: CI must never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+WEBPAGE = ROOT / "otel_agents" / "receiver" / "webpage.html"
+E2E_REQUIRED = os.environ.get("OTEL_AGENTS_E2E") == "1"
+
+
+def require(condition: object, reason: str) -> None:
+    """Skips the test when ``condition`` is falsy — or fails it under ``OTEL_AGENTS_E2E=1``."""
+    if condition:
+        return
+    if E2E_REQUIRED:
+        pytest.fail(f"OTEL_AGENTS_E2E=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_binary(name: str, hint: str) -> str:
+    """The path of executable ``name``; skip/fail with the install ``hint`` when missing."""
+    path = shutil.which(name)
+    require(path, f"{name} not installed ({hint}; scripts/e2e-setup installs it)")
+    assert path is not None
+    return path
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = ""
+) -> Any:
+    """Polls ``predicate`` until it returns something truthy; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+        except (OSError, ValueError, urllib.error.URLError) as exc:  # not up yet
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or predicate}: {last!r}")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """``(status, body)`` of a GET, HTTP errors included (no exception for 4xx/5xx)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def listening_ports(pid: int) -> list[int]:
+    """TCP ports process ``pid`` listens on (how a server started on port 0 is found)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    return sorted({c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN})
+
+
+# --------------------------------------------------------------------------- Prometheus
+@dataclass
+class Prometheus:
+    """A running Prometheus on loopback."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    config_dir: Path
+
+    def api(self, path: str, **params: str) -> tuple[int, dict[str, Any]]:
+        """``(status, JSON)`` of ``GET /api/v1/<path>?params``."""
+        query = urllib.parse.urlencode(params)
+        status, body = http_get(f"{self.url}/api/v1/{path}?{query}")
+        return status, json.loads(body)
+
+    def query(self, expr: str) -> tuple[int, dict[str, Any]]:
+        """An instant query."""
+        return self.api("query", query=expr)
+
+    def wait_for_series(self, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Polls until ``expr`` returns a non-empty result; returns it."""
+
+        def ready() -> list[dict[str, Any]]:
+            status, body = self.query(expr)
+            return body["data"]["result"] if status == 200 else []
+
+        result: list[dict[str, Any]] = wait_until(ready, timeout=timeout, what=f"series {expr}")
+        return result
+
+
+PrometheusFactory = Callable[..., Prometheus]
+
+
+@pytest.fixture
+def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
+    """Starts Prometheus 2.x with a given ``prometheus.yml`` text (+ rule files) on a free port.
+
+    ``start_prometheus(config_text, rules_dir=None, extra_args=())``; the rules directory is
+    copied next to the config as ``rules/``. Every process is stopped at teardown.
+    """
+    binary = require_binary("prometheus", "apt-get install prometheus")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> Prometheus:
+        work = tmp_path_factory.mktemp("prometheus")
+        (work / "prometheus.yml").write_text(config_text, encoding="utf-8")
+        if rules_dir is not None:
+            shutil.copytree(rules_dir, work / "rules")
+        log = (work / "prometheus.log").open("wb")
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'data'}",
+                "--web.listen-address=127.0.0.1:0",
+                "--storage.tsdb.retention.time=1h",
+                *extra_args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+
+        def bound() -> list[int]:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"prometheus exited {proc.returncode}: {(work / 'prometheus.log').read_text()[-2000:]}"
+                )
+            return listening_ports(proc.pid)
+
+        port = wait_until(bound, timeout=20, what="prometheus to listen")[0]
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=20, what="prometheus ready"
+        )
+        return Prometheus(url=url, process=proc, config_dir=work)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------- Chromium
+@dataclass
+class ChromiumResult:
+    """What headless Chromium saw."""
+
+    dom: str
+    console: list[str]
+
+
+class Chromium:
+    """Headless Chromium driven through its command line (dump DOM, screenshot)."""
+
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+    )
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def _run(self, url: str, action: list[str], budget_ms: int, size: str) -> tuple[str, str]:
+        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+            proc = subprocess.run(
+                [
+                    self.binary,
+                    *self.FLAGS,
+                    f"--user-data-dir={profile}",
+                    f"--window-size={size}",
+                    f"--virtual-time-budget={budget_ms}",
+                    *action,
+                    url,
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+        return proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+    @staticmethod
+    def _console(stderr: str) -> list[str]:
+        # Chromium logs every console message (and uncaught exceptions) as ":CONSOLE(" lines.
+        return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+    def dump_dom(self, url: str, budget_ms: int = 4000, size: str = "1280,1000") -> ChromiumResult:
+        """The DOM after scripts ran for ``budget_ms`` of virtual time, and the console output."""
+        out, err = self._run(url, ["--dump-dom"], budget_ms, size)
+        return ChromiumResult(dom=out, console=self._console(err))
+
+    def screenshot(
+        self, url: str, path: Path, budget_ms: int = 4000, size: str = "1280,1000"
+    ) -> ChromiumResult:
+        """Writes a PNG screenshot of ``url`` to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _, err = self._run(url, [f"--screenshot={path}"], budget_ms, size)
+        assert path.is_file() and path.stat().st_size > 0
+        return ChromiumResult(dom="", console=self._console(err))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Chromium:
+    """Headless Chromium (Debian ``chromium``)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    require(
+        binary, "chromium not installed (apt-get install chromium; scripts/e2e-setup installs it)"
+    )
+    assert binary is not None
+    return Chromium(binary)
+
+
+# --------------------------------------------------------------------------- receiver
+@dataclass
+class RunningReceiver:
+    """An in-process otel-agents receiver on ephemeral loopback ports."""
+
+    receiver: Any
+    grpc_endpoint: str  # host:port
+    http_url: str  # http://host:port
+    admin_url: str  # http://host:port
+
+
+@contextlib.contextmanager
+def run_receiver(data_dir: Path, **overrides: Any) -> Iterator[RunningReceiver]:
+    """Starts ``otel_agents.receiver.Receiver`` on port 0 everywhere; stops it on exit.
+
+    Skips (fails under OTEL_AGENTS_E2E=1) while the receiver is not importable.
+    """
+    try:
+        from otel_agents.receiver import Receiver, load_config
+    except ImportError as exc:
+        require(False, f"otel_agents.receiver.Receiver is not available yet ({exc})")
+        raise
+    settings: dict[str, Any] = {
+        "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
+        "receivers.otlp.protocols.http.endpoint": "127.0.0.1:0",
+        "admin.endpoint": "127.0.0.1:0",
+        "admin.page_file": str(WEBPAGE),
+        "storage.data_dir": str(data_dir),
+    }
+    settings.update(overrides)
+    receiver = Receiver(load_config(None, overrides=settings))
+    receiver.start()
+    try:
+        yield RunningReceiver(
+            receiver=receiver,
+            grpc_endpoint=receiver.grpc_endpoint,
+            http_url=receiver.http_endpoint,
+            admin_url=receiver.admin_url,
+        )
+    finally:
+        receiver.stop()
