@@ -213,11 +213,11 @@ class TraceAssembler:
         else:
             while self._touch and self._touch[0][0] + wait <= now:
                 t, key = self._touch.popleft()
-                tr = self._open.get(key)
-                if tr is not None and tr.last_seen == t:
+                quiet = self._open.get(key)
+                if quiet is not None and quiet.last_seen == t:
                     del self._open[key]
-                    done.append(tr)
-                    self._remember(key, tr, now)
+                    done.append(quiet)
+                    self._remember(key, quiet, now)
         self._expire_recent(now)
         if not done:
             return None
@@ -361,7 +361,7 @@ def inherit(values: npt.NDArray[np.object_], parent: I64) -> npt.NDArray[np.obje
             break
         ptr[pending] = ptr[ptr[pending]]
     resolved = (ptr >= 0) & has[np.maximum(ptr, 0)]
-    out = values.copy()
+    out: npt.NDArray[np.object_] = values.copy()
     fill = resolved & ~has
     out[fill] = values[ptr[fill]]
     return out

@@ -396,3 +396,52 @@ def factorize(values: ObjArray | Iterable[str]) -> tuple[I64Array, ObjArray]:
     out = np.empty(uniq.shape[0], dtype=object)
     out[:] = uniq.tolist()
     return codes.astype(np.int64).reshape(-1), out
+
+
+# Operation kinds used as analysis keys (agent, kind, name).
+KIND_TOOL = "tool"
+KIND_MODEL = "model"
+KIND_AGENT = "agent"
+KIND_A2A = "a2a"
+KIND_OTHER = "other"
+
+
+def operation_keys(batch: SpanBatch) -> tuple[ObjArray, ObjArray]:
+    """Per span the analysis key parts ``(kind, name)``.
+
+    ``tool``/tool name for ``execute_tool``; ``model``/request model for inference; ``a2a``/peer
+    agent (or method) for A2A CLIENT spans; ``agent``/agent name for ``invoke_agent``; else
+    ``other``/operation name (``span`` when there is none; span names are unbounded).
+    """
+    op = batch.operation
+    is_tool = op == sc.OP_EXECUTE_TOOL
+    is_model = batch.is_inference
+    is_a2a = (batch.a2a_method != "") & (batch.kind == SPAN_KIND_CLIENT)
+    is_agent = op == sc.OP_INVOKE_AGENT
+    kind = np.full(batch.n, KIND_OTHER, dtype=object)
+    name = np.where(op != "", op, "span").astype(object)
+    peer = np.where(batch.a2a_peer != "", batch.a2a_peer, batch.a2a_method)
+    for mask, k, v in (
+        (is_agent, KIND_AGENT, batch.agent_name),
+        (is_a2a, KIND_A2A, peer),
+        (is_model, KIND_MODEL, batch.request_model),
+        (is_tool, KIND_TOOL, batch.tool_name),
+    ):
+        kind[mask] = k
+        name[mask] = v[mask]
+    return kind, name
+
+
+def group_keys(*columns: ObjArray) -> tuple[list[tuple[str, ...]], I64Array]:
+    """Distinct rows of string columns and each row's group number (vectorized)."""
+    if not columns or columns[0].shape[0] == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    code = np.zeros(columns[0].shape[0], dtype=np.int64)
+    uniques = []
+    for col in columns:
+        c, u = factorize(col)
+        code = code * max(u.shape[0], 1) + c
+        uniques.append(u)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    keys = list(zip(*(col[first].tolist() for col in columns), strict=True))
+    return [tuple(str(x) for x in k) for k in keys], inverse.reshape(-1).astype(np.int64)

@@ -1,0 +1,267 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Analysis results as Prometheus metrics (docs/architecture.md "Analysis" names).
+
+A ``prometheus_client`` custom collector over numpy-fed state: the analysis stage adds whole
+batches (grouped once) instead of calling ``observe()`` per span, and scrapes read a snapshot
+under a lock.  Every family caps its label sets (``max_series``, the spec's default 2000): new
+label sets beyond the cap go to one series whose label values are all ``__overflow__``
+(CVE-2023-45142, reliability B22).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from otel_agents import semconv as sc
+from otel_agents._component import Finding
+
+if TYPE_CHECKING:
+    from otel_agents.processors._anomaly import AnomalyResult
+    from otel_agents.processors._batch import SpanBatch
+    from otel_agents.processors._bottleneck import Bottleneck
+    from otel_agents.processors._graph import Edge, EdgeKey
+
+__all__ = ["OVERFLOW", "AnalysisMetrics"]
+
+OVERFLOW = "__overflow__"
+_GRAPH_BUCKETS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4)
+
+
+class _Family:
+    """One metric family's series, capped."""
+
+    def __init__(
+        self, kind: str, name: str, doc: str, labels: Sequence[str], max_series: int,
+        buckets: Sequence[float] = (),
+    ) -> None:  # fmt: skip
+        self.kind = kind
+        self.name = name
+        self.doc = doc
+        self.labels = tuple(labels)
+        self.max_series = max_series
+        self.buckets = tuple(buckets)
+        self.values: dict[tuple[str, ...], float] = {}
+        self.hists: dict[tuple[str, ...], tuple[np.ndarray[Any, Any], list[float]]] = {}
+        self.overflowed = 0
+
+    def _key(self, key: tuple[str, ...], table: Mapping[tuple[str, ...], Any]) -> tuple[str, ...]:
+        if key in table or len(table) < self.max_series:
+            return key
+        self.overflowed += 1
+        return (OVERFLOW,) * len(self.labels)
+
+    def add(self, key: tuple[str, ...], value: float) -> None:
+        k = self._key(key, self.values)
+        self.values[k] = self.values.get(k, 0.0) + value
+
+    def set(self, key: tuple[str, ...], value: float) -> None:
+        self.values[self._key(key, self.values)] = value
+
+    def observe_counts(
+        self, key: tuple[str, ...], counts: np.ndarray[Any, Any], total: float
+    ) -> None:
+        """Add per-bucket (non-cumulative, last = +Inf) counts and their sum."""
+        k = self._key(key, self.hists)
+        cur = self.hists.get(k)
+        if cur is None:
+            self.hists[k] = (counts.astype(np.int64).copy(), [total])
+        else:
+            cur[0][:] += counts
+            cur[1][0] += total
+
+    def metric(self) -> Metric:
+        if self.kind == "histogram":
+            h = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+            for key, (counts, total) in self.hists.items():
+                cum = np.cumsum(counts).tolist()
+                bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
+                h.add_metric(list(key), list(zip(bounds, cum, strict=True)), total[0])
+            return h
+        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        m = cls(self.name, self.doc, labels=self.labels)
+        for key, v in self.values.items():
+            m.add_metric(list(key), v)
+        return m
+
+
+class AnalysisMetrics:
+    """The analysis metric families; one instance per registry (shared by analysis stages)."""
+
+    _shared: weakref.WeakKeyDictionary[Any, AnalysisMetrics] = weakref.WeakKeyDictionary()
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def for_registry(cls, registry: Any, max_series: int = 2000) -> AnalysisMetrics:
+        """The instance registered on ``registry`` (created and registered on first use)."""
+        with cls._shared_lock:
+            inst = cls._shared.get(registry)
+            if inst is None:
+                inst = cls(max_series)
+                registry.register(inst)
+                cls._shared[registry] = inst
+            return inst
+
+    def __init__(self, max_series: int = 2000) -> None:
+        self._lock = threading.Lock()
+        ms = max_series
+        f = _Family
+        self.calls = f("counter", "otel_agents_operation_calls", "Agent operations by outcome.",
+                       ("agent", "operation", "name", "status"), ms)  # fmt: skip
+        self.duration = f("histogram", "otel_agents_operation_duration_seconds",
+                          "Agent operation durations (GenAI buckets).",
+                          ("agent", "operation", "name"), ms, sc.OPERATION_DURATION_BUCKETS)  # fmt: skip
+        self.tokens = f("counter", "otel_agents_tokens", "Tokens used by inference calls.",
+                        ("agent", "model", "token_type"), ms)  # fmt: skip
+        self.cost = f("counter", "otel_agents_cost_usd", "Inference cost in USD.",
+                      ("agent", "model"), ms)  # fmt: skip
+        self.unpriced = f("counter", "otel_agents_unpriced_calls",
+                          "Inference calls with tokens that no price table could price.",
+                          ("model",), ms)  # fmt: skip
+        self.cp_seconds = f("counter", "otel_agents_critical_path_seconds",
+                            "Time on trace critical paths.", ("agent", "kind", "name"), ms)  # fmt: skip
+        self.cp_share = f("gauge", "otel_agents_critical_path_share",
+                          "Share of critical-path time in the last window.",
+                          ("agent", "kind", "name"), ms)  # fmt: skip
+        self.score = f("gauge", "otel_agents_anomaly_score", "Anomaly score 0-100.",
+                       ("detector", "agent", "key"), ms)  # fmt: skip
+        self.findings = f("counter", "otel_agents_findings", "Findings emitted.",
+                          ("kind", "severity"), ms)  # fmt: skip
+        self.completed = f("counter", "otel_agents_traces_completed", "Traces assembled.", (), ms)
+        self.evicted = f("counter", "otel_agents_traces_evicted",
+                         "Traces completed early because the open-trace table was full.", (), ms)  # fmt: skip
+        self.late = f("counter", "otel_agents_late_spans",
+                      "Spans that arrived after their trace completed.", (), ms)  # fmt: skip
+        self.orphans = f("counter", "otel_agents_orphan_spans",
+                         "Spans whose parent (or A2A peer span) never arrived.", ("reason",), ms)  # fmt: skip
+        self.open = f(
+            "gauge", "otel_agents_open_traces", "Traces waiting for decision_wait.", (), ms
+        )
+        g = ("client", "server", "connection_type")
+        self.g_total = f(
+            "counter", "traces_service_graph_request", "Agent graph edge calls.", g, ms
+        )
+        self.g_failed = f("counter", "traces_service_graph_request_failed",
+                          "Agent graph edge failed calls.", g, ms)  # fmt: skip
+        self.g_seconds = f("histogram", "traces_service_graph_request_server_seconds",
+                           "Agent graph edge server-side duration.", g, ms, _GRAPH_BUCKETS)  # fmt: skip
+        self.families = [
+            self.calls, self.duration, self.tokens, self.cost, self.unpriced, self.cp_seconds,
+            self.cp_share, self.score, self.findings, self.completed, self.evicted, self.late,
+            self.orphans, self.open, self.g_total, self.g_failed, self.g_seconds,
+        ]  # fmt: skip
+        self._findings_claimed = False
+
+    # -- prometheus_client Collector protocol ------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """A consistent snapshot of every family."""
+        with self._lock:
+            out = [fam.metric() for fam in self.families]
+        yield from out
+
+    def describe(self) -> Iterable[Metric]:
+        """Family names (lets the registry reject duplicate registrations)."""
+        return [fam.metric() for fam in self.families]
+
+    # -- updates from the analysis stage -----------------------------------------------------
+
+    def on_spans(self, batch: SpanBatch) -> None:
+        """Calls, durations, tokens, cost and unpriced calls of a batch (grouped once)."""
+        from otel_agents.processors._batch import group_keys, operation_keys
+
+        if batch.n == 0:
+            return
+        kind, name = operation_keys(batch)
+        status = np.where(batch.is_error, "error", "ok").astype(object)
+        keys, inv = group_keys(batch.agent_name, kind, name, status)
+        g = len(keys)
+        calls = np.bincount(inv, minlength=g)
+        dur = batch.duration_s
+        sums = np.bincount(inv, weights=dur, minlength=g)
+        nb = len(sc.OPERATION_DURATION_BUCKETS) + 1
+        b = np.searchsorted(np.asarray(sc.OPERATION_DURATION_BUCKETS), dur, side="left")
+        hist = np.bincount(inv * nb + b, minlength=g * nb).reshape(g, nb)
+        inf = batch.is_inference
+        idx = np.nonzero(inf)[0]
+        with self._lock:
+            for k, key in enumerate(keys):
+                self.calls.add(key, float(calls[k]))
+                self.duration.observe_counts(key[:3], hist[k], float(sums[k]))
+            if idx.shape[0]:
+                mkeys, minv = group_keys(batch.agent_name[idx], batch.request_model[idx])
+                mg = len(mkeys)
+                tin = np.bincount(minv, weights=batch.input_tokens[idx], minlength=mg)
+                tout = np.bincount(minv, weights=batch.output_tokens[idx], minlength=mg)
+                cost = np.bincount(minv, weights=batch.cost[idx], minlength=mg)
+                unp = np.bincount(minv, weights=batch.unpriced[idx], minlength=mg)
+                for k, (agent, model) in enumerate(mkeys):
+                    if tin[k]:
+                        self.tokens.add((agent, model, sc.TOKEN_TYPE_INPUT), float(tin[k]))
+                    if tout[k]:
+                        self.tokens.add((agent, model, sc.TOKEN_TYPE_OUTPUT), float(tout[k]))
+                    self.cost.add((agent, model), float(cost[k]))
+                    if unp[k]:
+                        self.unpriced.add((model,), float(unp[k]))
+
+    def on_critical_path(self, seconds: Mapping[tuple[str, str, str], float]) -> None:
+        """Critical-path seconds per ``(agent, kind, name)`` of a completed set."""
+        with self._lock:
+            for key, v in seconds.items():
+                self.cp_seconds.add(key, v)
+
+    def set_shares(self, bottlenecks: Sequence[Bottleneck]) -> None:
+        """The window's critical-path shares (replaces the previous window)."""
+        with self._lock:
+            self.cp_share.values.clear()
+            for b in bottlenecks:
+                self.cp_share.set((b.agent, b.kind, b.name), b.share)
+
+    def on_edges(self, edges: Mapping[EdgeKey, Edge]) -> None:
+        """Agent graph edge deltas."""
+        with self._lock:
+            for key, e in edges.items():
+                self.g_total.add(key, float(e.calls))
+                self.g_failed.add(key, float(e.failed))
+                self.g_seconds.observe_counts(key, e.buckets, e.seconds)
+
+    def set_scores(self, results: Iterable[AnomalyResult]) -> None:
+        """Latest anomaly scores."""
+        with self._lock:
+            for r in results:
+                self.score.set((r.detector, r.key[0], r.key[2]), r.score)
+
+    def claim_findings(self) -> bool:
+        """True once: the caller subscribes :meth:`on_finding` (so findings count once)."""
+        with self._lock:
+            first = not self._findings_claimed
+            self._findings_claimed = True
+            return first
+
+    def on_finding(self, finding: Finding) -> None:
+        """Count an emitted finding (subscribed through the host)."""
+        with self._lock:
+            self.findings.add((finding.kind, finding.severity), 1.0)
+
+    def on_assembly(
+        self, *, completed: int, evicted: int, late: int, orphans: Mapping[str, int],
+        open_traces: int,
+    ) -> None:  # fmt: skip
+        """Assembly counter deltas since the last call, and the current open-trace count."""
+        with self._lock:
+            self.completed.add((), float(completed))
+            self.evicted.add((), float(evicted))
+            self.late.add((), float(late))
+            for reason, delta in orphans.items():
+                self.orphans.add((reason,), float(delta))
+            self.open.set((), float(open_traces))

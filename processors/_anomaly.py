@@ -1,0 +1,366 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Streaming anomaly detection on agent semantics, per batch on columns.
+
+Each batch is grouped once by ``(agent, kind, name)`` (numpy); per group the interval
+accumulators get the raw values (latencies, token counts) or counts (errors/calls).  Every
+``interval`` seconds of receiver time each key's interval statistic is scored against its
+baseline (:mod:`._baselines`) *before* being learned, so a fault is measured against the
+clean past.  Detectors:
+
+=================  =================================================  ======================
+detector           interval statistic                                  key
+=================  =================================================  ======================
+latency            median span duration                                (agent, kind, name)
+a2a_latency        median A2A CLIENT span duration                     (agent, a2a, peer)
+error_ratio        errors / calls (binomial z)                         (agent, kind, name)
+tool_error_rate    errors / calls of a tool                            (agent, tool, name)
+tokens_per_call    median input+output tokens per inference call       (agent, model, model)
+cost_per_trace     median cost of the traces an agent roots           (agent, trace, cost)
+cost_rate          cost per interval of an agent's inference calls     (agent, rate, cost)
+process_resource   mean of a process metric's points                   (service, process, metric)
+=================  =================================================  ======================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from ._baselines import (
+    BaselineConfig,
+    BaselineTable,
+    RateBaseline,
+    SeasonalBaseline,
+    severity_for,
+)
+from ._batch import (
+    KIND_A2A,
+    KIND_MODEL,
+    KIND_OTHER,
+    KIND_TOOL,
+    SpanBatch,
+    group_keys,
+    operation_keys,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from ._assembly import CompletedTraces
+
+__all__ = ["AnomalyConfig", "AnomalyEngine", "AnomalyResult"]
+
+Key = tuple[str, str, str]
+F64 = npt.NDArray[np.float64]
+
+LATENCY = "latency"
+A2A_LATENCY = "a2a_latency"
+ERROR_RATIO = "error_ratio"
+TOOL_ERROR_RATE = "tool_error_rate"
+TOKENS_PER_CALL = "tokens_per_call"
+COST_PER_TRACE = "cost_per_trace"
+COST_RATE = "cost_rate"
+PROCESS_RESOURCE = "process_resource"
+DETECTORS = (
+    LATENCY, A2A_LATENCY, ERROR_RATIO, TOOL_ERROR_RATE, TOKENS_PER_CALL, COST_PER_TRACE,
+    COST_RATE, PROCESS_RESOURCE,
+)  # fmt: skip
+
+# Spread floors per detector (units of the statistic): below these a change is noise.
+_ABS_FLOOR = {
+    LATENCY: 0.005,
+    A2A_LATENCY: 0.005,
+    TOKENS_PER_CALL: 5.0,
+    COST_PER_TRACE: 1e-5,
+    COST_RATE: 1e-4,
+    PROCESS_RESOURCE: 1e-9,
+}
+_EXAMPLES = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalyConfig:
+    """Anomaly detection settings.
+
+    Attributes:
+        interval: evaluation interval (receiver time).
+        baseline: how baselines learn and score.
+        max_keys: cap on keys tracked per detector (least recently seen evicted).
+        detectors: detectors to run (names in the module table).
+        process_metrics: metric names read from OTLP metrics for ``process_resource``.
+    """
+
+    interval: float = dataclasses.field(default=5.0, metadata={"unit": "duration"})
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    max_keys: int = 2000
+    detectors: tuple[str, ...] = DETECTORS
+    process_metrics: tuple[str, ...] = (
+        "process.cpu.utilization",
+        "process.memory.usage",
+        "process.cpu.time",
+        "process.runtime.cpython.cpu.utilization",
+        "process.runtime.cpython.memory",
+    )
+
+    def validate(self) -> list[str]:
+        """Problems with the values."""
+        out = [f"detectors: unknown {d!r}" for d in self.detectors if d not in DETECTORS]
+        if self.interval <= 0:
+            out.append("interval: must be positive")
+        if self.max_keys < 1:
+            out.append("max_keys: must be at least 1")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class AnomalyResult:
+    """One key's evaluation in one interval."""
+
+    detector: str
+    key: Key
+    value: float
+    baseline: float
+    score: float
+    z: float
+    observations: int
+    severity: str
+    trace_ids: tuple[str, ...] = ()
+
+    @property
+    def agent(self) -> str:
+        """The agent (or service, for process metrics) of the key."""
+        return self.key[0]
+
+
+@dataclasses.dataclass
+class _Acc:
+    values: list[F64] = dataclasses.field(default_factory=list)
+    events: int = 0
+    calls: int = 0
+    examples: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+
+    def example(self, value: float, trace_id: str) -> None:
+        if len(self.examples) < _EXAMPLES:
+            heapq.heappush(self.examples, (value, trace_id))
+        elif value > self.examples[0][0]:
+            heapq.heapreplace(self.examples, (value, trace_id))
+
+
+class AnomalyEngine:
+    """Accumulates per interval, scores against baselines, learns."""
+
+    def __init__(self, config: AnomalyConfig) -> None:
+        self.config = config
+        self._on = frozenset(config.detectors)
+        self._acc: dict[tuple[str, Key], _Acc] = {}
+        self._tables = {d: BaselineTable(config.max_keys) for d in DETECTORS}
+        self._rate_cfg = dataclasses.replace(
+            config.baseline, min_effect=max(config.baseline.min_effect, 1.0)
+        )
+        self._next_eval: float | None = None
+        self.last: dict[tuple[str, Key], AnomalyResult] = {}
+
+    # -- accumulate ---------------------------------------------------------------------------
+
+    def _acc_for(self, detector: str, key: Key) -> _Acc:
+        a = self._acc.get((detector, key))
+        if a is None:
+            a = self._acc[(detector, key)] = _Acc()
+        return a
+
+    def add_spans(self, batch: SpanBatch) -> None:
+        """Accumulate a batch's latencies, errors, tokens and cost (columns, grouped once)."""
+        if batch.n == 0:
+            return
+        kind, name = operation_keys(batch)
+        keys, inv = group_keys(batch.agent_name, kind, name)
+        g = len(keys)
+        dur = batch.duration_s
+        err = batch.is_error
+        calls = np.bincount(inv, minlength=g)
+        errors = np.bincount(inv, weights=err, minlength=g).astype(np.int64)
+        order = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[order], np.arange(g + 1))
+        tokens = (batch.input_tokens + batch.output_tokens).astype(np.float64)
+        inf = batch.is_inference
+        cost_by_group = np.bincount(inv, weights=np.where(inf, batch.cost, 0.0), minlength=g)
+        tid = batch.trace_id
+        for k, key in enumerate(keys):
+            rows = order[bounds[k] : bounds[k + 1]]
+            kk = key[1]
+            if kk == KIND_OTHER and key[2] == "span":
+                continue  # spans with no agent semantics: their parents' keys cover them
+            lat_det = A2A_LATENCY if kk == KIND_A2A else LATENCY
+            if lat_det in self._on:
+                a = self._acc_for(lat_det, key)  # type: ignore[arg-type]
+                d = dur[rows]
+                a.values.append(d)
+                j = int(np.argmax(d))
+                a.example(float(d[j]), bytes(tid[rows[j]]).hex())
+            err_det = TOOL_ERROR_RATE if kk == KIND_TOOL else ERROR_RATIO
+            if err_det in self._on:
+                a = self._acc_for(err_det, key)  # type: ignore[arg-type]
+                a.events += int(errors[k])
+                a.calls += int(calls[k])
+                if errors[k]:
+                    e = rows[err[rows]]
+                    a.example(float(errors[k]), bytes(tid[e[0]]).hex())
+            if kk == KIND_MODEL and TOKENS_PER_CALL in self._on:
+                t = tokens[rows]
+                t = t[t > 0]
+                if t.shape[0]:
+                    a = self._acc_for(TOKENS_PER_CALL, key)  # type: ignore[arg-type]
+                    a.values.append(t)
+                    j = int(np.argmax(tokens[rows]))
+                    a.example(float(tokens[rows][j]), bytes(tid[rows[j]]).hex())
+            if kk == KIND_MODEL and COST_RATE in self._on and cost_by_group[k] > 0:
+                a = self._acc_for(COST_RATE, (key[0], "rate", "cost"))
+                a.values.append(np.array([cost_by_group[k]]))
+                a.calls += int(calls[k])
+                j = int(np.argmax(batch.cost[rows]))
+                a.example(float(batch.cost[rows][j]), bytes(tid[rows[j]]).hex())
+
+    def add_traces(self, traces: CompletedTraces, trace_cost: F64) -> None:
+        """Accumulate cost per trace by the agent that roots it (complete traces only)."""
+        if COST_PER_TRACE not in self._on or traces.n_traces == 0:
+            return
+        ok = (traces.root >= 0) & ~traces.late
+        if not ok.any():
+            return
+        roots = traces.root[ok]
+        agents = traces.spans.agent_name[roots]
+        costs = trace_cost[ok]
+        tno = np.nonzero(ok)[0]
+        keys, inv = group_keys(agents)
+        for k, (agent,) in enumerate(keys):
+            m = inv == k
+            a = self._acc_for(COST_PER_TRACE, (agent, "trace", "cost"))
+            a.values.append(costs[m])
+            j = int(np.argmax(costs[m]))
+            a.example(float(costs[m][j]), traces.trace_id_hex(int(tno[m][j])))
+
+    def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        """Accumulate process resource metrics (gauge and sum points) by service."""
+        if PROCESS_RESOURCE not in self._on:
+            return
+        wanted = set(self.config.process_metrics)
+        for rm in request.resource_metrics:
+            service = ""
+            for kv in rm.resource.attributes:
+                if kv.key == "service.name":
+                    service = kv.value.string_value
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name not in wanted:
+                        continue
+                    which = m.WhichOneof("data")
+                    if which not in ("gauge", "sum"):
+                        continue
+                    points = getattr(m, which).data_points
+                    vals = [
+                        p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+                        for p in points
+                    ]
+                    if vals:
+                        a = self._acc_for(PROCESS_RESOURCE, (service, "process", m.name))
+                        a.values.append(np.asarray(vals, dtype=np.float64))
+
+    # -- evaluate -----------------------------------------------------------------------------
+
+    def due(self, now: float) -> bool:
+        """An evaluation is due at ``now``."""
+        if self._next_eval is None:
+            self._next_eval = (now // self.config.interval + 1) * self.config.interval
+            return False
+        return now >= self._next_eval
+
+    def evaluate(self, now: float) -> list[AnomalyResult]:
+        """Score every key with data in the closed interval, then learn it."""
+        self._next_eval = (now // self.config.interval + 1) * self.config.interval
+        acc, self._acc = self._acc, {}
+        # Rate keys with a baseline but no cost this interval learn a zero (quiet interval).
+        for key, _b in self._tables[COST_RATE].items():
+            acc.setdefault((COST_RATE, key), _Acc(values=[np.zeros(1)]))  # type: ignore[arg-type]
+        out: list[AnomalyResult] = []
+        for (det, key), a in acc.items():
+            r = self._evaluate_one(det, key, a, now)
+            if r is not None:
+                out.append(r)
+                self.last[(det, key)] = r
+        if len(self.last) > 4 * self.config.max_keys:  # bounded: drop the oldest half
+            for k in list(self.last)[: len(self.last) // 2]:
+                del self.last[k]
+        return out
+
+    def _evaluate_one(self, det: str, key: Key, a: _Acc, now: float) -> AnomalyResult | None:
+        table = self._tables[det]
+        bl: Any = table.get(key)
+        if det in (ERROR_RATIO, TOOL_ERROR_RATE):
+            if a.calls == 0:
+                return None
+            if bl is None:
+                bl = RateBaseline(self.config.baseline)
+            score, z, base = bl.score(a.events, a.calls)
+            bl.update(a.events, a.calls)
+            table.put(key, bl)
+            value, n = a.events / a.calls, a.calls
+        else:
+            if not a.values:
+                return None
+            vals = np.concatenate(a.values)
+            if det == COST_RATE:
+                value, n = float(vals.sum()), max(a.calls, 1)
+            elif det == PROCESS_RESOURCE:
+                value, n = float(vals.mean()), int(vals.shape[0])
+            else:
+                value, n = float(np.median(vals)), int(vals.shape[0])
+            if bl is None:
+                cfg = self._rate_cfg if det == COST_RATE else self.config.baseline
+                bl = SeasonalBaseline(cfg, _ABS_FLOOR.get(det, 0.0))
+            score, z, base = bl.score(value, now)
+            bl.update(value, n, now)
+            table.put(key, bl)
+        examples = tuple(t for _, t in sorted(a.examples, reverse=True))
+        return AnomalyResult(
+            detector=det,
+            key=key,
+            value=value,
+            baseline=base,
+            score=round(score, 2),
+            z=z,
+            observations=n,
+            severity=severity_for(score),
+            trace_ids=examples,
+        )
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def states(self) -> Iterable[dict[str, Any]]:
+        """Every tracked key with its warm-up state and last result (for the API)."""
+        for det, table in self._tables.items():
+            for key, bl in table.items():
+                last = self.last.get((det, key))  # type: ignore[arg-type]
+                b: Any = bl
+                yield {
+                    "detector": det,
+                    "key": list(cast("Key", key)),
+                    "state": "ready" if b.ready else "warming_up",
+                    "intervals": b.intervals if isinstance(b, RateBaseline) else b.glob.intervals,
+                    "observations": (
+                        int(b.calls) if isinstance(b, RateBaseline) else b.glob.observations
+                    ),
+                    "score": last.score if last else 0.0,
+                    "value": last.value if last else None,
+                    "baseline": last.baseline if last else None,
+                }
+
+    def evicted_keys(self) -> int:
+        """Keys dropped by the per-detector caps."""
+        return sum(t.evicted for t in self._tables.values())
