@@ -38,7 +38,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Final
+from typing import Final, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -248,15 +248,16 @@ class EnrichingSpanProcessor(SpanProcessor):
         normalize: bool = True,
         enricher: SpanEnricher | None = None,
     ) -> None:
-        nexts = (
-            (next_processor,)
-            if isinstance(next_processor, SpanProcessor)
-            else tuple(next_processor)
-        )
+        if isinstance(next_processor, SpanProcessor):
+            nexts: tuple[object, ...] = (next_processor,)
+        elif isinstance(next_processor, (list, tuple)):
+            nexts = tuple(next_processor)
+        else:
+            nexts = (next_processor,)
         for p in nexts:
             if not isinstance(p, SpanProcessor):
                 raise TypeError(f"next_processor: expected a SpanProcessor, got {type(p).__name__}")
-        self._next: tuple[SpanProcessor, ...] = nexts
+        self._next: tuple[SpanProcessor, ...] = cast(tuple[SpanProcessor, ...], nexts)
         self.enricher = enricher or SpanEnricher(pricebook, cost=cost, normalize=normalize)
 
     @property
@@ -371,7 +372,8 @@ class EnrichOnEndingSpanProcessor(SpanProcessor):
     def _on_ending(self, span: Span) -> None:
         try:
             attrs = span.attributes
-            if attrs is None:
+            # SDK 1.45 already reports the span as ended here; writing would only log warnings.
+            if attrs is None or not span.is_recording():
                 return
             new = self.enricher.enrich(attrs, span.start_time)
             if new is None:

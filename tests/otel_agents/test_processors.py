@@ -1,0 +1,338 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Enriching span processors: enriched copies, cost on inference spans only, identity, no raising."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import otel_agents
+from otel_agents import (
+    AgentIdentitySpanProcessor,
+    EnrichingSpanProcessor,
+    EnrichOnEndingSpanProcessor,
+    PriceBook,
+    SpanEnricher,
+)
+from otel_agents import semconv as sc
+from otel_agents._processors import (
+    MODE_ON_ENDING,
+    MODE_UNSUPPORTED,
+    MODE_WRAPPED,
+    attach_to_provider,
+    on_ending_can_mutate,
+)
+
+
+class Recorder(SpanProcessor):
+    """Keeps the spans it is handed in on_end (a real SpanProcessor, no mocking)."""
+
+    def __init__(self) -> None:
+        self.ended: list[ReadableSpan] = []
+        self.started = 0
+        self.flushed = 0
+        self.shut = 0
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self.flushed += 1
+        return True
+
+    def shutdown(self) -> None:
+        self.shut += 1
+
+
+class Exploding(SpanProcessor):
+    """A next processor that fails in every callback."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        raise RuntimeError("on_start failed")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("on_end failed")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        raise RuntimeError("flush failed")
+
+    def shutdown(self) -> None:
+        raise RuntimeError("shutdown failed")
+
+
+class ExplodingPriceBook(PriceBook):
+    def price(self, **kwargs: Any) -> Any:
+        raise ArithmeticError("pricing bug")
+
+
+def enriched_pipeline(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter, Recorder]:
+    """Provider -> Enriching(Simple(InMemory)), plus a plain Recorder that sees the originals."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(EnrichingSpanProcessor(SimpleSpanProcessor(exporter), **kwargs))
+    original = Recorder()
+    provider.add_span_processor(original)
+    return provider, exporter, original
+
+
+def test_exporter_sees_enriched_copy_and_sdk_span_is_untouched() -> None:
+    """The wrapped exporter gets normalized, priced attributes; the SDK's own span is not modified."""
+    provider, exporter, original = enriched_pipeline()
+    tracer = provider.get_tracer("third.party")
+    with tracer.start_as_current_span(
+        "ChatCompletion",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4o-mini",
+            "llm.provider": "openai",
+            "llm.token_count.prompt": 1000,
+            "llm.token_count.completion": 100,
+        },
+    ):
+        pass
+    (span,) = exporter.get_finished_spans()
+    attrs = span.attributes
+    assert attrs[sc.GEN_AI_USAGE_INPUT_TOKENS] == 1000
+    assert attrs[sc.GEN_AI_OPERATION_NAME] == sc.OP_CHAT
+    assert attrs[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
+    assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+    assert attrs[sc.GEN_AI_USAGE_COST_SOURCE] == "local"
+    assert attrs[sc.AGENT_COST_PRICE_SOURCE] == "genai-prices"
+    (orig,) = original.ended
+    assert "llm.token_count.prompt" in orig.attributes
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in orig.attributes
+    assert span.context == orig.context and span.name == orig.name
+    assert (span.start_time, span.end_time, span.kind) == (
+        orig.start_time,
+        orig.end_time,
+        orig.kind,
+    )
+    assert span.resource is orig.resource
+    assert span.instrumentation_scope == orig.instrumentation_scope
+
+
+def test_cost_only_on_inference_spans() -> None:
+    """Agent and tool spans with token attributes get no cost; only the inference span is priced."""
+    provider, exporter, _ = enriched_pipeline()
+    with otel_agents.invoke_agent("a", tracer_provider=provider) as agent:
+        agent.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, 5000)  # a roll-up: must not be priced
+        agent.set_attribute(sc.GEN_AI_REQUEST_MODEL, "gpt-4o")
+        with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=5000, output_tokens=10)
+        with otel_agents.execute_tool("t", tracer_provider=provider):
+            pass
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert sc.GEN_AI_USAGE_COST_AMOUNT in spans["chat gpt-4o"].attributes
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in spans["invoke_agent a"].attributes
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in spans["execute_tool t"].attributes
+    assert sc.AGENT_COST_UNPRICED not in spans["execute_tool t"].attributes
+
+
+def test_response_model_is_preferred_for_pricing() -> None:
+    """The exact response model prices the call when it differs from the requested alias."""
+    book = PriceBook({"alias": otel_agents.ModelPriceOverride(input=1, output=1)})
+    provider, exporter, _ = enriched_pipeline(pricebook=book)
+    with otel_agents.chat("alias", tracer_provider=provider) as llm:
+        llm.record_usage(input_tokens=1_000_000, output_tokens=0)
+        llm.set_response_model("gpt-4o-2024-08-06")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(2.5)
+
+
+def test_unknown_model_is_marked_unpriced_and_counted() -> None:
+    """An unknown model gets agent.cost.unpriced=true, no amount, and is counted per model."""
+    provider, exporter, _ = enriched_pipeline()
+    processor = provider._active_span_processor._span_processors[0]
+    for _ in range(3):
+        with otel_agents.chat("house-llm-13b", "acme", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=10, output_tokens=1)
+    with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider):
+        pass  # no usage reported: neither priced nor unpriced
+    spans = exporter.get_finished_spans()
+    assert all(s.attributes.get(sc.AGENT_COST_UNPRICED) is True for s in spans[:3])
+    assert all(sc.GEN_AI_USAGE_COST_AMOUNT not in s.attributes for s in spans)
+    assert sc.AGENT_COST_UNPRICED not in spans[3].attributes
+    assert processor.enricher.unpriced_calls == 3
+    assert processor.enricher.unpriced_models() == {"house-llm-13b": 3}
+
+
+def test_provider_reported_cost_is_kept() -> None:
+    """A span that already carries a cost keeps its amount and is marked source=provider."""
+    provider, exporter, _ = enriched_pipeline()
+    with otel_agents.chat(
+        "gpt-4o",
+        "openai",
+        tracer_provider=provider,
+        attributes={sc.GEN_AI_USAGE_COST_AMOUNT: 0.123, sc.GEN_AI_USAGE_COST_CURRENCY: "USD"},
+    ) as llm:
+        llm.record_usage(input_tokens=10, output_tokens=10)
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.123
+    assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "provider"
+
+
+def test_cost_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_AGENTS_COST_ENABLED=false keeps normalization but prices nothing."""
+    monkeypatch.setenv("OTEL_AGENTS_COST_ENABLED", "false")
+    provider, exporter, _ = enriched_pipeline()
+    with provider.get_tracer("x").start_as_current_span(
+        "llm",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.prompt_tokens": 5,
+        },
+    ):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 5
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
+
+
+def test_unchanged_spans_are_passed_through_without_copy() -> None:
+    """Spans that need no enrichment reach the next processor as the SDK's own object."""
+    provider = TracerProvider()
+    rec = Recorder()
+    provider.add_span_processor(EnrichingSpanProcessor(rec))
+    with provider.get_tracer("x").start_as_current_span("GET /", attributes={"http.method": "GET"}):
+        pass
+    (span,) = rec.ended
+    assert type(span) is ReadableSpan
+    assert rec.started == 1
+
+
+def test_drop_counts_survive_the_copy() -> None:
+    """Dropped attribute/event counts of the original are reported on the enriched copy."""
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=6, max_events=1))
+    rec = Recorder()
+    provider.add_span_processor(EnrichingSpanProcessor(rec))
+    attrs = {f"k{i}": i for i in range(8)}
+    attrs.update({"gen_ai.system": "openai"})
+    span = provider.get_tracer("x").start_span("s", attributes=attrs)
+    span.set_attribute("llm.provider", "openai")
+    span.add_event("e1")
+    span.add_event("e2")
+    span.end()
+    (copy,) = rec.ended
+    assert copy.dropped_attributes > 0 and copy.dropped_events == 1
+
+
+def test_failing_next_processor_and_pricing_never_raise(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing wrapped processor or price book is logged; the application and other processors carry on."""
+    provider = TracerProvider()
+    rec = Recorder()
+    provider.add_span_processor(
+        EnrichingSpanProcessor([Exploding(), rec], pricebook=ExplodingPriceBook())
+    )
+    with caplog.at_level(logging.ERROR, logger="otel_agents"):
+        for _ in range(3):
+            with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+                llm.record_usage(input_tokens=10, output_tokens=10)
+        assert provider.force_flush() is False
+        provider.shutdown()
+    assert len(rec.ended) == 3  # still delivered, unenriched
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in rec.ended[0].attributes
+    assert rec.shut == 1
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "on_end" in messages and "enrichment" in messages
+    # Rate limited: three failing spans, one traceback per call site.
+    assert sum("enrichment" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_force_flush_and_shutdown_are_forwarded() -> None:
+    """force_flush and shutdown reach the wrapped processor."""
+    rec = Recorder()
+    processor = EnrichingSpanProcessor(rec)
+    assert processor.force_flush(100) is True
+    processor.shutdown()
+    assert (rec.flushed, rec.shut) == (1, 1)
+
+
+def test_constructor_rejects_non_processors() -> None:
+    """The wrapped object must be a SpanProcessor (validated at construction, not per span)."""
+    with pytest.raises(TypeError, match="next_processor"):
+        EnrichingSpanProcessor(InMemorySpanExporter())  # type: ignore[arg-type]
+
+
+def test_identity_processor_attributes_third_party_spans() -> None:
+    """Spans of other instrumentations started inside an agent carry the agent's identity."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(AgentIdentitySpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    http = provider.get_tracer("opentelemetry.instrumentation.httpx")
+    with otel_agents.invoke_agent(
+        "scout", agent_id="s-1", conversation_id="c-7", tracer_provider=provider
+    ):
+        with http.start_as_current_span("POST", kind=SpanKind.CLIENT):
+            pass
+        with http.start_as_current_span("POST", attributes={sc.GEN_AI_AGENT_NAME: "explicit"}):
+            pass
+    with http.start_as_current_span("outside"):
+        pass
+    inside, explicit, _agent, outside = exporter.get_finished_spans()
+    assert inside.attributes[sc.GEN_AI_AGENT_NAME] == "scout"
+    assert inside.attributes[sc.GEN_AI_AGENT_ID] == "s-1"
+    assert inside.attributes[sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    assert explicit.attributes[sc.GEN_AI_AGENT_NAME] == "explicit"
+    assert sc.GEN_AI_AGENT_NAME not in outside.attributes
+
+
+def test_attach_to_existing_provider_enriches_its_exporter() -> None:
+    """attach_to_provider makes an existing BatchSpanProcessor export enriched spans, identity included."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+    mode = attach_to_provider(provider)
+    assert mode in (MODE_ON_ENDING, MODE_WRAPPED)
+    assert mode == (MODE_ON_ENDING if on_ending_can_mutate() else MODE_WRAPPED)
+    third_party = provider.get_tracer("openinference.instrumentation.openai")
+    llm_attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o",
+        "llm.token_count.prompt": 100,
+        "llm.token_count.completion": 10,
+    }
+    with (
+        otel_agents.invoke_agent("planner", tracer_provider=provider),
+        third_party.start_as_current_span("ChatCompletion", attributes=llm_attrs),
+    ):
+        pass
+    assert provider.force_flush(5000)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    llm = spans["ChatCompletion"].attributes
+    assert llm[sc.GEN_AI_AGENT_NAME] == "planner"
+    assert llm[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)
+    provider.shutdown()
+
+
+def test_attach_ignores_providers_without_processors() -> None:
+    """A no-op / proxy provider is left alone."""
+    from opentelemetry.trace import NoOpTracerProvider
+
+    assert attach_to_provider(NoOpTracerProvider()) == MODE_UNSUPPORTED
+
+
+def test_on_ending_probe_matches_sdk_behaviour() -> None:
+    """The probe reports whether set_attribute in _on_ending reaches the exported span on this SDK."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(EnrichOnEndingSpanProcessor(enricher=SpanEnricher()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("x").start_as_current_span(
+        "llm", attributes={"gen_ai.system": "openai"}
+    ):
+        pass
+    (span,) = exporter.get_finished_spans()
+    added = span.attributes.get(sc.GEN_AI_PROVIDER_NAME) == "openai"
+    assert added is on_ending_can_mutate()
