@@ -241,7 +241,11 @@ def parse_rule(data: object, path: str, source: str = "") -> Rule:
             path = f"{path}.{raw['name']}"
     else:
         raw = data  # type: ignore[assignment]
-    cfg = decode(RuleConfig, raw, path)
+    try:
+        cfg = decode(RuleConfig, raw, path)
+    except ConfigError as exc:
+        # the YAML key is ``for``; the dataclass field is ``for_``
+        raise ConfigError(str(exc).replace(".for_:", ".for:")) from None
     where = parse_matchers(cfg.where, f"{path}.where")
     return Rule(cfg, where, source)
 
