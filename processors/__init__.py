@@ -12,6 +12,12 @@ from typing import Any
 from otel_agents._component import Factory
 
 # --- span batch, assembly, bottleneck, anomaly (analysis) ---
+# Re-exported with ``as`` (``__all__`` is assembled below the blocks).
+from ._analysis import AgentAnalysis as AgentAnalysis
+from ._analysis import AnalysisConfig as AnalysisConfig
+from ._batch import SpanBatch as SpanBatch
+from ._batch import build_span_batch as build_span_batch
+from ._report import render_report as render_report
 # --- end analysis ---
 
 # --- alerting ---
@@ -21,6 +27,11 @@ FACTORIES: dict[str, Factory[Any]] = {}
 """Type name → factory for every processor stage."""
 
 # --- analysis factories ---
+FACTORIES["agent_analysis"] = Factory(
+    type="agent_analysis",
+    config_class=AnalysisConfig,
+    create=lambda config, name: AgentAnalysis(config, name),
+)
 # --- end analysis factories ---
 
 # --- alerting factories ---
