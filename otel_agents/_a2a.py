@@ -40,6 +40,8 @@ __all__ = [
     "a2a_server_span",
     "extract_context",
     "inject_context",
+    "start_client_span",
+    "start_server_span",
 ]
 
 _log = logging.getLogger(__name__)
@@ -225,15 +227,19 @@ def _message_attributes(message: Any) -> dict[str, str]:
 
 
 class A2ASpan:
-    """Handle yielded by the A2A span context managers.
+    """Handle of one A2A span (yielded by the context managers, returned by ``start_*``).
 
     Record what the response tells (task id and state, an error code) on it; ``span`` is the
-    underlying OpenTelemetry span.
+    underlying OpenTelemetry span and ``context`` the Context to make current for work done on
+    behalf of this request (span + extracted baggage).
     """
 
-    def __init__(self, span: Span, method: str, *, client: bool) -> None:
+    def __init__(
+        self, span: Span, method: str, *, client: bool, context: otel_context.Context
+    ) -> None:
         self.span = span
         self.method = method
+        self.context = context
         self._client = client
 
     def set_task(self, task: Any) -> None:
@@ -266,6 +272,16 @@ class A2ASpan:
         """Marks the span failed with ``error.type`` (JSON-RPC / protocol code or class name)."""
         self.span.set_attribute(sc.ERROR_TYPE, str(error_type))
         self.span.set_status(Status(StatusCode.ERROR, description))
+
+    def end(self, exc: BaseException | None = None) -> None:
+        """Ends the span, recording ``exc`` (if any) as its error; never raises."""
+        try:
+            if exc is not None and not isinstance(exc, GeneratorExit):
+                self.span.record_exception(exc)
+                self.set_error(_error_type(exc), f"{type(exc).__name__}: {exc}")
+            self.span.end()
+        except Exception:
+            _log.debug("A2A span end failed", exc_info=True)
 
 
 def _has_field(msg: Any, name: str) -> bool:
@@ -321,18 +337,95 @@ def _start_attributes(
     return attrs
 
 
+def start_client_span(
+    method: str,
+    message: Any = None,
+    *,
+    peer_card: Any = None,
+    task_id: str | None = None,
+    context_id: str | None = None,
+    links: Sequence[SpanContext | Link] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> A2ASpan:
+    """Starts (without making it current) the CLIENT span of :func:`a2a_client_span`.
+
+    Injects the span's context into ``message.metadata``.  The caller must call
+    ``handle.end()``; attach ``handle.context`` around work that should be its child.
+    """
+    all_links = _links(links)
+    origin = _task_origin(task_id) if method in _TASK_FOLLOW_UP_METHODS else None
+    if origin is not None:
+        all_links.append(Link(origin))
+    span = _tracer(tracer_provider).start_span(
+        method,
+        kind=SpanKind.CLIENT,
+        attributes=_start_attributes(method, message, peer_card, task_id, context_id, attributes),
+        links=all_links,
+    )
+    ctx = trace.set_span_in_context(span)
+    if message is not None:
+        inject_context(message, ctx)
+    return A2ASpan(span, method, client=True, context=ctx)
+
+
+def start_server_span(
+    method: str,
+    message: Any = None,
+    *,
+    agent_card: Any = None,
+    one_way: bool | None = None,
+    carrier_message: Any = None,
+    task_id: str | None = None,
+    context_id: str | None = None,
+    links: Sequence[SpanContext | Link] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+) -> A2ASpan:
+    """Starts (without making it current) the SERVER span of :func:`a2a_server_span`.
+
+    The caller must call ``handle.end()``; attach ``handle.context`` (span + the extracted
+    baggage) around the request's work.
+    """
+    carrier = carrier_message if carrier_message is not None else message
+    current = otel_context.get_current()
+    extracted = extract_context(carrier, current)
+    remote = trace.get_current_span(extracted).get_span_context()
+    remote_is_new = remote.is_valid and remote != trace.get_current_span(current).get_span_context()
+    if one_way is None:
+        one_way = method in ONE_WAY_METHODS
+    all_links = _links(links)
+    if one_way:
+        # the sender does not wait for this work: link to it, stay in the receiver's trace
+        parent = current
+        if remote_is_new:
+            all_links.append(Link(remote))
+    else:
+        parent = extracted
+    span = _tracer(tracer_provider).start_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=_start_attributes(method, message, agent_card, task_id, context_id, attributes),
+        links=all_links,
+    )
+    # baggage crosses in both cases: it describes the conversation, not the causal parent
+    ctx = trace.set_span_in_context(span, extracted)
+    return A2ASpan(span, method, client=False, context=ctx)
+
+
 @contextmanager
-def _run_span(span: Span, handle: A2ASpan) -> Iterator[A2ASpan]:
-    with trace.use_span(
-        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-    ):
-        try:
-            yield handle
-        except BaseException as exc:
-            if not isinstance(exc, GeneratorExit):
-                span.record_exception(exc)
-                handle.set_error(_error_type(exc), f"{type(exc).__name__}: {exc}")
-            raise
+def _run(handle: A2ASpan) -> Iterator[A2ASpan]:
+    token = otel_context.attach(handle.context)
+    try:
+        yield handle
+    except BaseException as exc:
+        handle.end(exc)
+        raise
+    else:
+        handle.end()
+    finally:
+        otel_context.detach(token)
 
 
 @contextmanager
@@ -370,20 +463,17 @@ def a2a_client_span(
         attributes: Extra span attributes.
         tracer_provider: Provider to use; the global one when None.
     """
-    all_links = _links(links)
-    origin = _task_origin(task_id) if method in _TASK_FOLLOW_UP_METHODS else None
-    if origin is not None:
-        all_links.append(Link(origin))
-    span = _tracer(tracer_provider).start_span(
+    handle = start_client_span(
         method,
-        kind=SpanKind.CLIENT,
-        attributes=_start_attributes(method, message, peer_card, task_id, context_id, attributes),
-        links=all_links,
+        message,
+        peer_card=peer_card,
+        task_id=task_id,
+        context_id=context_id,
+        links=links,
+        attributes=attributes,
+        tracer_provider=tracer_provider,
     )
-    if message is not None:
-        inject_context(message, trace.set_span_in_context(span))
-    handle = A2ASpan(span, method, client=True)
-    with _run_span(span, handle) as h:
+    with _run(handle) as h:
         yield h
 
 
@@ -425,34 +515,17 @@ def a2a_server_span(
         attributes: Extra span attributes.
         tracer_provider: Provider to use; the global one when None.
     """
-    carrier = carrier_message if carrier_message is not None else message
-    current = otel_context.get_current()
-    extracted = extract_context(carrier, current)
-    remote = trace.get_current_span(extracted).get_span_context()
-    remote_is_new = remote.is_valid and remote != trace.get_current_span(current).get_span_context()
-    if one_way is None:
-        one_way = method in ONE_WAY_METHODS
-    all_links = _links(links)
-    if one_way:
-        parent = current
-        if remote_is_new:
-            all_links.append(Link(remote))
-        # baggage still crosses: it describes the conversation, not the causal parent
-        baggage_ctx = extracted
-    else:
-        parent = extracted
-        baggage_ctx = extracted
-    span = _tracer(tracer_provider).start_span(
+    handle = start_server_span(
         method,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes=_start_attributes(method, message, agent_card, task_id, context_id, attributes),
-        links=all_links,
+        message,
+        agent_card=agent_card,
+        one_way=one_way,
+        carrier_message=carrier_message,
+        task_id=task_id,
+        context_id=context_id,
+        links=links,
+        attributes=attributes,
+        tracer_provider=tracer_provider,
     )
-    token = otel_context.attach(trace.set_span_in_context(span, baggage_ctx))
-    try:
-        handle = A2ASpan(span, method, client=False)
-        with _run_span(span, handle) as h:
-            yield h
-    finally:
-        otel_context.detach(token)
+    with _run(handle) as h:
+        yield h

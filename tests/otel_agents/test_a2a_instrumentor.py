@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A2AInstrumentor against a real a2a-sdk JSON-RPC server and client on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("a2a.client", reason="a2a-sdk is not installed")
+pytest.importorskip("starlette", reason="a2a-sdk[http-server] (starlette) is not installed")
+pytest.importorskip("uvicorn", reason="uvicorn is not installed")
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from otel_agents import _a2a_instrumentor
+from otel_agents import semconv as sc
+from otel_agents._a2a_instrumentor import A2AInstrumentor
+
+from ._sdkext_sink import OtlpSink, attrs
+
+PEER = str(Path(__file__).parent / "_sdkext_a2a_sdk_peer.py")
+SERVER_KIND, CLIENT_KIND = 2, 3  # OTLP Span.SpanKind values
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[OtlpSink, str]]:
+    """A real a2a-sdk agent in its own process, exporting spans to a loopback sink."""
+    with OtlpSink() as sink:
+        proc = subprocess.Popen(
+            [sys.executable, PEER, "server", sink.endpoint],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())
+            yield sink, f"http://127.0.0.1:{port}/"
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def test_dependencies_and_uninstrument_restores() -> None:
+    """The instrumentor declares a2a-sdk and puts every wrapped method back on uninstrument."""
+    from a2a.client.transports.jsonrpc import JsonRpcTransport
+    from a2a.server.request_handlers import DefaultRequestHandler
+
+    inst = A2AInstrumentor()
+    assert list(inst.instrumentation_dependencies()) == ["a2a-sdk >= 1.0, < 2"]
+    before = (
+        JsonRpcTransport.__dict__["send_message"],
+        DefaultRequestHandler.__dict__["on_message_send"],
+    )
+    inst.instrument()
+    try:
+        assert JsonRpcTransport.__dict__["send_message"] is not before[0]
+        assert DefaultRequestHandler.__dict__["on_message_send"] is not before[1]
+    finally:
+        inst.uninstrument()
+    assert (
+        JsonRpcTransport.__dict__["send_message"],
+        DefaultRequestHandler.__dict__["on_message_send"],
+    ) == before
+
+
+def test_two_processes_one_trace(server: tuple[OtlpSink, str]) -> None:
+    """Client and server processes with no tracing code of their own yield one complete trace."""
+    sink, url = server
+    out = subprocess.run(
+        [sys.executable, PEER, "client", sink.endpoint, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+
+    def ours() -> list[Any]:
+        return [s for _, s in sink.spans() if s.name in ("SendMessage", "GetTask")]
+
+    assert sink.wait_for(lambda: len(ours()) >= 4, timeout=15)
+    spans = sink.spans()
+    planner = [s for _, s in spans if s.name == "invoke_agent planner"]
+    assert len(planner) == 1
+    trace_id = planner[0].trace_id
+    in_trace = [s for _, s in spans if s.trace_id == trace_id]
+    ids = {s.span_id for s in in_trace}
+    assert all(s.parent_span_id in ids for s in in_trace if s.span_id != planner[0].span_id)
+    # a2a-sdk's own transport.close span starts after our root ended: the only other trace
+    assert all(s.name.endswith(".close") for _, s in spans if s.trace_id != trace_id)
+    services = {attrs(res.attributes)["service.name"] for res, s in spans if s.trace_id == trace_id}
+    assert services == {"a2a-sdk-client", "a2a-sdk-server"}
+
+    by = {(s.name, s.kind): s for s in in_trace}
+    send_c, send_s = by[("SendMessage", CLIENT_KIND)], by[("SendMessage", SERVER_KIND)]
+    assert send_s.parent_span_id == send_c.span_id
+    assert by[("GetTask", SERVER_KIND)].parent_span_id == by[("GetTask", CLIENT_KIND)].span_id
+    work = next(s for s in in_trace if s.name == "invoke_agent researcher")
+    ancestors, cur = set(), work
+    by_id = {s.span_id: s for s in in_trace}
+    while cur.parent_span_id in by_id:
+        ancestors.add(cur.parent_span_id)
+        cur = by_id[cur.parent_span_id]
+    assert send_s.span_id in ancestors  # the agent's work runs under the SERVER span
+    a = attrs(send_c.attributes)
+    assert a[sc.A2A_TASK_ID] == result["task_id"]
+    assert a[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+    assert a[sc.GEN_AI_CONVERSATION_ID] == "conv-42"
+    assert a[sc.GEN_AI_AGENT_NAME] == "researcher"
+    poll = by[("GetTask", CLIENT_KIND)]
+    assert [link.span_id for link in poll.links] == [send_c.span_id]
+
+
+async def _send(url: str) -> str:
+    import httpx
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types.a2a_pb2 import Role, SendMessageRequest
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        client = await create_client(
+            url, client_config=ClientConfig(streaming=False, httpx_client=http)
+        )
+        state = ""
+        msg = new_text_message("hi", context_id="conv-in-proc", role=Role.ROLE_USER)
+        async for event in client.send_message(SendMessageRequest(message=msg)):
+            state = str(event.task.status.state)
+        await client.close()
+        return state
+
+
+@pytest.fixture
+def instrumented() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inst = A2AInstrumentor()
+    inst.instrument(tracer_provider=provider)
+    try:
+        yield provider, exporter
+    finally:
+        inst.uninstrument()
+        provider.shutdown()
+
+
+def test_in_process_client_span(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """An in-process a2a-sdk client gets a CLIENT SendMessage span on the given provider."""
+    _, url = server
+    _, exporter = instrumented
+    assert asyncio.run(_send(url)) == "3"  # TASK_STATE_COMPLETED
+    ours = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    ]
+    assert [(s.name, s.kind) for s in ours] == [("SendMessage", SpanKind.CLIENT)]
+    assert (ours[0].attributes or {})[sc.GEN_AI_CONVERSATION_ID] == "conv-in-proc"
+
+
+def test_wrapper_failure_does_not_break_the_call(
+    server: tuple[OtlpSink, str],
+    instrumented: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If span creation fails inside the wrapper, the A2A call still succeeds, untraced."""
+    _, url = server
+    _, exporter = instrumented
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(_a2a_instrumentor, "start_client_span", boom)
+    assert asyncio.run(_send(url)) == "3"
+    assert not [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    ]
