@@ -234,3 +234,18 @@ ENDUSER_ID: Final = "enduser.id"
 EVENT_NAME: Final = "event.name"
 METRIC_ALERTS: Final = "otel_agents_alerts"
 METRIC_NOTIFICATIONS: Final = "otel_agents_notifications_total"
+
+# --------------------------------------------------------------------------------------------
+# Analysis findings as OTLP log records (receiver side; exporters/_findings_otlp.py)
+# --------------------------------------------------------------------------------------------
+#: Log record event_name of a finding (bottleneck, anomaly, tool loop, broken A2A chain...).
+EVENT_AGENT_FINDING: Final = "agent.finding"
+AGENT_FINDING_KIND: Final = "agent.finding.kind"
+AGENT_FINDING_KEY: Final = "agent.finding.key"
+AGENT_FINDING_SEVERITY: Final = "agent.finding.severity"
+AGENT_FINDING_SCORE: Final = "agent.finding.score"
+AGENT_FINDING_TITLE: Final = "agent.finding.title"
+AGENT_FINDING_VALUE: Final = "agent.finding.value"
+AGENT_FINDING_BASELINE: Final = "agent.finding.baseline"
+AGENT_FINDING_TRACE_IDS: Final = "agent.finding.trace_ids"
+AGENT_FINDING_LABELS_PREFIX: Final = "agent.finding.label."
