@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: Apache-2.0
+"""configure(): attaches to existing providers, honours the standard OTEL_* variables, idempotent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import otel_agents
+from otel_agents import semconv as sc
+from tests.otel_agents._sdkcore_helpers import provider_with_memory, subprocess_env
+from tests.otel_agents._sdkcore_sink import OtlpSink
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[OtlpSink]:
+    s = OtlpSink().start()
+    yield s
+    s.stop()
+
+
+def run_app(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_attaches_to_given_provider_and_is_idempotent() -> None:
+    """With an existing provider, configure() enriches what its exporter sends and returns one handle."""
+    provider, exporter = provider_with_memory()
+    handle = otel_agents.configure(tracer_provider=provider, metrics=False)
+    try:
+        assert otel_agents.configure(tracer_provider=provider) is handle
+        assert handle.tracer_provider is provider and not handle.created_provider
+        with (
+            otel_agents.invoke_agent("a", tracer_provider=provider),
+            otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm,
+        ):
+            llm.record_usage(input_tokens=1000, output_tokens=0)
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        assert spans["chat gpt-4o"].attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.0025)
+    finally:
+        handle.shutdown()
+    # The provider belongs to the caller: still usable after our shutdown.
+    with provider.get_tracer("x").start_as_current_span("after"):
+        pass
+    assert exporter.get_finished_spans()[-1].name == "after"
+    again = otel_agents.configure(tracer_provider=provider, metrics=False)
+    assert again is not handle
+    again.shutdown()
+
+
+def test_agent_metrics_are_chained_behind_the_enricher() -> None:
+    """The metrics processor sees priced spans: agent.cost sums the locally computed cost."""
+    provider, _ = provider_with_memory()
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    handle = otel_agents.configure(tracer_provider=provider, meter_provider=meters)
+    try:
+        with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=1000, output_tokens=100)
+        data = reader.get_metrics_data()
+        points = [
+            p.value
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == sc.METRIC_AGENT_COST
+            for p in m.data.data_points
+        ]
+        assert points == [pytest.approx(1000 * 2.5e-6 + 100 * 10e-6)]
+    finally:
+        handle.shutdown()
+        meters.shutdown()
+
+
+def test_invalid_protocol_and_exporter_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unknown protocol or exporter names fail fast with ConfigError naming the setting."""
+    provider, _ = provider_with_memory()
+    with pytest.raises(otel_agents.ConfigError, match="protocol"):
+        otel_agents.configure(tracer_provider=provider, protocol="carrier-pigeon")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin_json")
+    with pytest.raises(otel_agents.ConfigError, match="OTEL_TRACES_EXPORTER"):
+        otel_agents.configure(tracer_provider=provider)
+
+
+def test_sdk_disabled_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTEL_SDK_DISABLED=true makes configure() a no-op."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    handle = otel_agents.configure()
+    try:
+        assert handle.mode == "disabled" and handle.tracer_provider is None
+    finally:
+        handle.shutdown()
+
+
+def test_creates_provider_from_env_grpc(sink: OtlpSink) -> None:
+    """With no provider set, configure() creates one exporting OTLP/gRPC per the OTEL_* variables."""
+    out = run_app(
+        """
+        import otel_agents
+        from opentelemetry import trace
+        handle = otel_agents.configure()
+        assert handle.created_provider and trace.get_tracer_provider() is handle.tracer_provider
+        with otel_agents.invoke_agent("env-agent"):
+            with otel_agents.chat("gpt-4o", "openai") as llm:
+                llm.record_usage(input_tokens=2000, output_tokens=100)
+        handle.shutdown()
+        """,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.grpc_port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer%20s3cret",
+        OTEL_SERVICE_NAME="svc-grpc",
+    )
+    assert out.returncode == 0, out.stderr
+    spans = sink.wait_for(lambda ss: any(s.resource.get("service.name") == "svc-grpc" for s in ss))
+    mine = {s.name: s for s in spans if s.resource.get("service.name") == "svc-grpc"}
+    chat = mine["chat gpt-4o"].attributes
+    assert chat[sc.GEN_AI_AGENT_NAME] == "env-agent"
+    assert chat[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(2000 * 2.5e-6 + 100 * 10e-6)
+    assert any(m.get("authorization") == "Bearer s3cret" for m in sink.metadata)
+
+
+def test_creates_provider_http_by_default_and_argument_wins(sink: OtlpSink) -> None:
+    """Without a protocol variable the spec default http/protobuf is used; service_name beats OTEL_SERVICE_NAME."""
+    out = run_app(
+        """
+        import otel_agents
+        handle = otel_agents.configure(service_name="svc-arg")
+        with otel_agents.execute_tool("lookup", arguments={"id": 1}):
+            pass
+        handle.shutdown()
+        """,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.http_port}",
+        OTEL_SERVICE_NAME="svc-env",
+    )
+    assert out.returncode == 0, out.stderr
+    spans = sink.wait_for(lambda ss: any(s.resource.get("service.name") == "svc-arg" for s in ss))
+    (tool,) = [s for s in spans if s.resource.get("service.name") == "svc-arg"]
+    assert tool.name == "execute_tool lookup"
+    assert tool.attributes[sc.AGENT_TOOL_ARGS_HASH] == otel_agents.tool_args_hash({"id": 1})
+    assert any(m.get("content-type") == "application/x-protobuf" for m in sink.metadata)
+
+
+def test_never_replaces_a_global_provider_set_by_someone_else(sink: OtlpSink) -> None:
+    """A global SDK provider set by another library is kept, and its exporter receives enriched spans."""
+    out = run_app(
+        f"""
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        theirs = TracerProvider(resource=Resource.create({{"service.name": "svc-theirs"}}))
+        theirs.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint="http://127.0.0.1:{sink.grpc_port}", insecure=True)))
+        trace.set_tracer_provider(theirs)
+
+        import otel_agents
+        handle = otel_agents.configure(service_name="ignored")
+        assert trace.get_tracer_provider() is theirs and handle.tracer_provider is theirs
+        assert not handle.created_provider
+        tracer = trace.get_tracer("other.lib")
+        with tracer.start_as_current_span("llm", attributes={{
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.prompt_tokens": 1000,
+            "gen_ai.usage.completion_tokens": 0}}):
+            pass
+        handle.shutdown()
+        theirs.shutdown()
+        print(handle.mode)
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("wrapped", "on_ending")
+    spans = sink.wait_for(
+        lambda ss: any(s.resource.get("service.name") == "svc-theirs" for s in ss)
+    )
+    (llm,) = [s for s in spans if s.resource.get("service.name") == "svc-theirs"]
+    assert llm.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert llm.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(1000 * 0.15e-6)
+
+
+def test_explicit_span_exporter_is_wrapped() -> None:
+    """A span_exporter passed to configure() on an existing provider receives enriched spans."""
+    provider, _ = provider_with_memory()
+    exporter = InMemorySpanExporter()
+    handle = otel_agents.configure(tracer_provider=provider, span_exporter=exporter, metrics=False)
+    try:
+        with provider.get_tracer("x").start_as_current_span(
+            "llm", attributes={"openinference.span.kind": "LLM", "llm.token_count.prompt": 3}
+        ):
+            pass
+        assert handle.force_flush(5000)
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 3
+    finally:
+        handle.shutdown()
