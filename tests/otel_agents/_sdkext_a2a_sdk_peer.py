@@ -78,7 +78,7 @@ def server(endpoint: str) -> None:
                 url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
             )
         ],
-        capabilities=AgentCapabilities(streaming=False),
+        capabilities=AgentCapabilities(streaming=True),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id="research", name="research", description="research", tags=["r"])],

@@ -127,7 +127,7 @@ def test_two_processes_one_trace(server: tuple[OtlpSink, str]) -> None:
     assert [link.span_id for link in poll.links] == [send_c.span_id]
 
 
-async def _send(url: str) -> str:
+async def _send(url: str, *, streaming: bool = False, context_id: str = "conv-in-proc") -> str:
     import httpx
     from a2a.client import ClientConfig, create_client
     from a2a.helpers.proto_helpers import new_text_message
@@ -135,12 +135,15 @@ async def _send(url: str) -> str:
 
     async with httpx.AsyncClient(timeout=10) as http:
         client = await create_client(
-            url, client_config=ClientConfig(streaming=False, httpx_client=http)
+            url, client_config=ClientConfig(streaming=streaming, httpx_client=http)
         )
         state = ""
-        msg = new_text_message("hi", context_id="conv-in-proc", role=Role.ROLE_USER)
+        msg = new_text_message("hi", context_id=context_id, role=Role.ROLE_USER)
         async for event in client.send_message(SendMessageRequest(message=msg)):
-            state = str(event.task.status.state)
+            if event.HasField("task"):
+                state = str(event.task.status.state)
+            elif event.HasField("status_update"):
+                state = str(event.status_update.status.state)
         await client.close()
         return state
 
@@ -194,3 +197,32 @@ def test_wrapper_failure_does_not_break_the_call(
         for s in exporter.get_finished_spans()
         if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
     ]
+
+
+def test_streaming_client_and_server(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """SendStreamingMessage: the client span follows the stream to its final state and the
+    remote SERVER span is its child."""
+    sink, url = server
+    _, exporter = instrumented
+    assert asyncio.run(_send(url, streaming=True, context_id="conv-stream")) == "3"
+    ours = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    ]
+    assert [(s.name, s.kind) for s in ours] == [("SendStreamingMessage", SpanKind.CLIENT)]
+    client = ours[0]
+    assert (client.attributes or {})[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+
+    def remote() -> list[Any]:
+        return [
+            s for _, s in sink.spans() if s.name == "SendStreamingMessage" and s.kind == SERVER_KIND
+        ]
+
+    assert sink.wait_for(lambda: len(remote()) == 1, timeout=15)
+    (srv,) = remote()
+    assert srv.trace_id == client.context.trace_id.to_bytes(16, "big")
+    assert srv.parent_span_id == client.context.span_id.to_bytes(8, "big")
+    assert attrs(srv.attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-stream"
