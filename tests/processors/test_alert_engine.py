@@ -1,0 +1,255 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The alert component end to end on a fake receiver clock: rules → states → webhook sink on
+loopback, store and history, metrics, OTLP log records, and the admin API actions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from otel_agents.processors._alert import AlertConfig, AlertEngine
+
+from otel_agents._configtypes import decode
+from otel_agents._errors import ConfigError
+from tests.exporters.test_notifiers_sink import WebhookSink, start_sink
+from tests.processors._host import TestHost
+from tests.processors.test_alert_rules import T0, make_batch, span
+
+RULE = {
+    "name": "ToolErrors", "kind": "ratio", "where": ['operation="execute_tool"'], "by": ["tool"],
+    "window": "60s", "min_count": 2, "threshold": 0.5, "for": "5s", "severity": "warning",
+    "annotations": {"summary": "tool {tool} fails {value:.0%}"},
+}  # fmt: skip
+
+
+@pytest.fixture
+def sink() -> Iterator[WebhookSink]:
+    """Loopback webhook sink."""
+    s = start_sink()
+    yield s
+    s.server.shutdown()
+    s.server.server_close()
+
+
+def _config(sink: WebhookSink, **extra: Any) -> AlertConfig:
+    data: dict[str, Any] = {
+        "default_rules": False,
+        "rules": [RULE],
+        "evaluation_interval": "1s",
+        "trace_url": "http://jaeger.example/trace/{trace_id}",
+        "route": {
+            "receiver": "hook",
+            "group_by": ["alertname"],
+            "group_wait": "1s",
+            "group_interval": "2s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{sink.url}/hook"}]}],
+        "egress": {"allow_http": True, "allow_cidrs": ["127.0.0.1/32"]},
+        "retry": {"initial_interval": "10ms", "max_interval": "50ms"},
+    }
+    data.update(extra)
+    return decode(AlertConfig, data, "processors.alert")
+
+
+@pytest.fixture
+def engine(tmp_path: Path, sink: WebhookSink) -> Iterator[tuple[AlertEngine, TestHost]]:
+    """A started engine on a TestHost at T0."""
+    host = TestHost(tmp_path, now=T0)
+    eng = AlertEngine(_config(sink))
+    eng.start(host)
+    yield eng, host
+    eng.shutdown()
+
+
+def _advance(eng: AlertEngine, host: TestHost, seconds: float) -> None:
+    end = host.clock + seconds
+    while host.clock < end - 1e-9:
+        host.clock += 1.0
+        eng.tick(host.clock)
+
+
+def _errors(eng: AlertEngine, host: TestHost, n: int = 3) -> None:
+    eng.process_traces(make_batch([span(operation="execute_tool", tool="search", error=True)] * n))
+
+
+def _post(host: TestHost, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    return host.routes[path]("POST", {}, json.dumps(body).encode())
+
+
+def test_for_duration_then_webhook_then_resolve(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """An alert is pending for `for`, fires, reaches the webhook after group_wait, and resolves
+    (with a resolved notification) once the errors leave the window."""
+    eng, host = engine
+    _errors(eng, host)
+    eng.tick(host.clock)
+    (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+    assert a["state"] == "pending" and a["labels"] == {
+        "alertname": "ToolErrors",
+        "severity": "warning",
+        "tool": "search",
+    }
+    _advance(eng, host, 4)
+    assert host.get("/api/v1/alerts")[1]["alerts"][0]["state"] == "pending"
+    _advance(eng, host, 1)  # for: 5s reached
+    assert host.get("/api/v1/alerts")[1]["alerts"][0]["state"] == "firing"
+    assert (
+        'otel_agents_alerts{alertname="ToolErrors",alertstate="firing",severity="warning"} 1.0'
+        in host.exposition()
+    )
+    assert sink.received == []  # group_wait not over yet
+    _advance(eng, host, 1)
+    (msg,) = sink.wait_for(1)
+    assert msg.path == "/hook"
+    body = msg.body
+    assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "hook"
+    assert body["groupKey"] == '{}:{alertname="ToolErrors"}'
+    assert body["alerts"][0]["annotations"]["summary"] == "tool search fails 100%"
+    assert body["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
+    # the errors age out of the 60 s window -> resolved -> resolved notification
+    _advance(eng, host, 62)
+    got = sink.wait_for(2)
+    assert got[1].body["status"] == "resolved"
+    assert got[1].body["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+    assert host.get("/api/v1/alerts")[1]["alerts"] == []
+    assert 'alertstate="firing"' not in host.exposition()
+    events = [
+        h["event"]
+        for h in reversed(host.get("/api/v1/alerts", {"state": ["history"]})[1]["history"])
+    ]
+    assert events == ["pending", "firing", "notified", "resolved", "notified"]
+    # OTLP log records for firing and resolved
+    recs = [
+        r
+        for req in host.logs
+        for rl in req.resource_logs
+        for sl in rl.scope_logs
+        for r in sl.log_records
+    ]
+    assert [r.event_name for r in recs] == ["agent.alert", "agent.alert"]
+    states = [
+        next(kv.value.string_value for kv in r.attributes if kv.key == "agent.alert.state")
+        for r in recs
+    ]
+    assert states == ["firing", "resolved"]
+    assert (
+        'otel_agents_notifications_total{notifier="webhook",outcome="success"} 2.0'
+        in host.exposition()
+    )
+
+
+def test_pending_alert_that_clears_never_notifies(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """A condition that clears before `for` elapses leaves no notification."""
+    eng, host = engine
+    _errors(eng, host)
+    eng.tick(host.clock)
+    eng.process_traces(make_batch([span(operation="execute_tool", tool="search")] * 10))
+    _advance(eng, host, 10)
+    assert host.get("/api/v1/alerts")[1]["alerts"] == []
+    assert sink.received == []
+
+
+def test_ack_resolve_and_silence_record_who_and_when(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """Acknowledge, resolve and silence through the admin API record the person and time."""
+    eng, host = engine
+    _errors(eng, host)
+    _advance(eng, host, 6)
+    (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+    fp = a["fingerprint"]
+    assert _post(host, "/api/v1/alerts/ack", {"fingerprint": fp})[0] == 400  # who is required
+    status, body = _post(
+        host, "/api/v1/alerts/ack", {"fingerprint": fp, "by": "alice", "comment": "on it"}
+    )
+    assert status == 200 and body["acked_by"] == "alice" and body["acked_at"] == host.clock
+    assert host.get("/api/v1/alerts")[1]["alerts"][0]["acked_by"] == "alice"
+    # resolve by hand: stays resolved while the condition still holds
+    status, body = _post(host, "/api/v1/alerts/resolve", {"fingerprint": fp, "by": "bob"})
+    assert status == 200 and body["resolved_by"] == "bob"
+    _errors(eng, host)
+    _advance(eng, host, 10)
+    assert host.get("/api/v1/alerts")[1]["alerts"] == []
+    hist = host.get("/api/v1/alerts", {"state": ["history"], "fingerprint": [fp]})[1]["history"]
+    by_event = {h["event"]: h for h in hist}
+    assert by_event["acknowledged"]["by"] == "alice"
+    assert by_event["resolved"]["by"] == "bob"
+    # a silence created for the alert's labels is listed with its creator and is active
+    status, sil = _post(
+        host, "/api/v1/alerts/silence", {"fingerprint": fp, "by": "carol", "duration": "30m"}
+    )
+    assert status == 200 and sil["created_by"] == "carol" and sil["status"] == "active"
+    assert sil["ends_at"] == pytest.approx(host.clock + 1800)
+    listed = host.get("/api/v1/silences")[1]["silences"]
+    assert [s["id"] for s in listed] == [sil["id"]]
+    status, exp = _post(host, "/api/v1/silences/expire", {"id": sil["id"], "by": "carol"})
+    assert status == 200 and exp["status"] == "expired"
+
+
+def test_silenced_alert_is_not_notified(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """An alert firing under a matching silence never reaches the webhook; the API shows it as
+    silenced."""
+    eng, host = engine
+    status, sil = _post(
+        host,
+        "/api/v1/silences",
+        {"matchers": ['tool="search"'], "created_by": "dave", "duration": "1h"},
+    )
+    assert status == 200
+    _errors(eng, host)
+    _advance(eng, host, 10)
+    (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+    assert a["state"] == "firing" and a["silenced_by"] == [sil["id"]]
+    eng.worker.wait_idle(5)
+    assert sink.received == []
+
+
+def test_invalid_config_names_rule_and_key(sink: WebhookSink) -> None:
+    """Rules, routes and receivers are validated when the config is decoded."""
+    with pytest.raises(ConfigError, match=r"processors\.alert\.rules\.ToolErrors\.window"):
+        _config(sink, rules=[{**RULE, "window": "later"}])
+    with pytest.raises(ConfigError, match=r"receiver 'nobody' is not defined"):
+        _config(sink, route={"receiver": "nobody"})
+    with pytest.raises(ConfigError, match=r"disabled_rules"):
+        _config(sink, disabled_rules=["Nope"])
+
+
+def test_metadata_target_refused_at_save(sink: WebhookSink) -> None:
+    """A webhook pointing at the metadata service is refused when the config is loaded."""
+    with pytest.raises(
+        ConfigError, match=r"receivers\.hook\.webhook_configs\[0\]\.url: target refused"
+    ):
+        _config(
+            sink,
+            receivers=[
+                {"name": "hook", "webhook_configs": [{"url": "http://169.254.169.254/latest"}]}
+            ],
+        )
+
+
+def test_default_pack_is_quiet_on_clean_traffic(tmp_path: Path, sink: WebhookSink) -> None:
+    """Ten minutes of healthy traffic fire no default-pack alert."""
+    host = TestHost(tmp_path, now=T0)
+    eng = AlertEngine(_config(sink, default_rules=True, rules=[]))
+    eng.start(host)
+    try:
+        for _ in range(600):
+            eng.process_traces(make_batch(
+                [span(agent="planner", seconds=4.0)]
+                + [span(agent="researcher", operation="execute_tool", tool="web_search", seconds=0.3)] * 2
+                + [span(agent="researcher", operation="chat", model="gpt-4o", seconds=1.2, cost=0.002)]
+            ))  # fmt: skip
+            host.clock += 1
+            eng.tick(host.clock)
+        assert host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"] == []
+    finally:
+        eng.shutdown()
