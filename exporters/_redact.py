@@ -52,7 +52,12 @@ _DEFAULT_KEY_RE = re.compile(rf"(?:{_KEY_WORDS})|token$", re.IGNORECASE)
 _DEFAULT_VALUE_RE = re.compile("|".join(_VALUE_PATTERNS))
 # Superset of the two above on serialized bytes (see module docstring).
 _DEFAULT_PREFILTER = re.compile(
-    rb"(?i:" + _KEY_WORDS.encode() + rb"|token\x12)|" + "|".join(_VALUE_PATTERNS).encode()
+    rb"(?i:"
+    + _KEY_WORDS.encode()
+    + rb"|token\x12)|"
+    # No \b here: in the wire format a string is preceded by its length byte and followed by
+    # the next tag, either of which can be a "word" byte.
+    + "|".join(_VALUE_PATTERNS).replace(r"\b", "").encode()
 )
 _CONTENT_PREFILTER = re.compile(
     b"|".join(re.escape(k.encode()) for k in sorted(CONTENT_ATTRIBUTES))

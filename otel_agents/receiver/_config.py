@@ -343,7 +343,8 @@ def load_config(
             data["exporters"] = exporters
             pipeline = data.get("pipeline") or {}
             if isinstance(pipeline, dict) and pipeline.get("exporters") is not None:
-                pipeline["exporters"] = [*pipeline["exporters"], *value]
+                listed = list(pipeline["exporters"])
+                pipeline["exporters"] = listed + [cid for cid in value if cid not in listed]
         else:
             _set_path(data, key, value)
     config = decode(ReceiverConfig, data)
