@@ -29,13 +29,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otel_agents.exporters._ssrf import RefusedTarget, UrlPolicy, post_json
-from otel_agents.processors._alert_state import AlertSnapshot, Notification
 
 from otel_agents._configtypes import DURATION, decode
 from otel_agents._errors import ConfigError
+
+if TYPE_CHECKING:
+    # type-only: processors imports this module (no import cycle at runtime)
+    from otel_agents.processors._alert_state import AlertSnapshot, Notification
 
 __all__ = [
     "AlertmanagerPushConfig",
