@@ -103,6 +103,7 @@ class _Report:
             details = "; ".join(
                 f"{n} {_REASONS[r]} (first: {self.examples[r]})" for r, n in self.rejects.items()
             )
+            noun = noun if self.rejected != 1 else noun[:-1]  # "1 span", "1 log record"
             parts.append(f"rejected {self.rejected} {noun}: {details}")
         if self.warnings:
             details = "; ".join(

@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Admission control: in-flight bytes and memory budget → retryable refusals with a delay."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+
+from otel_agents._configtypes import decode
+from otel_agents._errors import ConfigError, RetryableError
+from otel_agents.receiver import AdmissionConfig, AdmissionController
+
+from ._transport_fixtures import (
+    grpc_call,
+    http_post,
+    retry_delay,
+    stack_fixture,
+    trace_request,
+    wait_for,
+)
+
+KIB = 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_inflight_budget_refuses_with_delay() -> None:
+    """Over max_inflight_bytes → RetryableError with a delay within the configured bounds."""
+    ctl = AdmissionController(AdmissionConfig(max_inflight_bytes=100 * KIB, min_retry_delay=0.5))
+    first = ctl.admit(80 * KIB)
+    with pytest.raises(RetryableError) as err:
+        ctl.admit(30 * KIB)
+    assert 0.5 <= err.value.retry_after <= 5.0
+    assert "busy" in str(err.value)
+    first.release()
+    first.release()  # idempotent
+    assert ctl.inflight_bytes == 0
+    with ctl.admit(30 * KIB):
+        assert ctl.inflight_bytes == 30 * KIB
+    assert ctl.inflight_bytes == 0
+
+
+def test_lone_request_larger_than_budget_is_admitted() -> None:
+    """An idle receiver admits one request even past the budget, so none starves forever."""
+    ctl = AdmissionController(AdmissionConfig(max_inflight_bytes=10 * KIB))
+    with ctl.admit(50 * KIB) as ticket:
+        ticket.grow(50 * KIB)  # growing alone is fine too
+        with pytest.raises(RetryableError):
+            ctl.admit(1)
+
+
+def test_grow_refused_when_others_hold_the_budget() -> None:
+    """Streaming growth past the budget while others are in flight is refused."""
+    ctl = AdmissionController(AdmissionConfig(max_inflight_bytes=100 * KIB))
+    other = ctl.admit(60 * KIB)
+    ticket = ctl.admit(10 * KIB)
+    with pytest.raises(RetryableError):
+        ticket.grow(40 * KIB)
+    ticket.release()
+    other.release()
+    assert ctl.inflight_bytes == 0
+
+
+def test_retry_delay_tracks_drain_rate() -> None:
+    """The delay is in-flight bytes / observed drain rate, clamped to [min, max]."""
+    clock = Clock()
+    cfg = AdmissionConfig(max_inflight_bytes=10_000 * KIB, min_retry_delay=0.1, max_retry_delay=4)
+    ctl = AdmissionController(cfg, clock=clock)
+    for _ in range(4):  # drain 1000 KiB/s
+        t = ctl.admit(500 * KIB)
+        clock.t += 0.5
+        t.release()
+    held = ctl.admit(2000 * KIB)
+    assert ctl.retry_delay() == pytest.approx(2.0, rel=0.05)
+    more = ctl.admit(8000 * KIB)
+    assert ctl.retry_delay() == 4.0  # clamped to max
+    held.release()
+    more.release()
+
+
+def test_memory_budget_sampled_not_per_request() -> None:
+    """RSS over memory_limit refuses; RSS is sampled at most once per interval."""
+    clock = Clock()
+    rss = {"value": 100 << 20, "calls": 0}
+
+    def read_rss() -> int:
+        rss["calls"] += 1
+        return rss["value"]
+
+    cfg = AdmissionConfig(memory_limit=200 << 20, memory_check_interval=0.5)
+    ctl = AdmissionController(cfg, rss=read_rss, clock=clock)
+    for _ in range(50):
+        ctl.admit(1).release()
+    assert rss["calls"] == 1
+    rss["value"] = 300 << 20
+    ctl.admit(1).release()  # still the old sample
+    clock.t += 0.6
+    with pytest.raises(RetryableError, match="memory budget") as err:
+        ctl.admit(1)
+    assert err.value.retry_after >= cfg.min_retry_delay
+    rss["value"] = 150 << 20
+    clock.t += 0.6
+    ctl.admit(1).release()
+
+
+def test_config_validation() -> None:
+    """Bad retry bounds are config errors naming the key."""
+    with pytest.raises(ConfigError, match=r"admission\.max_retry_delay"):
+        decode(AdmissionConfig, {"min_retry_delay": "2s", "max_retry_delay": "1s"}, "admission")
+    cfg = decode(AdmissionConfig, {"max_inflight_bytes": "32MiB", "memory_limit": "1GiB"})
+    assert cfg.max_inflight_bytes == 32 << 20 and cfg.memory_limit == 1 << 30
+
+
+class BlockingIngestor:
+    """A real ingestor that holds each call until released — a slow spool commit."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.items = 0
+
+    def ingest(self, signal: str, request: Message, payload: bytes, items: int) -> None:
+        self.entered.set()
+        assert self.release.wait(10)
+        self.items += items
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_overload_answers_retryable_on_the_wire(transport: str) -> None:
+    """While one request holds the budget, the next gets UNAVAILABLE+RetryInfo / 503+Retry-After."""
+    body = trace_request(50, attrs=10).SerializeToString()
+    ctl = AdmissionController(
+        AdmissionConfig(max_inflight_bytes=len(body) + 10, min_retry_delay=0.5)
+    )
+    gen = stack_fixture(admission=ctl)
+    stack = next(gen)
+    blocking = BlockingIngestor()
+    stack.handler.ingestor = blocking
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            if transport == "grpc":
+                first = pool.submit(grpc_call, stack.grpc_target, body)
+                assert blocking.entered.wait(5)
+                refused = grpc_call(stack.grpc_target, body)
+                assert refused.code == grpc.StatusCode.UNAVAILABLE
+                rich, trailer = retry_delay(refused)
+                assert rich is not None and rich >= 0.5 and trailer == rich
+                blocking.release.set()
+                assert first.result(10).code == grpc.StatusCode.OK
+            else:
+                first_http = pool.submit(http_post, stack, "/v1/traces", body)
+                assert blocking.entered.wait(5)
+                r = http_post(stack, "/v1/traces", body)
+                assert r.status == 503 and int(r.headers["retry-after"]) >= 1
+                blocking.release.set()
+                assert first_http.result(10).status == 200
+        assert wait_for(lambda: ctl.inflight_bytes == 0)
+        assert blocking.items == 50
+    finally:
+        blocking.release.set()
+        gen.close()
