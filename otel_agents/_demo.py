@@ -24,14 +24,20 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import os
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from otel_agents import _demo_faults as faults_mod
+from otel_agents._component import Finding
 from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess
 from otel_agents._demo_agents import Pace, RunSpec, Telemetry, run_planner
 from otel_agents._demo_faults import FaultSet
@@ -39,9 +45,9 @@ from otel_agents._demo_faults import FaultSet
 __all__ = ["DemoOptions", "DemoResult", "main_demo", "run_demo"]
 
 PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_RUNS = 24
+DEFAULT_RUNS = 30
 DEFAULT_SEED = 7
-DEFAULT_TIME_SCALE = 0.005
+DEFAULT_TIME_SCALE = 0.01
 PLANNER_SERVICE = "demo-planner"
 RESEARCHER_SERVICE = "demo-researcher"
 
@@ -187,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
         "--time-scale",
         type=_time_scale,
         default=DEFAULT_TIME_SCALE,
-        help=f"real seconds per simulated second (default {DEFAULT_TIME_SCALE}: 200x faster)",
+        help=f"real seconds per simulated second (default {DEFAULT_TIME_SCALE:g}: {1 / DEFAULT_TIME_SCALE:g}x faster)",
     )
     parser.add_argument(
         "--serve",
@@ -234,7 +240,7 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
             "exports only to its endpoint"
         )
     if endpoint is None:
-        return _run_embedded(args, protocol, faults)
+        return _run_embedded(args, protocol, faults, sys.stdout)
     options = DemoOptions(
         endpoint=endpoint,
         protocol=protocol,
@@ -250,11 +256,20 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
 
 
 def _banner(options: DemoOptions) -> str:
-    faults = ", ".join(options.faults.to_wire()) or "none"
-    return (
-        f"otel-agents demo: {options.runs} runs, seed {options.seed}, faults: {faults}; "
-        f"time compressed {1 / options.time_scale:g}x"
+    lines = [f"otel-agents demo: {options.runs} runs (one trace each), seed {options.seed}"]
+    if options.faults:
+        runs = faults_mod.faulted_runs(options.runs)
+        lines.append(
+            f"  faults injected in runs {runs[0] + 1}–{runs[-1] + 1}: "
+            + ", ".join(options.faults.to_wire())
+        )
+    else:
+        lines.append("  no faults injected")
+    lines.append(
+        f"  time compressed {1 / options.time_scale:g}x: span durations keep their real-world "
+        "proportions; per-hour rates (spend, calls) look that much higher"
     )
+    return "\n".join(lines)
 
 
 def where_it_went(options: DemoOptions, result: DemoResult, *, label: str | None = None) -> str:
@@ -274,5 +289,240 @@ def where_it_went(options: DemoOptions, result: DemoResult, *, label: str | None
     return "\n".join(lines)
 
 
-def _run_embedded(args: argparse.Namespace, protocol: str, faults: FaultSet) -> int:
-    raise NotImplementedError
+# --------------------------------------------------------------------------------------------
+# Embedded receiver (the main job)
+# --------------------------------------------------------------------------------------------
+#: Receiver settings the demo changes, because it compresses time: analysis windows measured in
+#: receiver seconds shrink with it. Everything else is the receiver's default configuration.
+DEMO_RECEIVER_OVERRIDES: dict[str, Any] = {
+    "processors.agent_analysis.assembly.decision_wait": "1s",
+    "processors.agent_analysis.bottleneck.report_interval": "2s",
+    "processors.agent_analysis.bottleneck.bucket": "1s",
+    "processors.agent_analysis.anomaly.interval": "1s",
+    # a single run above $1 is a runaway for this app (a clean run costs about 5 cents)
+    "processors.agent_analysis.cost_per_trace_limit": 1.0,
+}
+_ANALYSIS_ID = "agent_analysis"
+_SETTLE_TIMEOUT_S = 25.0
+
+
+class _Findings:
+    """Collects every finding the receiver's components emit (a ``Host`` subscriber)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[Finding] = []
+
+    def __call__(self, finding: Finding) -> None:
+        with self._lock:
+            self._items.append(finding)
+
+    def snapshot(self) -> list[Finding]:
+        with self._lock:
+            return list(self._items)
+
+
+def _run_embedded(args: argparse.Namespace, protocol: str, faults: FaultSet, out: TextIO) -> int:
+    from otel_agents.receiver import Receiver, load_config
+    from otel_agents.receiver._config import forward_exporter
+
+    with tempfile.TemporaryDirectory(prefix="otel-agents-demo-") as data_dir:
+        overrides: dict[str, Any] = {
+            "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
+            "receivers.otlp.protocols.http.endpoint": "127.0.0.1:0",
+            "admin.endpoint": "127.0.0.1:0",
+            "storage.data_dir": data_dir,
+        }
+        from otel_agents.processors import FACTORIES as processor_factories
+
+        if _ANALYSIS_ID in processor_factories:
+            overrides.update(DEMO_RECEIVER_OVERRIDES)
+        forwards = dict(forward_exporter(url) for url in args.forward)
+        if forwards:
+            overrides["exporters"] = forwards
+        receiver = Receiver(load_config(None, overrides))
+        receiver.start()
+        try:
+            assert receiver.pipeline is not None
+            findings = _Findings()
+            receiver.pipeline.subscribe_findings(findings)
+            endpoint = (
+                f"http://{receiver.grpc_endpoint}" if protocol == "grpc" else receiver.http_endpoint
+            )
+            options = DemoOptions(
+                endpoint=endpoint,
+                protocol=protocol,
+                runs=args.runs,
+                seed=args.seed,
+                faults=faults,
+                time_scale=args.time_scale,
+            )
+            print(_banner(options), file=out, flush=True)
+            print(
+                f"Embedded otel-agents receiver: OTLP/gRPC {receiver.grpc_endpoint}, "
+                f"OTLP/HTTP {receiver.http_endpoint}, data in {data_dir}",
+                file=out,
+                flush=True,
+            )
+            result = run_demo(options, out)
+            print(where_it_went(options, result, label="the embedded receiver"), file=out)
+            report = _analyse(receiver, findings, result, faults, out)
+            print(report, file=out)
+            if not args.serve:
+                print(
+                    f"\nAdmin page: {receiver.admin_url}/ (API under {receiver.admin_url}/api/v1/) — "
+                    "the receiver stops now; rerun with --serve to keep it up and browse it.",
+                    file=out,
+                )
+            if args.serve:
+                print(
+                    f"Admin page: {receiver.admin_url}/ (API under {receiver.admin_url}/api/v1/); "
+                    "serving until Ctrl-C ...",
+                    file=out,
+                    flush=True,
+                )
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
+        finally:
+            receiver.stop()
+        for url, line in _forward_summary(receiver, args.forward):
+            print(f"Forwarded to {url}: {line}", file=out)
+    return 0
+
+
+#: What the analysis should find for each fault: ``(finding kinds, words in the subject)``; a
+#: finding — or a firing alert — of one of the kinds whose key/labels mention every word counts.
+_EXPECTED: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    faults_mod.SLOW_TOOL: (frozenset({"bottleneck"}), (faults_mod.SLOW_TOOL_NAME,)),
+    faults_mod.TOKEN_SPIKE: (
+        frozenset({"anomaly", "token_spike"}),
+        (faults_mod.TOKEN_SPIKE_AGENT, faults_mod.TOKEN_SPIKE_MODEL),
+    ),
+    faults_mod.ERROR_BURST: (frozenset({"alert", "anomaly"}), (faults_mod.ERROR_BURST_TOOL,)),
+    faults_mod.TOOL_LOOP: (frozenset({"tool_loop"}), (faults_mod.TOOL_LOOP_TOOL,)),
+    faults_mod.A2A_BREAK: (frozenset({"a2a_break", "orphan_span"}), ()),
+    faults_mod.COST_RUNAWAY: (frozenset({"cost_runaway"}), ()),
+}
+
+
+def _found(fault: str, findings: Sequence[Finding], alerts: Sequence[dict[str, Any]]) -> bool:
+    kinds, words = _EXPECTED[fault]
+    subjects = [f.key + " " + " ".join(f.labels.values()) for f in findings if f.kind in kinds]
+    if "alert" in kinds:
+        subjects += [
+            " ".join(str(v) for v in (a.get("labels") or {}).values())
+            for a in alerts
+            if a.get("state") == "firing"
+        ]
+    return any(all(w in subject for w in words) for subject in subjects)
+
+
+def _sample(receiver: Any, name: str, labels: dict[str, str] | None = None) -> float:
+    value = receiver.registry.get_sample_value(name, labels or {})
+    return float(value) if value is not None else 0.0
+
+
+def _get_json(url: str) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _active_alerts(receiver: Any) -> list[dict[str, Any]]:
+    try:
+        body = _get_json(f"{receiver.admin_url}/api/v1/alerts?state=all")
+    except (OSError, ValueError):
+        return []
+    alerts = body.get("alerts") if isinstance(body, dict) else None
+    return [a for a in alerts or [] if isinstance(a, dict)]
+
+
+def _analyse(
+    receiver: Any, findings: _Findings, result: DemoResult, faults: FaultSet, out: TextIO
+) -> str:
+    """Wait until the receiver has analysed every run, then render its report."""
+    from otel_agents.receiver._pipeline import ANALYSIS_CURSOR
+
+    pipeline = receiver.pipeline
+    components = pipeline.components
+    analysis = components.get(_ANALYSIS_ID)
+    if analysis is None:
+        return (
+            "Analysis: not available in this build (no 'agent_analysis' processor registered); "
+            "the spans are stored and forwarded, but no findings are made."
+        )
+    has_alerts = "alert" in components
+    print(
+        "Waiting for the receiver's analysis (trace decision wait, anomaly intervals, alert 'for')...",
+        file=out,
+        flush=True,
+    )
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    traces = len(result.trace_ids)
+
+    def settled() -> bool:
+        if pipeline.spool.pending(ANALYSIS_CURSOR)[0]:
+            return False
+        if _sample(receiver, "otel_agents_traces_completed_total") < traces:
+            return False
+        seen = findings.snapshot()
+        alerts = _active_alerts(receiver) if has_alerts else []
+        return all(_found(fault, seen, alerts) for fault in faults.faults)
+
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    timed_out = not settled()
+
+    rollups = analysis.rollups() if hasattr(analysis, "rollups") else {}
+    parts: list[str] = []
+    try:
+        from otel_agents.processors import render_report
+
+        parts.append(render_report(findings.snapshot(), rollups).rstrip())
+    except ImportError:
+        parts.append(
+            "Analysis report: not available in this build (processors.render_report missing)."
+        )
+    if has_alerts:
+        try:
+            from otel_agents.exporters._alert_outputs import render_alerts
+
+            parts.append(render_alerts(_active_alerts(receiver)).rstrip())
+        except ImportError:
+            parts.append(
+                "Alerts: the alert engine runs, but render_alerts is missing in this build."
+            )
+    else:
+        parts.append("Alerts: not available in this build (no 'alert' processor registered).")
+    if timed_out:
+        parts.append(
+            f"(The analysis had not found everything expected after {_SETTLE_TIMEOUT_S:g}s; "
+            "the report shows what it had.)"
+        )
+    return "\n\n".join(parts)
+
+
+def _forward_summary(receiver: Any, urls: Sequence[str]) -> list[tuple[str, str]]:
+    from otel_agents.receiver._config import forward_exporter
+
+    lines = []
+    for url in urls:
+        destination = forward_exporter(url)[0]
+        sent = _sample(
+            receiver,
+            "otel_agents_forwarder_sent_items_total",
+            {"destination": destination, "signal": "traces"},
+        )
+        failed = sum(
+            _sample(
+                receiver,
+                "otel_agents_forwarder_failed_items_total",
+                {"destination": destination, "signal": "traces", "reason": reason},
+            )
+            for reason in ("permanent", "rejected", "expired", "dropped")
+        )
+        line = f"{int(sent)} spans sent"
+        if failed:
+            line += f", {int(failed)} failed"
+        lines.append((url, line))
+    return lines
