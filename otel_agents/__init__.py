@@ -54,12 +54,46 @@ from otel_agents._spans import (
 # --- A2A, metrics, events, detector (issue 3) ---
 # Imports of the A2A / metrics / events / detector public names go here; add the names to
 # __all__ below in sorted position (tests/otel_agents/test_public_api.py checks both).
+# isort: split
+from otel_agents._a2a import (
+    A2ASpan,
+    a2a_client_span,
+    a2a_server_span,
+    extract_a2a_context,
+    inject_a2a_context,
+)
+from otel_agents._a2a_instrumentor import A2AInstrumentor
+from otel_agents._budget import (
+    Budget,
+    BudgetGuard,
+    BudgetMetricReader,
+    BudgetStatus,
+    check_budget,
+    install_budget_guard,
+)
+from otel_agents._detector import AgentResourceDetector
+from otel_agents._errors import BudgetExceededError
+from otel_agents._events import AgentEvents, emit_agent_event
+from otel_agents._metrics import AgentMetricsProcessor, ProcessMetrics, install_metrics
+from otel_agents._profiling import ProfileResult, profile_span
+from otel_agents._summary import RunSummary, RunTracker, run_summary
+
 # --- end issue 3 ---
 
 __all__ = [
+    "A2AInstrumentor",
+    "A2ASpan",
+    "AgentEvents",
     "AgentIdentity",
     "AgentIdentitySpanProcessor",
+    "AgentMetricsProcessor",
+    "AgentResourceDetector",
     "AgentSpan",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetGuard",
+    "BudgetMetricReader",
+    "BudgetStatus",
     "ConfigError",
     "Configured",
     "EnrichOnEndingSpanProcessor",
@@ -69,22 +103,36 @@ __all__ = [
     "OtelAgentsError",
     "Price",
     "PriceBook",
+    "ProcessMetrics",
+    "ProfileResult",
+    "RunSummary",
+    "RunTracker",
     "SpanEnricher",
     "SpanHandle",
     "SpanScope",
     "ToolSpan",
+    "a2a_client_span",
+    "a2a_server_span",
     "chat",
+    "check_budget",
     "configure",
     "current_agent",
     "embeddings",
+    "emit_agent_event",
     "execute_tool",
+    "extract_a2a_context",
     "inference",
+    "inject_a2a_context",
+    "install_budget_guard",
+    "install_metrics",
     "invoke_agent",
     "invoke_workflow",
     "load_price_overrides",
     "normalize_attributes",
     "plan",
+    "profile_span",
     "record_decision",
+    "run_summary",
     "text_completion",
     "tool_args_hash",
 ]

@@ -38,8 +38,8 @@ __all__ = [
     "A2ASpan",
     "a2a_client_span",
     "a2a_server_span",
-    "extract_context",
-    "inject_context",
+    "extract_a2a_context",
+    "inject_a2a_context",
     "start_client_span",
     "start_server_span",
 ]
@@ -133,7 +133,7 @@ def _carrier_from(md: Any) -> dict[str, str]:
     return out
 
 
-def inject_context(message: Any, context: otel_context.Context | None = None) -> None:
+def inject_a2a_context(message: Any, context: otel_context.Context | None = None) -> None:
     """Writes the W3C trace context (and baggage) of ``context`` into ``message.metadata``.
 
     Uses the globally configured propagators with a dict carrier.  Never raises.
@@ -157,7 +157,7 @@ def inject_context(message: Any, context: otel_context.Context | None = None) ->
         _log.debug("A2A context injection failed", exc_info=True)
 
 
-def extract_context(
+def extract_a2a_context(
     message: Any, context: otel_context.Context | None = None
 ) -> otel_context.Context:
     """Reads trace context and baggage from ``message.metadata`` into a new Context.
@@ -166,7 +166,7 @@ def extract_context(
     the current context) unchanged.
 
     Args:
-        message: An A2A message in any of the shapes ``inject_context`` accepts.
+        message: An A2A message in any of the shapes ``inject_a2a_context`` accepts.
         context: The context to extend; the current context when None.
     """
     base = context if context is not None else otel_context.get_current()
@@ -365,7 +365,7 @@ def start_client_span(
     )
     ctx = trace.set_span_in_context(span)
     if message is not None:
-        inject_context(message, ctx)
+        inject_a2a_context(message, ctx)
     return A2ASpan(span, method, client=True, context=ctx)
 
 
@@ -389,7 +389,7 @@ def start_server_span(
     """
     carrier = carrier_message if carrier_message is not None else message
     current = otel_context.get_current()
-    extracted = extract_context(carrier, current)
+    extracted = extract_a2a_context(carrier, current)
     remote = trace.get_current_span(extracted).get_span_context()
     remote_is_new = remote.is_valid and remote != trace.get_current_span(current).get_span_context()
     if one_way is None:

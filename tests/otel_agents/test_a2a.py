@@ -22,8 +22,8 @@ from otel_agents import semconv as sc
 from otel_agents._a2a import (
     a2a_client_span,
     a2a_server_span,
-    extract_context,
-    inject_context,
+    extract_a2a_context,
+    inject_a2a_context,
 )
 
 from ._sdkext_sink import OtlpSink, attrs
@@ -47,13 +47,13 @@ def test_inject_extract_roundtrip_dict(tp: tuple[TracerProvider, InMemorySpanExp
     token = otel_context.attach(baggage.set_baggage("agent.caller", "planner"))
     try:
         with provider.get_tracer("t").start_as_current_span("parent") as parent:
-            inject_context(message)
+            inject_a2a_context(message)
     finally:
         otel_context.detach(token)
     assert message["metadata"]["traceparent"].split("-")[2] == format(
         parent.get_span_context().span_id, "016x"
     )
-    extracted = extract_context(message, otel_context.Context())
+    extracted = extract_a2a_context(message, otel_context.Context())
     assert trace.get_current_span(extracted).get_span_context().span_id == (
         parent.get_span_context().span_id
     )
@@ -66,10 +66,10 @@ def test_inject_into_a2a_sdk_message() -> None:
     provider = TracerProvider()
     message = a2a_pb2.Message(message_id="m1", context_id="c1")
     with provider.get_tracer("t").start_as_current_span("p") as parent:
-        inject_context(message)
+        inject_a2a_context(message)
     wire = a2a_pb2.Message()
     wire.ParseFromString(message.SerializeToString())
-    got = trace.get_current_span(extract_context(wire, otel_context.Context()))
+    got = trace.get_current_span(extract_a2a_context(wire, otel_context.Context()))
     assert got.get_span_context().trace_id == parent.get_span_context().trace_id
 
 
@@ -84,7 +84,7 @@ def test_extract_tolerates_garbage() -> None:
         42,
         object(),
     ):
-        ctx = extract_context(message, base)
+        ctx = extract_a2a_context(message, base)
         assert not trace.get_current_span(ctx).get_span_context().is_valid
 
 
@@ -100,7 +100,7 @@ def test_inject_uses_global_propagators(monkeypatch: pytest.MonkeyPatch) -> None
     token = otel_context.attach(baggage.set_baggage("k", "v"))
     try:
         with TracerProvider().get_tracer("t").start_as_current_span("p"):
-            inject_context(message)
+            inject_a2a_context(message)
     finally:
         otel_context.detach(token)
     assert set(message["metadata"]) == {"traceparent"}
@@ -168,7 +168,7 @@ def test_one_way_and_polling_use_links(tp: tuple[TracerProvider, InMemorySpanExp
         pass
     notification: dict[str, Any] = {"taskId": "task-77"}
     with provider.get_tracer("t").start_as_current_span("notifier") as notifier:
-        inject_context(notification)
+        inject_a2a_context(notification)
     with (
         provider.get_tracer("t").start_as_current_span("webhook handler") as local,
         a2a_server_span("TaskPushNotification", notification, tracer_provider=provider),
