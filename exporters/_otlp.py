@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
@@ -288,10 +288,10 @@ def _retry_info_delay(data: bytes, from_status: bool) -> float | None:
                 if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                     info = error_details_pb2.RetryInfo()
                     detail.Unpack(info)
-                    return info.retry_delay.ToTimedelta().total_seconds()
+                    return float(info.retry_delay.ToTimedelta().total_seconds())
             return None
         info = error_details_pb2.RetryInfo.FromString(data)
-        return info.retry_delay.ToTimedelta().total_seconds()
+        return float(info.retry_delay.ToTimedelta().total_seconds())
     except (DecodeError, ValueError, OverflowError):
         return None
 
@@ -411,7 +411,7 @@ class _HttpSender:
 
 def _status_message(data: bytes) -> str:
     try:
-        return status_pb2.Status.FromString(data).message
+        return str(status_pb2.Status.FromString(data).message)
     except DecodeError:
         return data[:200].decode("utf-8", "replace")
 
