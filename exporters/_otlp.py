@@ -54,6 +54,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from otel_agents import semconv as sc
 from otel_agents._component import Component, Host
 from otel_agents._configtypes import DURATION, SIZE
 
@@ -196,6 +197,11 @@ def _target(config: OtlpExporterConfig) -> tuple[str, str, int, str]:
 # ---------------------------------------------------------------------------------- metrics
 
 
+def _counter_name(name: str) -> str:
+    # prometheus_client appends "_total" to counters itself.
+    return name.removesuffix("_total")
+
+
 class ForwarderMetrics:
     """The ``otel_agents_forwarder_*`` instruments, once per registry."""
 
@@ -206,38 +212,38 @@ class ForwarderMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.pending = Gauge(
-            "otel_agents_forwarder_pending_items",
+            sc.METRIC_FORWARDER_PENDING_ITEMS,
             "Items spooled and not yet finished by the destination.",
             ["destination"],
             registry=registry,
         )
         self.sent = Counter(
-            "otel_agents_forwarder_sent_items",
+            _counter_name(sc.METRIC_FORWARDER_SENT_ITEMS),
             "Items the destination accepted.",
             ["destination", "signal"],
             registry=registry,
         )
         self.failed = Counter(
-            "otel_agents_forwarder_failed_items",
+            _counter_name(sc.METRIC_FORWARDER_FAILED_ITEMS),
             "Items the destination did not take, by reason (permanent code, partial_success, expired).",
             ["destination", "signal", "reason"],
             registry=registry,
         )
         self.retries = Counter(
-            "otel_agents_forwarder_retries",
+            _counter_name(sc.METRIC_FORWARDER_RETRIES),
             "Export attempts that will be retried.",
             ["destination"],
             registry=registry,
         )
         self.latency = Histogram(
-            "otel_agents_forwarder_queue_latency_seconds",
+            sc.METRIC_FORWARDER_QUEUE_LATENCY,
             "Time from receipt to acceptance by the destination.",
             ["destination"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
             registry=registry,
         )
         self.redacted = Counter(
-            "otel_agents_forwarder_redacted_values",
+            _counter_name(sc.METRIC_FORWARDER_REDACTED_VALUES),
             "Attribute values masked or removed before forwarding.",
             ["destination"],
             registry=registry,

@@ -183,6 +183,15 @@ METRIC_RECEIVER_REFUSED_ITEMS: Final = "otel_agents_receiver_refused_items_total
 METRIC_RECEIVER_REJECTED_ITEMS: Final = "otel_agents_receiver_rejected_items_total"
 METRIC_RECEIVER_REQUESTS: Final = "otel_agents_receiver_requests_total"
 METRIC_RECEIVER_REQUEST_DURATION: Final = "otel_agents_receiver_request_duration_seconds"
+METRIC_SPOOL_ITEMS: Final = "otel_agents_spool_items"
+METRIC_SPOOL_BYTES: Final = "otel_agents_spool_bytes"
+METRIC_FORWARDER_PENDING_ITEMS: Final = "otel_agents_forwarder_pending_items"
+METRIC_FORWARDER_SENT_ITEMS: Final = "otel_agents_forwarder_sent_items_total"
+METRIC_FORWARDER_FAILED_ITEMS: Final = "otel_agents_forwarder_failed_items_total"
+METRIC_FORWARDER_RETRIES: Final = "otel_agents_forwarder_retries_total"
+METRIC_FORWARDER_QUEUE_LATENCY: Final = "otel_agents_forwarder_queue_latency_seconds"
+METRIC_FORWARDER_REDACTED_VALUES: Final = "otel_agents_forwarder_redacted_values_total"
+METRIC_PIPELINE_BATCH_DURATION: Final = "otel_agents_pipeline_batch_duration_seconds"
 
 # --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)

@@ -36,6 +36,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from otel_agents import semconv as sc
 from otel_agents._component import ApiHandler, Component, Finding, FindingListener
 from otel_agents._errors import RetryableError
 from otel_agents.receiver._config import ComponentConfig, ReceiverConfig
@@ -123,16 +124,16 @@ class Pipeline:
         self._started = False
         self._warned_no_batch = False
         self._spool_items = Gauge(
-            "otel_agents_spool_items",
+            sc.METRIC_SPOOL_ITEMS,
             "Items held in the spool.",
             ["signal"],
             registry=self._registry,
         )
         self._spool_bytes = Gauge(
-            "otel_agents_spool_bytes", "Payload bytes held in the spool.", registry=self._registry
+            sc.METRIC_SPOOL_BYTES, "Payload bytes held in the spool.", registry=self._registry
         )
         self._stage_duration = Histogram(
-            "otel_agents_pipeline_batch_duration_seconds",
+            sc.METRIC_PIPELINE_BATCH_DURATION,
             "Time a pipeline stage spent on one batch.",
             ["stage"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
