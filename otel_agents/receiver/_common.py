@@ -54,6 +54,7 @@ __all__ = [
     "SignalSpec",
     "StatusMapping",
     "serve_noop",
+    "serve_noop_main",
 ]
 
 _log = logging.getLogger("otel_agents.receiver")
@@ -471,8 +472,9 @@ def serve_noop(
 ) -> NoopServers:
     """Start the OTLP servers with a :class:`NoopIngestor` (transport + validation only).
 
-    ``python -m otel_agents.receiver._common --grpc 127.0.0.1:0 --http 127.0.0.1:0`` does the
-    same in a separate process and prints ``grpc=<port> http=<port>``.
+    :func:`serve_noop_main` does the same in a separate process (``python -c "from
+    otel_agents.receiver._common import serve_noop_main; serve_noop_main()" --grpc
+    127.0.0.1:0``) and prints ``grpc=<port> http=<port>``.
     """
     from prometheus_client import CollectorRegistry
 
@@ -501,7 +503,8 @@ def serve_noop(
     return NoopServers(g, h, a, ingestor)
 
 
-def _main() -> None:
+def serve_noop_main(argv: list[str] | None = None) -> None:
+    """Command line of :func:`serve_noop`: serve until SIGTERM/SIGINT (for benchmarks)."""
     import argparse
     import signal as signals
     import threading
@@ -510,7 +513,7 @@ def _main() -> None:
     parser.add_argument("--grpc", default="127.0.0.1:0")
     parser.add_argument("--http", default="127.0.0.1:0")
     parser.add_argument("--admin", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     servers = serve_noop(args.grpc, args.http, args.admin)
     ports = {
         "grpc": servers.grpc.port if servers.grpc else None,
@@ -523,7 +526,3 @@ def _main() -> None:
     signals.signal(signals.SIGINT, lambda *_: done.set())
     done.wait()
     servers.stop()
-
-
-if __name__ == "__main__":
-    _main()
