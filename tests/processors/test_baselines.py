@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Robust baselines: score bands, warm-up, robustness to outliers, binomial error ratio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from otel_agents.processors._baselines import (
+    BaselineConfig,
+    RateBaseline,
+    RobustBaseline,
+    SeasonalBaseline,
+    score_from_z,
+    severity_for,
+)
+
+
+def test_score_bands() -> None:
+    """z_half scores 50 (warning), twice it 75 (critical); decreases score 0."""
+    assert score_from_z(4.0) == pytest.approx(50.0)
+    assert score_from_z(8.0) == pytest.approx(75.0)
+    assert score_from_z(-3.0) == 0.0 and score_from_z(float("inf")) == 100.0
+    assert severity_for(49.9) == "info"
+    assert severity_for(50.0) == "warning"
+    assert severity_for(75.0) == "critical"
+
+
+def test_no_score_until_warm() -> None:
+    """A huge value scores 0 until both interval and observation warm-up counts are met."""
+    cfg = BaselineConfig(warmup_intervals=4, warmup_observations=40)
+    b = RobustBaseline(cfg, abs_floor=0.001)
+    for _ in range(3):
+        b.update(1.0, 20)
+    assert not b.ready and b.score(100.0)[0] == 0.0
+    b.update(1.0, 20)
+    assert b.ready and b.score(100.0)[0] == 100.0
+
+
+def test_median_mad_ignore_a_third_of_outliers() -> None:
+    """A history with 30 % wild values keeps its median; normal values still score 0."""
+    cfg = BaselineConfig(window=60, warmup_intervals=5, warmup_observations=5)
+    b = RobustBaseline(cfg, abs_floor=0.001)
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        b.update(50.0 if i % 3 == 0 else float(rng.normal(1.0, 0.05)), 10)
+    med, spread = b.center_spread()
+    assert 0.95 < med < 1.1 and spread < 0.5
+    assert b.score(1.1)[0] == 0.0
+    assert b.score(3.0)[0] >= 75
+
+
+def test_min_effect_suppresses_tiny_relative_changes() -> None:
+    """A flat history does not turn a 5 % rise into an alarm."""
+    b = RobustBaseline(BaselineConfig(warmup_intervals=3, warmup_observations=3), abs_floor=0.0)
+    for _ in range(10):
+        b.update(100.0, 1)
+    assert b.score(105.0)[0] == 0.0
+    assert b.score(200.0)[0] > 50
+
+
+def test_rate_baseline_binomial() -> None:
+    """A 2 % error history scores a 60 % burst critical and a 4 % interval zero."""
+    cfg = BaselineConfig(warmup_intervals=5, warmup_observations=50)
+    r = RateBaseline(cfg)
+    for _ in range(20):
+        r.update(1, 50)
+    assert r.ratio == pytest.approx(0.02)
+    assert r.score(30, 50)[0] >= 75
+    assert r.score(2, 50)[0] == 0.0
+    assert r.score(2, 2)[0] == 0.0  # too few events to call a burst
+
+
+def test_seasonal_bucket_takes_over_when_warm() -> None:
+    """With hour-of-day seasonality the current hour's own baseline scores once warm."""
+    cfg = BaselineConfig(warmup_intervals=3, warmup_observations=3, seasonality="hour_of_day")
+    b = SeasonalBaseline(cfg, abs_floor=0.0)
+    day = 86400.0
+    for d in range(5):  # 02:00 is busy (10), 14:00 is quiet (1)
+        b.update(10.0, 1, d * day + 2 * 3600)
+        b.update(1.0, 1, d * day + 14 * 3600)
+    assert b.score(10.0, 9 * day + 2 * 3600)[0] == 0.0
+    assert b.score(10.0, 9 * day + 14 * 3600)[0] > 75
