@@ -23,6 +23,14 @@ from ._redact import Redactor as Redactor
 # --- end forwarding ---
 
 # --- analysis outputs (findings store, metrics, OTLP logs) ---
+from ._analysis_metrics import AnalysisMetrics as AnalysisMetrics
+from ._findings_otlp import FindingsLogExporter as FindingsLogExporter
+from ._findings_otlp import FindingsLogsConfig as FindingsLogsConfig
+from ._findings_otlp import findings_log_request as findings_log_request
+from ._findings_store import FindingsQuery as FindingsQuery
+from ._findings_store import FindingsStore as FindingsStore
+from ._findings_store import FindingsStoreConfig as FindingsStoreConfig
+
 # --- end analysis outputs ---
 
 # --- alerting (notifiers) ---
@@ -36,6 +44,12 @@ FACTORIES["otlp"] = Factory("otlp", OtlpExporterConfig, create_otlp_exporter)
 # --- end forwarding factories ---
 
 # --- analysis output factories ---
+FACTORIES["findings_store"] = Factory(
+    "findings_store", FindingsStoreConfig, lambda config, name: FindingsStore(config, name)
+)
+FACTORIES["findings_otlp"] = Factory(
+    "findings_otlp", FindingsLogsConfig, lambda config, name: FindingsLogExporter(config, name)
+)
 # --- end analysis output factories ---
 
 # --- alerting factories ---
