@@ -675,8 +675,15 @@ class EmailNotifier(Notifier):
             raise DeliveryError(f"{self.name}: {exc}", retryable=True) from None
         cfg = self.policy.config
         try:
-            with _PinnedSMTP(address, cfg.read_timeout, local_hostname=self._cfg.hello) as smtp:
-                smtp.connect(self._host, self._port)
+            # host/port given to the constructor: smtplib keeps the host name for the STARTTLS
+            # certificate check while _PinnedSMTP connects to the checked address.
+            with _PinnedSMTP(
+                address,
+                cfg.read_timeout,
+                host=self._host,
+                port=self._port,
+                local_hostname=self._cfg.hello,
+            ) as smtp:
                 smtp.ehlo()
                 if smtp.has_extn("starttls"):
                     smtp.starttls(context=self._tls_context())
