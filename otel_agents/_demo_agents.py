@@ -31,10 +31,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from otel_agents import _demo_faults as faults_mod
-from otel_agents._demo_faults import FaultSet
-from otel_agents._processors import AgentIdentitySpanProcessor, EnrichingSpanProcessor
-from otel_agents._spans import (
+from otel_agents import (
+    AgentIdentitySpanProcessor,
+    EnrichingSpanProcessor,
     chat,
     execute_tool,
     invoke_agent,
@@ -42,6 +41,8 @@ from otel_agents._spans import (
     plan,
     record_decision,
 )
+from otel_agents import _demo_faults as faults_mod
+from otel_agents._demo_faults import FaultSet
 
 __all__ = [
     "MODELS",

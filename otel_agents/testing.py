@@ -51,6 +51,13 @@ from opentelemetry.proto.collector.metrics.v1 import (
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_agents._cost import PriceBook
+from otel_agents._processors import AgentIdentitySpanProcessor, EnrichingSpanProcessor
 
 __all__ = [
     "OtlpSink",
@@ -60,6 +67,7 @@ __all__ = [
     "Transport",
     "any_value_to_python",
     "attributes_to_dict",
+    "make_tracer_provider",
 ]
 
 Signal = Literal["traces", "metrics", "logs"]
@@ -534,3 +542,53 @@ def _iter_spans(requests: Sequence[ReceivedRequest]) -> Iterator[ReceivedSpan]:
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     yield ReceivedSpan(span, resource, ss.scope.name, rec.transport)
+
+
+def make_tracer_provider(
+    *,
+    resource: Resource | None = None,
+    exporter: SpanExporter | None = None,
+    pricebook: PriceBook | None = None,
+    cost: bool = True,
+) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A ``TracerProvider`` wired the way otel-agents wires one, exporting to memory.
+
+    The provider has :class:`~otel_agents.AgentIdentitySpanProcessor` (agent identity on every
+    span started inside an agent) and :class:`~otel_agents.EnrichingSpanProcessor` (dialect
+    normalization, cost on inference spans) in front of a ``SimpleSpanProcessor``, so finished
+    spans are visible synchronously, exactly as an exporter would receive them.  It is not
+    installed globally: pass it as ``tracer_provider=`` to the spans API, or set it yourself.
+
+    Args:
+        resource: the provider's resource; default ``service.name=otel-agents-test``.
+        exporter: an extra exporter that receives the same enriched spans (e.g. an OTLP exporter
+            pointed at an :class:`OtlpSink`); the in-memory one always receives them.
+        pricebook: prices for the cost enrichment; default ``PriceBook()`` (genai-prices).
+        cost: price inference spans.
+
+    Returns:
+        ``(provider, in_memory_exporter)``; call ``provider.shutdown()`` when done.
+
+    Example::
+
+        from otel_agents import chat
+        from otel_agents.testing import make_tracer_provider
+
+        provider, spans = make_tracer_provider()
+        with chat("gpt-4o", provider="openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=1000, output_tokens=200)
+        (span,) = spans.get_finished_spans()
+        assert span.attributes["gen_ai.usage.cost.amount"] > 0
+    """
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=resource
+        if resource is not None
+        else Resource({"service.name": "otel-agents-test"})
+    )
+    nexts = [SimpleSpanProcessor(memory)]
+    if exporter is not None:
+        nexts.append(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(AgentIdentitySpanProcessor())
+    provider.add_span_processor(EnrichingSpanProcessor(nexts, pricebook=pricebook, cost=cost))
+    return provider, memory

@@ -32,7 +32,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
-from otel_agents.testing import OtlpSink, attributes_to_dict
+from otel_agents import chat, invoke_agent
+from otel_agents import semconv as sc
+from otel_agents.testing import OtlpSink, attributes_to_dict, make_tracer_provider
 
 
 @pytest.fixture
@@ -233,3 +235,65 @@ def test_attributes_to_dict_decodes_nested_values() -> None:
     inner.key = "k"
     inner.value.double_value = 0.5
     assert attributes_to_dict(span.attributes) == {"list": [1, "x"], "map": {"k": 0.5}}
+
+
+class TestMakeTracerProvider:
+    """make_tracer_provider wires the otel-agents processors in front of an in-memory exporter."""
+
+    def test_inference_spans_are_priced_and_others_are_not(self) -> None:
+        """A chat span gets a positive USD cost; the enclosing agent span gets none."""
+        provider, memory = make_tracer_provider()
+        with (
+            invoke_agent("planner", tracer_provider=provider),
+            chat("gpt-4o", provider="openai", tracer_provider=provider) as llm,
+        ):
+            llm.record_usage(input_tokens=1000, output_tokens=200)
+        provider.shutdown()
+        spans = {s.name: s for s in memory.get_finished_spans()}
+        llm_attrs = spans["chat gpt-4o"].attributes or {}
+        assert llm_attrs[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(
+            0.0045
+        )  # $2.50/M in, $10/M out
+        assert llm_attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
+        assert sc.GEN_AI_USAGE_COST_AMOUNT not in (spans["invoke_agent planner"].attributes or {})
+
+    def test_agent_identity_reaches_foreign_spans(self) -> None:
+        """A span started with a plain tracer inside an agent carries that agent's identity."""
+        provider, memory = make_tracer_provider()
+        tracer = provider.get_tracer("third-party")
+        with (
+            invoke_agent("researcher", agent_id="r-1", tracer_provider=provider),
+            tracer.start_as_current_span("HTTP GET"),
+        ):
+            pass
+        provider.shutdown()
+        (http_span,) = [s for s in memory.get_finished_spans() if s.name == "HTTP GET"]
+        assert (http_span.attributes or {})[sc.GEN_AI_AGENT_NAME] == "researcher"
+        assert (http_span.attributes or {})[sc.GEN_AI_AGENT_ID] == "r-1"
+
+    def test_extra_exporter_gets_the_same_enriched_spans_over_otlp(self) -> None:
+        """An extra OTLP exporter pointed at an OtlpSink receives the priced span too."""
+        with OtlpSink(http=False) as sink:
+            provider, memory = make_tracer_provider(
+                exporter=GrpcSpanExporter(endpoint=sink.grpc_endpoint, insecure=True),
+                resource=Resource({"service.name": "custom"}),
+            )
+            with chat("gpt-4o-mini", provider="openai", tracer_provider=provider) as llm:
+                llm.record_usage(input_tokens=100, output_tokens=10)
+            provider.shutdown()
+            (received,) = sink.wait_for_spans(1)
+        (local,) = memory.get_finished_spans()
+        assert received.service_name == "custom"
+        assert (
+            received.attributes[sc.GEN_AI_USAGE_COST_AMOUNT]
+            == (local.attributes or {})[sc.GEN_AI_USAGE_COST_AMOUNT]
+        )
+
+    def test_cost_can_be_turned_off(self) -> None:
+        """cost=False leaves inference spans unpriced."""
+        provider, memory = make_tracer_provider(cost=False)
+        with chat("gpt-4o", provider="openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=10, output_tokens=1)
+        provider.shutdown()
+        (span,) = memory.get_finished_spans()
+        assert sc.GEN_AI_USAGE_COST_AMOUNT not in (span.attributes or {})
