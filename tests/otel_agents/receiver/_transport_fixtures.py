@@ -55,6 +55,7 @@ class ListIngestor:
         self._refuse = 0
         self._retry_after = 0.5
         self.refused_at: list[float] = []
+        self.refused_payloads: list[bytes] = []
         self.stored_at: list[float] = []
 
     def refuse(self, n: int, retry_after: float = 0.5) -> None:
@@ -67,6 +68,7 @@ class ListIngestor:
             if self._refuse > 0:
                 self._refuse -= 1
                 self.refused_at.append(time.monotonic())
+                self.refused_payloads.append(payload)
                 raise RetryableError("spool full (test)", retry_after=self._retry_after)
             self.batches.append((signal, payload, items))
             self.stored_at.append(time.monotonic())
