@@ -13,13 +13,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,24 +122,20 @@ class Prometheus:
 PrometheusFactory = Callable[..., Prometheus]
 
 
-@pytest.fixture
-def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
-    """Starts Prometheus 2.x with a given ``prometheus.yml`` text (+ rule files) on a free port.
+def launch_prometheus(
+    work: Path, config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
+) -> Prometheus:
+    """Starts Prometheus 2.x in ``work`` with ``config_text`` on a free loopback port.
 
-    ``start_prometheus(config_text, rules_dir=None, extra_args=())``; the rules directory is
-    copied next to the config as ``rules/``. Every process is stopped at teardown.
+    The rules directory is copied next to the config as ``rules/``. The caller stops the
+    process (:func:`stop_process`).
     """
     binary = require_binary("prometheus", "apt-get install prometheus")
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
-    ) -> Prometheus:
-        work = tmp_path_factory.mktemp("prometheus")
-        (work / "prometheus.yml").write_text(config_text, encoding="utf-8")
-        if rules_dir is not None:
-            shutil.copytree(rules_dir, work / "rules")
-        log = (work / "prometheus.log").open("wb")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "prometheus.yml").write_text(config_text, encoding="utf-8")
+    if rules_dir is not None:
+        shutil.copytree(rules_dir, work / "rules")
+    with (work / "prometheus.log").open("wb") as log:
         proc = subprocess.Popen(
             [
                 binary,
@@ -149,30 +148,57 @@ def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prome
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        started.append(proc)
 
-        def bound() -> list[int]:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"prometheus exited {proc.returncode}: {(work / 'prometheus.log').read_text()[-2000:]}"
-                )
-            return listening_ports(proc.pid)
+    def bound() -> list[int]:
+        if proc.poll() is not None:
+            log_text = (work / "prometheus.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"prometheus exited {proc.returncode}: {log_text}")
+        return listening_ports(proc.pid)
 
+    try:
         port = wait_until(bound, timeout=20, what="prometheus to listen")[0]
         url = f"http://127.0.0.1:{port}"
         wait_until(
             lambda: http_get(f"{url}/-/ready")[0] == 200, timeout=20, what="prometheus ready"
         )
-        return Prometheus(url=url, process=proc, config_dir=work)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return Prometheus(url=url, process=proc, config_dir=work)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminates a child process we started, killing it if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@pytest.fixture
+def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
+    """``start_prometheus(config_text, rules_dir=None, extra_args=())`` → :class:`Prometheus`.
+
+    Every process started is stopped at teardown.
+    """
+    started: list[Prometheus] = []
+
+    def start(
+        config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> Prometheus:
+        prom = launch_prometheus(
+            tmp_path_factory.mktemp("prometheus"), config_text, rules_dir, extra_args
+        )
+        started.append(prom)
+        return prom
 
     yield start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    for prom in started:
+        stop_process(prom.process)
 
 
 # --------------------------------------------------------------------------- Chromium
@@ -296,3 +322,138 @@ def run_receiver(data_dir: Path, **overrides: Any) -> Iterator[RunningReceiver]:
         )
     finally:
         receiver.stop()
+
+
+# --------------------------------------------------------------------------- the fed stack
+class WebhookSink:
+    """A loopback HTTP server recording every POSTed JSON body (alert notifications)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with contextlib.suppress(ValueError):
+                    sink.bodies.append(json.loads(raw))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where to POST."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+
+    def __enter__(self) -> WebhookSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class AgentStack:
+    """Receiver fed by the demo, forwarding to an OTLP sink, scraped by a real Prometheus."""
+
+    receiver: RunningReceiver
+    prometheus: Prometheus
+    sink: Any  # otel_agents.testing.OtlpSink
+    webhook: WebhookSink
+    demo_output: str
+
+
+PROMETHEUS_RULES = ROOT / "collector-config" / "prometheus" / "rules"
+
+
+def stack_prometheus_config(admin_url: str) -> str:
+    """collector-config/prometheus/prometheus.yml's jobs and rules, pointed at a local receiver.
+
+    Scrape and evaluation every second so a test sees data within seconds.
+    """
+    target = admin_url.split("://", 1)[1]
+    return (
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "rule_files:\n  - rules/*.yml\n"
+        "scrape_configs:\n"
+        "  - job_name: otel-agents\n    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+
+
+def run_demo(endpoint: str, *extra: str, timeout: float = 120.0) -> str:
+    """Runs ``otel-agents demo`` in a child process (it installs a global tracer provider)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "otel_agents._cli", "demo", "--endpoint", endpoint, *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+DEMO_FAULTS = ("--inject", "slow-tool", "--inject", "error-burst", "--inject", "token-spike")
+# 12 runs at 500x: every fault in the last third, a few seconds of wall time.
+DEMO_ARGS = (*DEMO_FAULTS, "--runs", "12", "--time-scale", "0.002")
+
+
+@pytest.fixture(scope="session")
+def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
+    """The receiver fed by the demo while a real Prometheus scrapes it (once per session).
+
+    The receiver forwards to an in-process OTLP sink (so forwarder metrics exist) and notifies
+    alerts to a loopback webhook (so notification metrics exist); assembly waits 2 s instead of
+    10 s so traces complete quickly.
+    """
+    require_binary("prometheus", "apt-get install prometheus")
+    from otel_agents.testing import OtlpSink
+
+    work = tmp_path_factory.mktemp("stack")
+    with WebhookSink() as hook, OtlpSink() as sink:
+        sink_endpoint = sink.grpc_endpoint.replace("http://", "grpc://")
+        overrides = {
+            "exporters": {"otlp/sink": {"endpoint": sink_endpoint, "protocol": "grpc"}},
+            "processors.agent_analysis.assembly.decision_wait": "2s",
+            "processors.alert.receivers": [
+                {"name": "default", "webhook_configs": [{"url": hook.url}]}
+            ],
+            "processors.alert.route": {
+                "receiver": "default",
+                "group_wait": "1s",
+                "group_interval": "2s",
+            },
+            "processors.alert.egress.allow_http": True,
+            "processors.alert.egress.allow_cidrs": ["127.0.0.1/32"],
+        }
+        with run_receiver(work / "receiver", **overrides) as rx:
+            prom = launch_prometheus(
+                work / "prometheus", stack_prometheus_config(rx.admin_url), PROMETHEUS_RULES
+            )
+            try:
+                prom.wait_for_series('up{job="otel-agents"} == 1', timeout=30)
+                output = run_demo("http://" + rx.grpc_endpoint, *DEMO_ARGS)
+                # Counters must move between scrapes for rate() to see them, and traces complete
+                # after the decision wait.
+                prom.wait_for_series(
+                    "sum(rate(otel_agents_operation_calls_total[1m])) > 0", timeout=30
+                )
+                prom.wait_for_series("otel_agents_open_traces == 0", timeout=30)
+                yield AgentStack(
+                    receiver=rx, prometheus=prom, sink=sink, webhook=hook, demo_output=output
+                )
+            finally:
+                stop_process(prom.process)
