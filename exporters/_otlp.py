@@ -543,6 +543,23 @@ class OtlpForwarder(Component):
         payload, redacted = self._redactor.apply(signal, payload)
         if redacted:
             metrics.redacted.labels(self.component_id).inc(redacted)
+        chunks = [(payload, items)]
+        if len(payload) > self.config.max_batch_bytes:
+            # One spooled request larger than the destination takes (OTLP allows 64 MiB in,
+            # gRPC servers default to 4 MiB): split it instead of retrying it forever.
+            chunks = split_request(signal, payload, self.config.max_batch_bytes) or chunks
+        for chunk, chunk_items in chunks:
+            if not self._send_with_retry(signal, chunk, chunk_items):
+                return  # stopping: not acked, sent again after restart
+        now = time.time()
+        for r in rows:
+            metrics.latency.labels(self.component_id).observe(max(0.0, now - r.received_at))
+        cursor.ack(last)
+
+    def _send_with_retry(self, signal: str, payload: bytes, items: int) -> bool:
+        """Send until the outcome is final (sent, permanent, given up); False when stopping."""
+        metrics = self._metrics
+        assert metrics is not None
         retry = self.config.retry_on_failure
         interval = retry.initial_interval
         started = time.monotonic()
@@ -550,8 +567,7 @@ class OtlpForwarder(Component):
             self.attempts += 1
             outcome = self._sender.send(signal, payload)
             if outcome.kind == "ok":
-                sent = max(0, items - outcome.rejected)
-                metrics.sent.labels(self.component_id, signal).inc(sent)
+                metrics.sent.labels(self.component_id, signal).inc(max(0, items - outcome.rejected))
                 if outcome.rejected:
                     metrics.failed.labels(self.component_id, signal, "partial_success").inc(
                         outcome.rejected
@@ -563,11 +579,7 @@ class OtlpForwarder(Component):
                         signal,
                         outcome.message,
                     )
-                now = time.time()
-                for r in rows:
-                    metrics.latency.labels(self.component_id).observe(max(0.0, now - r.received_at))
-                cursor.ack(last)
-                return
+                return True
             if outcome.kind == "permanent" or not retry.enabled:
                 metrics.failed.labels(self.component_id, signal, outcome.reason).inc(items)
                 _log.warning(
@@ -578,8 +590,7 @@ class OtlpForwarder(Component):
                     outcome.reason,
                     outcome.message,
                 )
-                cursor.ack(last)
-                return
+                return True
             if retry.max_elapsed_time and time.monotonic() - started > retry.max_elapsed_time:
                 metrics.failed.labels(self.component_id, signal, "retries_exhausted").inc(items)
                 _log.warning(
@@ -590,8 +601,7 @@ class OtlpForwarder(Component):
                     retry.max_elapsed_time,
                     outcome.reason,
                 )
-                cursor.ack(last)
-                return
+                return True
             metrics.retries.labels(self.component_id).inc()
             jitter = 1 + retry.randomization_factor * (2 * self._rng.random() - 1)
             delay = interval * jitter
@@ -606,7 +616,7 @@ class OtlpForwarder(Component):
                 delay,
             )
             if self._sleep(delay):
-                return  # not acked: sent again after restart
+                return False
 
     def _sleep(self, delay: float) -> bool:
         """Wait ``delay`` seconds; True when the worker must stop instead."""
@@ -619,6 +629,68 @@ class OtlpForwarder(Component):
             else:
                 self._stop.wait(remaining)
         return self._stopping()
+
+
+_LEVELS = {
+    "traces": ("resource_spans", "scope_spans", "spans"),
+    "logs": ("resource_logs", "scope_logs", "log_records"),
+    "metrics": ("resource_metrics", "scope_metrics", "metrics"),
+}
+
+
+def _leaf_items(signal: str, leaf: Any) -> int:
+    if signal != "metrics":
+        return 1
+    kind = leaf.WhichOneof("data")
+    return len(getattr(leaf, kind).data_points) if kind else 0
+
+
+def split_request(signal: str, payload: bytes, limit: int) -> list[tuple[bytes, int]]:
+    """Split a serialized request into requests of at most about ``limit`` bytes each.
+
+    Spans / log records / metrics are regrouped under copies of their resource and scope, in
+    order.  A single item larger than ``limit`` travels alone.  Returns ``[]`` when the
+    payload does not parse (the caller then sends it whole).
+    """
+    from otel_agents.exporters._redact import _REQUEST_TYPES
+
+    request_type = _REQUEST_TYPES[signal]
+    try:
+        request = request_type.FromString(payload)
+    except DecodeError:
+        return []
+    top, mid, leaf_field = _LEVELS[signal]
+    chunks: list[tuple[bytes, int]] = []
+    current = request_type()
+    size = items = 0
+
+    def flush() -> None:
+        nonlocal current, size, items
+        if size:
+            chunks.append((current.SerializeToString(), items))
+        current, size, items = request_type(), 0, 0
+
+    for outer in getattr(request, top):
+        for inner in getattr(outer, mid):
+            target_inner = None
+            for leaf in getattr(inner, leaf_field):
+                leaf_size = leaf.ByteSize() + 8
+                if size and size + leaf_size > limit:
+                    flush()
+                    target_inner = None
+                if target_inner is None:
+                    target_outer = getattr(current, top).add()
+                    target_outer.resource.CopyFrom(outer.resource)
+                    target_outer.schema_url = outer.schema_url
+                    target_inner = getattr(target_outer, mid).add()
+                    target_inner.scope.CopyFrom(inner.scope)
+                    target_inner.schema_url = inner.schema_url
+                    size += target_outer.resource.ByteSize() + target_inner.scope.ByteSize() + 16
+                getattr(target_inner, leaf_field).add().CopyFrom(leaf)
+                size += leaf_size
+                items += _leaf_items(signal, leaf)
+    flush()
+    return chunks
 
 
 def create_otlp_exporter(config: OtlpExporterConfig, name: str) -> Component:

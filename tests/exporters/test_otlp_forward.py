@@ -462,3 +462,100 @@ def test_factory_builds_a_forwarder_named_by_its_id() -> None:
 
     f = FACTORIES["otlp"].create(OtlpExporterConfig(endpoint="grpc://127.0.0.1:1"), "tempo")
     assert isinstance(f, OtlpForwarder) and f.cursor_name == "otlp/tempo"
+
+
+def test_backoff_follows_initial_multiplier_and_cap(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-05: without jitter the waits are 0.1, 0.2, 0.4, 0.4 s (initial × multiplier, capped)."""
+    sink = _sink(
+        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE) if n <= 4 else Decision()
+    )
+    retry = {
+        "initial_interval": "100ms",
+        "multiplier": 2.0,
+        "max_interval": "400ms",
+        "randomization_factor": 0,
+    }
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "retry_on_failure": retry}},
+    )
+    try:
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        gaps = [b - a for a, b in itertools.pairwise([t for t, _, _ in sink.attempts])]
+        for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4], strict=True):
+            assert expected - 0.01 <= gap < expected + 0.15, gaps
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_jittered_waits_stay_within_the_randomization_factor(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """RC-05: with factor 0.5 each wait is within interval × [0.5, 1.5]."""
+    sink = _sink(
+        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE) if n <= 5 else Decision()
+    )
+    retry = {
+        "initial_interval": "100ms",
+        "multiplier": 1.0,
+        "max_interval": "100ms",
+        "randomization_factor": 0.5,
+    }
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "retry_on_failure": retry}},
+    )
+    try:
+        batches = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        gaps = [b - a for a, b in itertools.pairwise([t for t, _, _ in sink.attempts])]
+        assert len(gaps) == 5
+        assert all(0.049 <= g < 0.15 + 0.1 for g in gaps), gaps
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_a_request_larger_than_max_batch_bytes_is_split(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """A spooled request over the destination's size budget goes out in several smaller ones."""
+    sink = _sink(sinks)
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_bytes": "4KiB"}},
+    )
+    try:
+        batches = _ingest(p, 1, spans=200)
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert len(sink.bodies) >= 3 and max(len(b) for b in sink.bodies) <= 4096
+        assert sink.duplicates == 0
+        assert (
+            _metric(
+                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
+            )
+            == 200
+        )
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_split_request_keeps_every_item_resource_and_scope() -> None:
+    """split_request regroups spans under copies of their resource and scope, in order."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from otel_agents.exporters._otlp import split_request
+
+    batch = make_traces(50)
+    chunks = split_request("traces", batch.payload, 1000)
+    assert len(chunks) > 1 and sum(n for _, n in chunks) == 50
+    spans = []
+    for data, n in chunks:
+        req = ExportTraceServiceRequest.FromString(data)
+        assert req.resource_spans[0].resource == batch.request.resource_spans[0].resource
+        got = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(got) == n
+        spans += got
+    assert [(s.trace_id, s.span_id) for s in spans] == batch.keys
+    assert split_request("traces", b"\xff\xff", 10) == []
