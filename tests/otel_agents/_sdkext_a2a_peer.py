@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """A2A JSON-RPC peer run as a separate OS process by ``test_a2a.py``.
 
-``python _sdkext_a2a_peer.py server OTLP_ENDPOINT`` serves one ``SendMessage`` request over
-loopback HTTP (prints its ephemeral port on stdout first); ``... client OTLP_ENDPOINT URL``
-sends one.  Both export their spans over OTLP/gRPC to the test's sink.
+``python _sdkext_a2a_peer.py server OTLP_ENDPOINT`` serves A2A JSON-RPC over loopback HTTP
+(prints its ephemeral port on stdout first) until its stdin is closed; ``... client
+OTLP_ENDPOINT URL`` sends one ``SendMessage``.  Both export their spans over OTLP/gRPC to the test's sink.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,9 +39,15 @@ SERVER_CARD = {"name": "researcher", "description": "finds things", "version": "
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        message = body["params"]["message"]
-        with a2a_server_span(body["method"], message, agent_card=SERVER_CARD) as a2a:
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            message = body["params"]["message"]
+            method = body["method"]
+        except (ValueError, KeyError, TypeError):
+            # a stray client (another suite's exporter retrying a recycled port): not ours
+            self.send_error(400)
+            return
+        with a2a_server_span(method, message, agent_card=SERVER_CARD) as a2a:
             seen_baggage = baggage.get_baggage("agent.caller")
             with trace.get_tracer("peer").start_as_current_span("research work"):
                 pass
@@ -52,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
             }
             a2a.set_task(task)
         payload = json.dumps(
-            {"jsonrpc": "2.0", "id": body["id"], "result": {"task": task}}
+            {"jsonrpc": "2.0", "id": body.get("id"), "result": {"task": task}}
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -67,9 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
 def server(endpoint: str) -> None:
     provider = _provider("a2a-server", endpoint)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.timeout = 20  # bounded: the test kills us anyway, this is a second guard
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
     print(httpd.server_address[1], flush=True)
-    httpd.handle_request()
+    sys.stdin.read()  # serve until the test closes our stdin
+    httpd.shutdown()
+    thread.join(timeout=10)
     httpd.server_close()
     provider.shutdown()
 
