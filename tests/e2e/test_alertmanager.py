@@ -1,0 +1,257 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Differential test against a real Prometheus Alertmanager (Debian prometheus-alertmanager):
+the same alert stream, the same routing/grouping/inhibition/silence config, and both engines'
+webhook sinks must receive the same groups; plus pushing to Alertmanager's API v2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from otel_agents.exporters._notifiers import WebhookConfig, WebhookNotifier, rfc3339
+from otel_agents.exporters._ssrf import EgressConfig, UrlPolicy
+from otel_agents.processors._alert_state import (
+    Alert,
+    Dispatcher,
+    InhibitRuleConfig,
+    build_route,
+    fingerprint,
+    parse_matcher,
+)
+
+from tests.e2e.conftest import http_get, listening_ports, require_binary, wait_until
+from tests.exporters.test_notifiers_sink import WebhookSink, start_sink
+
+pytestmark = pytest.mark.e2e
+
+ROUTE = {
+    "receiver": "hook",
+    "group_by": ["alertname", "agent"],
+    "group_wait": "1s",
+    "group_interval": "3s",
+    "repeat_interval": "1h",
+    "routes": [{"receiver": "pager", "matchers": ['severity="critical"'], "continue": True}],
+}
+INHIBIT = [{"source_matchers": ['alertname="AgentDown"'], "target_matchers": ['severity="warning"'],
+            "equal": ["agent"]}]  # fmt: skip
+
+
+@dataclass
+class Alertmanager:
+    """A running Alertmanager on loopback."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        """POST JSON to the API."""
+        req = urllib.request.Request(f"{self.url}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+
+    def get(self, path: str) -> Any:
+        """GET JSON from the API."""
+        status, body = http_get(f"{self.url}{path}")
+        assert status == 200, body
+        return json.loads(body)
+
+
+@pytest.fixture
+def sinks() -> Iterator[tuple[WebhookSink, WebhookSink]]:
+    """One loopback sink for Alertmanager, one for our engine."""
+    a, b = start_sink(), start_sink()
+    yield a, b
+    for s in (a, b):
+        s.server.shutdown()
+        s.server.server_close()
+
+
+def _start_alertmanager(tmp: Path, sink_url: str) -> Alertmanager:
+    binary = require_binary("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
+    cfg = {
+        "global": {"resolve_timeout": "5m"},
+        "route": {k: v for k, v in ROUTE.items()},
+        "receivers": [
+            {
+                "name": "hook",
+                "webhook_configs": [{"url": f"{sink_url}/hook", "send_resolved": True}],
+            },
+            {
+                "name": "pager",
+                "webhook_configs": [{"url": f"{sink_url}/pager", "send_resolved": True}],
+            },
+        ],
+        "inhibit_rules": INHIBIT,
+    }
+    (tmp / "am.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    log = (tmp / "am.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp / 'am.yml'}", f"--storage.path={tmp / 'data'}",
+         "--web.listen-address=127.0.0.1:0", "--cluster.listen-address="],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def bound() -> list[int]:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"alertmanager exited {proc.returncode}: {(tmp / 'am.log').read_text()[-2000:]}"
+            )
+        return listening_ports(proc.pid)
+
+    port = wait_until(bound, timeout=20, what="alertmanager to listen")[0]
+    am = Alertmanager(f"http://127.0.0.1:{port}", proc)
+    wait_until(
+        lambda: http_get(f"{am.url}/api/v2/status")[0] == 200, timeout=20, what="alertmanager ready"
+    )
+    return am
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, sinks: tuple[WebhookSink, WebhookSink]) -> Iterator[Alertmanager]:
+    """Alertmanager 0.25 with the shared routing config, webhooks to the first sink."""
+    am = _start_alertmanager(tmp_path, sinks[0].url)
+    yield am
+    am.process.terminate()
+    try:
+        am.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        am.process.kill()
+        am.process.wait(timeout=5)
+
+
+def _groups(
+    bodies: list[Any],
+) -> dict[tuple[str, str], list[tuple[str, tuple[tuple[str, str], ...]]]]:
+    out: dict[tuple[str, str], list[tuple[str, tuple[tuple[str, str], ...]]]] = {}
+    for b in bodies:
+        alerts = tuple(sorted((a["fingerprint"], a["status"]) for a in b["alerts"]))
+        out.setdefault((b["receiver"], b["groupKey"]), []).append((b["status"], alerts))
+    return out
+
+
+def test_same_stream_same_notifications(
+    alertmanager: Alertmanager, sinks: tuple[WebhookSink, WebhookSink]
+) -> None:
+    """Grouping, group_wait/interval, resolve, inhibition (equal), silences and continue routing
+    give the same notification groups in our engine as in Alertmanager."""
+    am_sink, our_sink = sinks
+    policy = UrlPolicy(EgressConfig(allow_http=True, allow_cidrs=["127.0.0.1/32"]))
+    notifiers = {name: WebhookNotifier(name, 0, WebhookConfig(url=f"{our_sink.url}/{name}"), policy)
+                 for name in ("hook", "pager")}  # fmt: skip
+    ours = Dispatcher(build_route(ROUTE), [InhibitRuleConfig(**r).build("i") for r in INHIBIT])
+
+    start = time.time()
+    silence_end = start + 600
+    alertmanager.post("/api/v2/silences", {
+        "matchers": [{"name": "alertname", "value": "Noisy", "isRegex": False, "isEqual": True}],
+        "startsAt": rfc3339(start), "endsAt": rfc3339(silence_end), "createdBy": "e2e", "comment": "diff",
+    })  # fmt: skip
+    ours.add_silence([parse_matcher('alertname="Noisy"')], starts_at=start, ends_at=silence_end,
+                     created_by="e2e", now=start)  # fmt: skip
+
+    firing = [
+        {"alertname": "ToolErrors", "agent": "planner", "severity": "warning"},
+        {"alertname": "ToolErrors", "agent": "researcher", "severity": "warning"},
+        {"alertname": "AgentDown", "agent": "critic", "severity": "critical"},
+        {"alertname": "ToolErrors", "agent": "critic", "severity": "warning"},  # inhibited
+        {"alertname": "Noisy", "agent": "planner", "severity": "warning"},  # silenced
+    ]
+
+    def push(labels: dict[str, str], starts: float, ends: float | None, now: float) -> None:
+        body: dict[str, Any] = {"labels": labels, "startsAt": rfc3339(starts)}
+        if ends is not None:
+            body["endsAt"] = rfc3339(ends)
+        alertmanager.post("/api/v2/alerts", [body])
+        ours.put(Alert(labels=dict(labels), starts_at=starts, ends_at=ends), now)
+
+    now = time.time()
+    for labels in firing:
+        push(labels, now, None, now)
+    resolved = False
+    deadline = now + 9.5
+    while time.time() < deadline:
+        t = time.time()
+        if not resolved and t >= now + 2.5:
+            push(firing[0], now, t, t)  # resolve planner's ToolErrors between two flushes
+            resolved = True
+        for n in ours.flush_due(t):
+            notifiers[n.receiver].notify(n)
+        time.sleep(0.05)
+
+    am_groups = _groups(am_sink.bodies())
+    our_groups = _groups(our_sink.bodies())
+    assert our_groups == am_groups
+    fp = {k: fingerprint(v) for k, v in (("planner", firing[0]), ("critic", firing[2]))}
+    # the expected shape, spelled out: planner fired then resolved; critic's warning inhibited
+    assert am_groups[("hook", '{}:{agent="planner", alertname="ToolErrors"}')] == [
+        ("firing", ((fp["planner"], "firing"),)), ("resolved", ((fp["planner"], "resolved"),)),
+    ]  # fmt: skip
+    assert am_groups[
+        ("pager", '{}/{severity="critical"}:{agent="critic", alertname="AgentDown"}')
+    ] == [
+        ("firing", ((fp["critic"], "firing"),)),
+    ]
+    assert not any(
+        "Noisy" in k[1] or k[1].endswith('{agent="critic", alertname="ToolErrors"}')
+        for k in am_groups
+    )
+
+
+def test_push_to_alertmanager_api_v2(tmp_path: Path, alertmanager: Alertmanager) -> None:
+    """The alert engine pushes its alerts to Alertmanager's API v2; they read back with the same
+    labels, annotations and fingerprint."""
+    from otel_agents.processors._alert import AlertConfig, AlertEngine
+
+    from otel_agents._configtypes import decode
+    from tests.processors._host import TestHost
+    from tests.processors.test_alert_rules import make_batch, span
+
+    cfg = decode(AlertConfig, {
+        "default_rules": False,
+        "rules": [{"name": "ToolErrors", "kind": "ratio", "where": ['operation="execute_tool"'],
+                   "by": ["tool"], "window": "60s", "threshold": 0.5,
+                   "annotations": {"summary": "tool {tool} failing"}}],
+        "alertmanagers": [{"url": alertmanager.url, "resend_interval": "30s"}],
+        "egress": {"allow_http": True, "allow_cidrs": ["127.0.0.1/32"]},
+        "retry": {"initial_interval": "50ms"},
+    })  # fmt: skip
+    host = TestHost(tmp_path / "host", now=time.time())
+    (tmp_path / "host").mkdir()
+    eng = AlertEngine(cfg)
+    eng.start(host)
+    try:
+        eng.process_traces(
+            make_batch([span(operation="execute_tool", tool="search", error=True)] * 3)
+        )
+        eng.tick(host.clock)
+        assert eng.worker.wait_idle(10)
+
+        def read_back() -> list[dict[str, Any]]:
+            return [
+                a
+                for a in alertmanager.get("/api/v2/alerts")
+                if a["labels"].get("alertname") == "ToolErrors"
+            ]
+
+        (got,) = wait_until(read_back, timeout=10, what="pushed alert in Alertmanager")
+        labels = {"alertname": "ToolErrors", "severity": "warning", "tool": "search"}
+        assert got["labels"] == labels
+        assert got["annotations"] == {"summary": "tool search failing"}
+        assert got["fingerprint"] == fingerprint(labels)
+        assert got["status"]["state"] == "active"
+        assert (
+            'otel_agents_notifications_total{notifier="alertmanager",outcome="success"} 1.0'
+            in host.exposition()
+        )
+    finally:
+        eng.shutdown()
