@@ -406,7 +406,9 @@ def run_demo(endpoint: str, *extra: str, timeout: float = 120.0) -> str:
     return proc.stdout
 
 
-DEMO_FAULTS = ("--inject", "slow-tool", "--inject", "error-burst", "--inject", "token-spike")
+DEMO_FAULTS = (
+    "--inject", "slow-tool", "--inject", "error-burst", "--inject", "token-spike", "--inject", "tool-loop",
+)  # fmt: skip
 # 12 runs at 500x: every fault in the last third, a few seconds of wall time.
 DEMO_ARGS = (*DEMO_FAULTS, "--runs", "12", "--time-scale", "0.002")
 
@@ -428,6 +430,7 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
         overrides = {
             "exporters": {"otlp/sink": {"endpoint": sink_endpoint, "protocol": "grpc"}},
             "processors.agent_analysis.assembly.decision_wait": "2s",
+            "processors.agent_analysis.bottleneck.report_interval": "2s",
             "processors.alert.receivers": [
                 {"name": "default", "webhook_configs": [{"url": hook.url}]}
             ],
@@ -452,6 +455,14 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
                     "sum(rate(otel_agents_operation_calls_total[1m])) > 0", timeout=30
                 )
                 prom.wait_for_series("otel_agents_open_traces == 0", timeout=30)
+                # Analysis outputs: bottleneck report, findings, alert notifications delivered —
+                # each seen in at least three scrapes so rate() over them has data.
+                for family in (
+                    "otel_agents_critical_path_share",
+                    "otel_agents_findings_total",
+                    "otel_agents_notifications_total",
+                ):
+                    prom.wait_for_series(f"count_over_time({family}[1m]) >= 3", timeout=30)
                 yield AgentStack(
                     receiver=rx, prometheus=prom, sink=sink, webhook=hook, demo_output=output
                 )
