@@ -58,3 +58,34 @@ unset, ``false``, ``NO_CONTENT`` or ``EVENT_ONLY`` → content is not put on spa
 ``SPAN_ONLY`` or ``SPAN_AND_EVENT`` → tool arguments/results, messages and decision reasoning are
 recorded on spans. Read at every use, so tests and operators can flip it at run time.
 """
+
+# --- Resource detector (otel_agents._detector, issue 3) ---
+OTEL_AGENTS_AGENT_ID: Final = "OTEL_AGENTS_AGENT_ID"
+"""
+.. envvar:: OTEL_AGENTS_AGENT_ID
+
+``gen_ai.main_agent.id`` on the Resource: a stable, provider-level id of this process's main agent
+(an ARN, a registry id, the Agent Card URL) — never process-local. Wins over the Agent Card.
+"""
+
+OTEL_AGENTS_AGENT_NAME: Final = "OTEL_AGENTS_AGENT_NAME"
+"""
+.. envvar:: OTEL_AGENTS_AGENT_NAME
+
+``gen_ai.main_agent.name`` on the Resource. Wins over the Agent Card's ``name``.
+"""
+
+OTEL_AGENTS_AGENT_DESCRIPTION: Final = "OTEL_AGENTS_AGENT_DESCRIPTION"
+"""
+.. envvar:: OTEL_AGENTS_AGENT_DESCRIPTION
+
+``gen_ai.main_agent.description`` on the Resource. Wins over the Agent Card's ``description``.
+"""
+
+OTEL_AGENTS_AGENT_CARD: Final = "OTEL_AGENTS_AGENT_CARD"
+"""
+.. envvar:: OTEL_AGENTS_AGENT_CARD
+
+Path of this agent's A2A Agent Card (JSON). The resource detector reads ``name``,
+``description``, ``version`` and the first interface URL (as the id) from it.
+"""
