@@ -294,11 +294,11 @@ class AdminServer:
         self._thread.start()
         _log.info("admin endpoint on %s (port %d)", cfg.endpoint, self.port)
 
-    def stop(self) -> None:
-        """Stop serving."""
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop serving; waits up to ``grace`` seconds for the serving thread."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
         if self._thread is not None:
-            self._thread.join(5.0)
+            self._thread.join(grace)
