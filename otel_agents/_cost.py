@@ -226,7 +226,7 @@ class PriceBook:
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
         reasoning_tokens: int = 0,
-        timestamp: datetime | None = None,
+        timestamp: datetime | int | None = None,
     ) -> Price | None:
         """Price one inference call.
 
@@ -238,7 +238,9 @@ class PriceBook:
             cache_read_tokens: the part of ``input_tokens`` read from the provider's cache.
             cache_creation_tokens: the part of ``input_tokens`` written to the cache.
             reasoning_tokens: the part of ``output_tokens`` spent reasoning; not added again.
-            timestamp: when the request was made (for time-dependent prices); default now.
+            timestamp: when the request was made (for time-dependent prices), as a datetime or
+                as Unix epoch nanoseconds (a span's ``start_time``); default now. Only
+                converted for the few models whose price depends on time.
 
         Returns:
             The price, or ``None`` when the model is unknown (never 0 for unknown).
@@ -301,9 +303,14 @@ class PriceBook:
         output_tokens: int,
         cache_read_tokens: int,
         cache_creation_tokens: int,
-        timestamp: datetime | None,
+        timestamp: datetime | int | None,
     ) -> Price | None:
-        when = timestamp or _now()
+        if timestamp is None:
+            when = _now()
+        elif isinstance(timestamp, datetime):
+            when = timestamp
+        else:
+            when = datetime.fromtimestamp(timestamp / 1e9, tz=timezone.utc)
         model_price = resolved.model.get_prices(when)
         entry = resolved.compiled.get(id(model_price))
         if entry is None:

@@ -33,7 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
 
-__all__ = ["ALIASES", "AttrValue", "has_dialect_keys", "normalize_attributes"]
+__all__ = ["ALIASES", "DIALECT_KEYS", "AttrValue", "has_dialect_keys", "normalize_attributes"]
 
 #: An OpenTelemetry attribute value (the SDK's ``AttributeValue``).
 AttrValue = AttributeValue
@@ -125,8 +125,11 @@ _DIALECT_OF[TL_SPAN_KIND] = DIALECT_OPENLLMETRY
 _DIALECT_OF[TL_ENTITY_NAME] = DIALECT_OPENLLMETRY
 _DIALECT_OF[TL_REQUEST_TYPE] = DIALECT_OPENLLMETRY
 
-# Every key that makes a span need more than a copy.
-_TRIGGER_KEYS: Final = frozenset(_DIALECT_OF)
+_ALIAS_RANK: Final[Mapping[str, int]] = {key: rank for rank, key in enumerate(_ALIASES)}
+
+#: Every key that makes a span need more than a copy (``has_dialect_keys``' set).
+DIALECT_KEYS: Final = frozenset(_DIALECT_OF)
+_TRIGGER_KEYS: Final = DIALECT_KEYS
 
 _OI_KIND_TO_OPERATION: Final[Mapping[str, str]] = {
     "LLM": sc.OP_CHAT,
@@ -185,14 +188,19 @@ def normalize_attributes(attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]
     if _TRIGGER_KEYS.isdisjoint(out):
         return out
     dialect: str | None = None
-    for key, canonical in _ALIASES.items():
-        if key in out:
-            value = out.pop(key)
-            dialect = dialect or _DIALECT_OF[key]
-            if canonical not in out:
-                if canonical == sc.GEN_AI_PROVIDER_NAME and isinstance(value, str):
-                    value = _provider_value(value)
-                out[canonical] = value
+    # Walk the span's keys (about ten) rather than all aliases; when several dialect keys name
+    # the same canonical key, the one listed first in ALIASES wins.
+    hits = [key for key in out if key in _ALIASES]
+    if len(hits) > 1:
+        hits.sort(key=_ALIAS_RANK.__getitem__)
+    for key in hits:
+        canonical = _ALIASES[key]
+        value = out.pop(key)
+        dialect = dialect or _DIALECT_OF[key]
+        if canonical not in out:
+            if canonical == sc.GEN_AI_PROVIDER_NAME and isinstance(value, str):
+                value = _provider_value(value)
+            out[canonical] = value
     if sc.GEN_AI_OPERATION_NAME not in out:
         operation = _infer_operation(out)
         if operation is not None:
