@@ -41,6 +41,7 @@ from otel_agents._component import Finding
 from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess
 from otel_agents._demo_agents import Pace, RunSpec, Telemetry, run_planner
 from otel_agents._demo_faults import FaultSet
+from otel_agents._errors import OtelAgentsError
 
 __all__ = ["DemoOptions", "DemoResult", "main_demo", "run_demo"]
 
@@ -84,7 +85,7 @@ class DemoResult:
         researcher_pid: the researcher process's id.
         planner_spans: spans the endpoint acknowledged from the planner.
         researcher_spans: same for the researcher (``None`` if it did not report).
-        failed_spans: planner spans the exporter gave up on.
+        failed_spans: spans the exporters of both processes gave up on.
         wall_s: wall-clock seconds of the runs.
     """
 
@@ -106,9 +107,13 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
     researcher = ResearcherProcess(
         endpoint=options.endpoint, protocol=options.protocol, time_scale=options.time_scale
     ).start()
-    telemetry = Telemetry.start(
-        service_name=PLANNER_SERVICE, endpoint=options.endpoint, protocol=options.protocol
-    )
+    try:
+        telemetry = Telemetry.start(
+            service_name=PLANNER_SERVICE, endpoint=options.endpoint, protocol=options.protocol
+        )
+    except BaseException:
+        researcher.stop()
+        raise
     trace_ids: list[str] = []
     faulted = faults_mod.faulted_runs(options.runs) if options.faults else range(0)
     started = time.monotonic()
@@ -130,9 +135,10 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
             print(f"  run {run + 1:>3}/{options.runs}  trace {outcome.trace_id}{marker}", file=out)
     finally:
         wall = time.monotonic() - started
-        failed = telemetry.spans_failed
         planner_spans = telemetry.shutdown()
+        failed = telemetry.spans_failed
         researcher.stop()
+        failed += researcher.spans_failed
     return DemoResult(
         trace_ids=tuple(trace_ids),
         faulted=tuple(faulted),
@@ -240,7 +246,11 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
             "exports only to its endpoint"
         )
     if endpoint is None:
-        return _run_embedded(args, protocol, faults, sys.stdout)
+        try:
+            return _run_embedded(args, protocol, faults, sys.stdout)
+        except (RuntimeError, OSError, OtelAgentsError) as exc:
+            print(f"otel-agents demo: {exc}", file=sys.stderr)
+            return 1
     options = DemoOptions(
         endpoint=endpoint,
         protocol=protocol,
@@ -250,7 +260,11 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
         time_scale=args.time_scale,
     )
     print(_banner(options), flush=True)
-    result = run_demo(options)
+    try:
+        result = run_demo(options)
+    except (RuntimeError, OSError) as exc:
+        print(f"otel-agents demo: {exc}", file=sys.stderr)
+        return 1
     print(where_it_went(options, result))
     return 0
 
@@ -283,7 +297,7 @@ def where_it_went(options: DemoOptions, result: DemoResult, *, label: str | None
         + (f" ({label})" if label else ""),
     ]
     if result.failed_spans:
-        lines.append(f"  warning: {result.failed_spans} planner spans could not be exported")
+        lines.append(f"  warning: {result.failed_spans} spans could not be exported")
     if result.researcher_spans is None:
         lines.append("  warning: the researcher process did not report its span count")
     return "\n".join(lines)

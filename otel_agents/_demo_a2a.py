@@ -4,7 +4,8 @@
 The researcher process (``python -m otel_agents._demo_a2a``) binds ``127.0.0.1`` on a port the
 OS picks, prints one JSON line ``{"port": N}`` on stdout, serves ``SendMessage`` (A2A v1.0
 JSON-RPC binding) and its Agent Card at ``/.well-known/agent-card.json`` until its stdin closes,
-then flushes its own OTLP exporter and prints ``{"spans": N}``.
+then flushes its own OTLP exporter and prints ``{"spans": N, "failed": M}`` (spans the
+endpoint acknowledged, spans the exporter gave up on).
 
 Trace context crosses the hop the otel-agents way: the planner's ``a2a_client_span`` writes W3C
 ``traceparent`` into the message's ``metadata``; the researcher's ``a2a_server_span`` reads it,
@@ -310,6 +311,7 @@ class ResearcherProcess:
         self.port = 0
         self.pid = 0
         self.spans_sent: int | None = None
+        self.spans_failed = 0
 
     @property
     def url(self) -> str:
@@ -343,7 +345,9 @@ class ResearcherProcess:
                 proc.stdin.close()
             line = _read_line(proc.stdout, timeout_s)
             if line:
-                self.spans_sent = int(json.loads(line).get("spans", 0))
+                report = json.loads(line)
+                self.spans_sent = int(report.get("spans", 0))
+                self.spans_failed = int(report.get("failed", 0))
             proc.wait(timeout_s)
         except (subprocess.TimeoutExpired, ValueError, OSError):
             proc.kill()
@@ -386,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.shutdown()
     server.server_close()
     sent = telemetry.shutdown()
-    print(json.dumps({"spans": sent}), flush=True)
+    print(json.dumps({"spans": sent, "failed": telemetry.spans_failed}), flush=True)
     return 0
 
 

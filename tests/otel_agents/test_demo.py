@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -356,3 +357,38 @@ class TestCommandLine:
         assert f"OTLP/http/protobuf to {sink.http_endpoint}" in proc.stdout
         spans = sink.wait_for(lambda s: s.spans() if len(s.traces()) == 1 else [], timeout=10)
         assert {s.transport for s in spans} == {"http"}
+
+    def test_unreachable_endpoint_is_reported_not_fatal(self) -> None:
+        """With nothing listening, the demo still finishes, exits 0 and says how many spans were lost."""
+        with socket.socket() as bound:  # bound, never listening: connections are refused
+            bound.bind(("127.0.0.1", 0))
+            port = bound.getsockname()[1]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+            env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"  # seconds; bounds the exporters' retries
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "otel_agents._cli",
+                    "demo",
+                    "--endpoint",
+                    f"http://127.0.0.1:{port}",
+                    "--protocol",
+                    "http/protobuf",
+                    "--runs",
+                    "1",
+                    "--time-scale",
+                    TIME_SCALE,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                check=False,
+            )
+        assert proc.returncode == 0, proc.stderr
+        assert re.search(
+            r"demo-planner \(pid \d+\): 0, demo-researcher \(pid \d+\): 0", proc.stdout
+        )
+        lost = re.search(r"warning: (\d+) spans could not be exported", proc.stdout)
+        assert lost is not None and int(lost.group(1)) > 0, proc.stdout
