@@ -178,13 +178,15 @@ class AnalysisMetrics:
 
     def on_spans(self, batch: SpanBatch) -> None:
         """Calls, durations, tokens, cost and unpriced calls of a batch (grouped once)."""
-        from otel_agents.processors._batch import group_keys, operation_keys
+        from otel_agents.processors._batch import analysis_keys, group_keys
 
         if batch.n == 0:
             return
-        kind, name = operation_keys(batch)
-        status = np.where(batch.is_error, "error", "ok").astype(object)
-        keys, inv = group_keys(batch.agent_name, kind, name, status)
+        ak = analysis_keys(batch)
+        err = batch.is_error
+        ucode, inv = np.unique(ak.inv * 2 + err, return_inverse=True)
+        inv = inv.reshape(-1)
+        keys = [(*ak.keys[c // 2], "error" if c % 2 else "ok") for c in ucode.tolist()]
         g = len(keys)
         calls = np.bincount(inv, minlength=g)
         dur = batch.duration_s

@@ -50,8 +50,7 @@ from ._batch import (
     KIND_MODEL,
     KIND_TOOL,
     SpanBatch,
-    group_keys,
-    operation_keys,
+    analysis_keys,
 )
 from ._bottleneck import BottleneckState
 from ._detectors import a2a_breaks, orphan_groups, tool_loops
@@ -205,6 +204,7 @@ class AgentAnalysis(Component):
         self._next_report: float | None = None
         self._asm_seen: dict[str, int] = {}
         self._active: dict[tuple[str, str], AnomalyResult] = {}
+        self._p95: tuple[float, dict[tuple[str, str, str], float]] | None = None
 
     # -- Component ---------------------------------------------------------------------------
 
@@ -281,20 +281,20 @@ class AgentAnalysis(Component):
 
     def _analyse(self, done: CompletedTraces, now: float) -> None:
         cfg = self.config
-        p95 = self.bottleneck.latency_p95(now, cfg.bottleneck.slow_span_min_count)
+        if self._p95 is None or now - self._p95[0] >= cfg.bottleneck.bucket:
+            # Baselines change slowly: re-read the window's p95s once per bucket, not per tick.
+            self._p95 = (now, self.bottleneck.latency_p95(now, cfg.bottleneck.slow_span_min_count))
+        p95 = self._p95[1]
         slow = self.bottleneck.slow_spans(done, p95, cfg.bottleneck.slow_span_factor, limit=5)
         cp, trace_cost = self.bottleneck.add(done, now)
         edges = self.graph.add(done)
         self.anomaly.add_traces(done, trace_cost)
         if self._metrics is not None:
-            kind, name = operation_keys(done.spans)
-            on = cp > 0
-            if on.any():
-                keys, inv = group_keys(done.spans.agent_name[on], kind[on], name[on])
-                secs = np.bincount(inv, weights=cp[on] / 1e9, minlength=len(keys))
-                self._metrics.on_critical_path(
-                    {k: float(secs[i]) for i, k in enumerate(keys)}  # type: ignore[misc]
-                )
+            ak = analysis_keys(done.spans)
+            secs = np.bincount(ak.inv, weights=cp / 1e9, minlength=len(ak.keys))
+            self._metrics.on_critical_path(
+                {k: float(secs[i]) for i, k in enumerate(ak.keys) if secs[i] > 0}
+            )
             self._metrics.on_edges(edges)
         for s in slow:
             self.slow.append(dataclasses.asdict(s) | {"observed_at": now})

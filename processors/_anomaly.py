@@ -44,8 +44,8 @@ from ._batch import (
     KIND_OTHER,
     KIND_TOOL,
     SpanBatch,
+    analysis_keys,
     group_keys,
-    operation_keys,
 )
 
 if TYPE_CHECKING:
@@ -179,8 +179,8 @@ class AnomalyEngine:
         """Accumulate a batch's latencies, errors, tokens and cost (columns, grouped once)."""
         if batch.n == 0:
             return
-        kind, name = operation_keys(batch)
-        keys, inv = group_keys(batch.agent_name, kind, name)
+        ak = analysis_keys(batch)
+        keys, inv = ak.keys, ak.inv
         g = len(keys)
         dur = batch.duration_s
         err = batch.is_error

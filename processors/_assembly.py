@@ -6,8 +6,9 @@ when no span of it arrived for ``decision_wait`` seconds of *receiver* time (nob
 that a trace is complete, contrib discussion #9949).  The open-trace table is capped; the oldest
 trace is completed early and counted as evicted when the cap is hit.  Spans arriving for a
 trace that already completed are counted as late and analysed as a *late fragment*: their own
-figures (calls, tokens, cost, edges) count once, parent links into the completed part are
-recognised, but no critical path is computed for a fragment.
+figures (calls, tokens, cost, edges) count once, missing parents are
+not judged (their parents are normally in the completed part), and no critical path is
+computed for a fragment.
 
 Completed traces come out as one columnar :class:`CompletedTraces` per tick (rows grouped by
 trace, duplicates of ``(trace_id, span_id)`` removed, agent name and conversation ID inherited
@@ -121,7 +122,6 @@ class _Open:
     first_seen: float
     last_seen: float
     late: bool = False
-    known: U64 | None = None  # span IDs of the completed part, for late fragments
 
 
 def ids_to_u64(ids: npt.NDArray[np.object_]) -> U64:
@@ -153,7 +153,7 @@ class TraceAssembler:
         self.config = config
         self._open: dict[bytes, _Open] = {}
         self._touch: collections.deque[tuple[float, bytes]] = collections.deque()
-        self._recent: collections.OrderedDict[bytes, tuple[float, U64]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._evicted_pending: list[_Open] = []
         self.completed = 0
         self.evicted = 0
@@ -181,10 +181,8 @@ class TraceAssembler:
             tr = self._open.get(key)
             if tr is None:
                 tr = _Open(parts=[], first_seen=now, last_seen=now)
-                recent = self._recent.pop(key, None)
-                if recent is not None:
-                    tr.late, tr.known = True, recent[1]
-                    self._recent[key] = recent  # still completed: keep for later spans
+                if key in self._recent:
+                    tr.late = True
                 self._open[key] = tr
             tr.parts.append((batch, idx))
             tr.last_seen = now
@@ -195,7 +193,7 @@ class TraceAssembler:
             key = next(iter(self._open))
             self._evicted_pending.append(self._open.pop(key))
             self.evicted += 1
-            self._remember(key, self._evicted_pending[-1], now)
+            self._remember(key, now)
 
     def collect(self, now: float, *, flush: bool = False) -> CompletedTraces | None:
         """Traces quiet for ``decision_wait`` (all open traces when ``flush``), evicted ones
@@ -206,8 +204,8 @@ class TraceAssembler:
         wait = self.config.decision_wait
         if flush:
             done.extend(self._open.values())
-            for key, tr in self._open.items():
-                self._remember(key, tr, now)
+            for key in self._open:
+                self._remember(key, now)
             self._open.clear()
             self._touch.clear()
         else:
@@ -217,7 +215,7 @@ class TraceAssembler:
                 if quiet is not None and quiet.last_seen == t:
                     del self._open[key]
                     done.append(quiet)
-                    self._remember(key, quiet, now)
+                    self._remember(key, now)
         self._expire_recent(now)
         if not done:
             return None
@@ -228,13 +226,10 @@ class TraceAssembler:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _remember(self, key: bytes, tr: _Open, now: float) -> None:
+    def _remember(self, key: bytes, now: float) -> None:
         if self.config.completed_memory == 0:
             return
-        sids = [ids_to_u64(b.span_id[idx]) for b, idx in tr.parts]
-        if tr.known is not None:
-            sids.append(tr.known)
-        self._recent[key] = (now, np.unique(np.concatenate(sids)))
+        self._recent[key] = now
         self._recent.move_to_end(key)
         while len(self._recent) > self.config.completed_memory:
             self._recent.popitem(last=False)
@@ -242,7 +237,7 @@ class TraceAssembler:
     def _expire_recent(self, now: float) -> None:
         ttl = self.config.completed_ttl
         while self._recent:
-            _key, (t, _) = next(iter(self._recent.items()))
+            _key, t = next(iter(self._recent.items()))
             if t + ttl > now:
                 break
             self._recent.popitem(last=False)
@@ -296,14 +291,9 @@ class TraceAssembler:
         orphan = has_parent & (parent < 0)
 
         late = np.array([tr.late for tr in done], dtype=np.bool_)
-        if late.any() and orphan.any():
-            # Parents in the already-completed part of a late trace are not missing.
-            for i in np.nonzero(orphan & late[trace_no])[0].tolist():
-                known = done[int(trace_no[i])].known
-                if known is not None and known.shape[0]:
-                    j = np.searchsorted(known, pid[i])
-                    if j < known.shape[0] and known[j] == pid[i]:
-                        orphan[i] = False
+        # A late fragment's parents are normally in the part that already completed: its
+        # missing parents are not orphans (they were judged with the completed part).
+        orphan &= ~late[trace_no]
 
         # Roots: the longest parentless span of each trace.
         is_root = ~has_parent

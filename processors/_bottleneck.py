@@ -18,13 +18,13 @@ import collections
 import dataclasses
 import heapq
 import math
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ._assembly import CompletedTraces
-from ._batch import KIND_A2A, KIND_AGENT, KIND_MODEL, KIND_TOOL, group_keys, operation_keys
+from ._batch import KIND_A2A, KIND_AGENT, KIND_MODEL, KIND_TOOL, analysis_keys, group_keys
 from ._critical_path import critical_path_times
 
 __all__ = ["Bottleneck", "BottleneckState", "SlowSpan", "latency_bin", "quantile_from_hist"]
@@ -186,8 +186,8 @@ class BottleneckState:
         ok = (traces.root >= 0) & ~traces.late
         roots = traces.root[ok]
         cp = critical_path_times(s.start_ns, s.end_ns, traces.parent, roots)
-        kind, name = operation_keys(s)
-        keys, inv = group_keys(s.agent_name, kind, name)
+        ak = analysis_keys(s)
+        keys, inv = ak.keys, ak.inv
         g = len(keys)
         # Critical path: seconds per key and number of traces in which the key is on the path.
         on = cp > 0
@@ -320,10 +320,10 @@ class BottleneckState:
         if not p95:
             return []
         s = traces.spans
-        kind, name = operation_keys(s)
-        keys, inv = group_keys(s.agent_name, kind, name)
-        thr = np.array([p95.get(cast(Key, k), math.inf) * factor for k in keys])
-        base = np.array([p95.get(cast(Key, k), math.inf) for k in keys])
+        ak = analysis_keys(s)
+        keys, inv = ak.keys, ak.inv
+        thr = np.array([p95.get(k, math.inf) * factor for k in keys])
+        base = np.array([p95.get(k, math.inf) for k in keys])
         dur = s.duration_s
         idx = np.nonzero(dur > thr[inv])[0]
         if idx.shape[0] == 0:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-from otel_agents.processors._batch import SpanBatch, args_hash, build_span_batch, factorize
+from otel_agents.processors._batch import SpanBatch, build_span_batch, factorize
 
 from otel_agents import semconv as sc
+from otel_agents import tool_args_hash
 
 from ._gen import TraceGen, kv, request
 
@@ -79,7 +81,8 @@ def test_error_status_and_tool_arguments_hash() -> None:
     )
     batch = build_span_batch(req, pricebook=None, received_at=0.0)
     assert batch.is_error.tolist() == [True]
-    assert batch.tool_args_hash.tolist() == [args_hash('{"q": "otel"}')]
+    # The SDK's canonical hash: the same call hashes alike whoever computed it.
+    assert batch.tool_args_hash.tolist() == [tool_args_hash({"q": "otel"})]
 
 
 def test_take_concat_and_inverted_durations() -> None:
@@ -98,3 +101,51 @@ def test_factorize_gives_codes_and_sorted_values() -> None:
     codes, values = factorize(np.array(["b", "a", "b", ""], dtype=object))
     assert values.tolist() == ["", "a", "b"]
     assert codes.tolist() == [2, 1, 2, 0]
+
+
+def test_dialect_attributes_are_normalized() -> None:
+    """OpenInference / OpenLLMetry keys land in the canonical columns (SDK normalization)."""
+    req = _one_span(
+        {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4o",
+            "llm.token_count.prompt": 100,
+            "llm.token_count.completion": 20,
+            "session.id": "s-1",
+        }
+    )
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.operation.tolist() == ["chat"]
+    assert batch.request_model.tolist() == ["gpt-4o"]
+    assert (batch.input_tokens[0], batch.output_tokens[0]) == (100, 20)
+    assert batch.conversation_id.tolist() == ["s-1"]
+    req = _one_span({"gen_ai.usage.prompt_tokens": 7, "gen_ai.system": "OpenAI"})
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.input_tokens.tolist() == [7] and batch.provider.tolist() == ["openai"]
+
+
+def test_receiver_prices_unpriced_inference_with_the_pricebook() -> None:
+    """Tokens without a sender cost are priced with the shared PriceBook; unknown models not."""
+    from otel_agents._cost import PriceBook
+
+    book = PriceBook()
+    attrs = {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_PROVIDER_NAME: "openai",
+        sc.GEN_AI_USAGE_INPUT_TOKENS: 1_000_000,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+    }
+    known = build_span_batch(
+        _one_span({**attrs, sc.GEN_AI_REQUEST_MODEL: "gpt-4o"}), pricebook=book, received_at=0.0
+    )
+    expected = book.price(
+        model="gpt-4o", provider="openai", input_tokens=1_000_000, output_tokens=0
+    )
+    assert expected is not None and known.cost[0] == pytest.approx(expected.amount)
+    assert known.cost[0] > 0 and not known.unpriced[0]
+    unknown = build_span_batch(
+        _one_span({**attrs, sc.GEN_AI_REQUEST_MODEL: "no-such-model-xyz"}),
+        pricebook=book,
+        received_at=0.0,
+    )
+    assert unknown.unpriced.tolist() == [True] and unknown.cost.tolist() == [0.0]
