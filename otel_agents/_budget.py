@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -122,9 +123,12 @@ class BudgetGuard(SpanProcessor):
     Args:
         budgets: the budgets to enforce.
         pricebook: optional ``PriceBook`` for inference spans that arrive unpriced.
+        logger_provider: where ``agent.budget.exceeded`` records go; the global one when None.
     """
 
-    def __init__(self, budgets: Iterable[Budget], *, pricebook: Any = None) -> None:
+    def __init__(
+        self, budgets: Iterable[Budget], *, pricebook: Any = None, logger_provider: Any = None
+    ) -> None:
         self.budgets = list(budgets)
         for b in self.budgets:
             if b.policy == "callback" and b.callback is None:
@@ -139,6 +143,7 @@ class BudgetGuard(SpanProcessor):
         self._pricebook = pricebook
         self._normalize = _normalizer()
         self._reader: BudgetMetricReader | None = None
+        self._logger_provider = logger_provider
 
     # -- feeding ------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -232,6 +237,8 @@ class BudgetGuard(SpanProcessor):
                     sc.AGENT_BUDGET_SPENT: status.spent,
                     sc.GEN_AI_AGENT_NAME: status.agent,
                 },
+                severity=SeverityNumber.WARN,
+                logger_provider=self._logger_provider,
             )
         except Exception:
             _log.debug("budget event failed", exc_info=True)

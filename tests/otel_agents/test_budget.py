@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
@@ -85,16 +87,26 @@ def test_warn_policy_logs_once(tp: TracerProvider, caplog: pytest.LogCaptureFixt
 
 
 def test_callback_policy_per_agent_tokens(tp: TracerProvider) -> None:
-    """An EACH_AGENT token budget calls back once per agent that crosses it."""
+    """An EACH_AGENT token budget calls back once per agent that crosses it and emits one
+    agent.budget.exceeded record per crossing."""
     seen: list[BudgetStatus] = []
+    exporter = InMemoryLogRecordExporter()
+    logs = LoggerProvider()
+    logs.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     guard = BudgetGuard(
-        [Budget(250, kind="tokens", agent=EACH_AGENT, policy="callback", callback=seen.append)]
+        [Budget(250, kind="tokens", agent=EACH_AGENT, policy="callback", callback=seen.append)],
+        logger_provider=logs,
     )
     tp.add_span_processor(guard)
     for agent in ("a", "a", "b", "a", "b", "b"):
         _llm(tp, agent, 0.0, tokens=100)
     assert [(s.agent, s.spent) for s in seen] == [("a", 300.0), ("b", 300.0)]
     assert all(s.kind == "tokens" and s.limit == 250 for s in seen)
+    records = [r.log_record for r in exporter.get_finished_logs()]
+    assert [r.event_name for r in records] == [sc.EVENT_AGENT_BUDGET_EXCEEDED] * 2
+    assert [dict(r.attributes or {})[sc.GEN_AI_AGENT_NAME] for r in records] == ["a", "b"]
+    assert dict(records[0].attributes or {})[sc.AGENT_BUDGET_SPENT] == 300.0
+    logs.shutdown()
 
 
 def test_failing_callback_does_not_reach_app(tp: TracerProvider) -> None:
