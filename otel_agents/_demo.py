@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from otel_agents import _demo_faults as faults_mod
+from otel_agents import semconv as sc
 from otel_agents._component import Finding
 from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess
 from otel_agents._demo_agents import Pace, RunSpec, Telemetry, run_planner
@@ -477,7 +478,7 @@ def _analyse(
     def settled() -> bool:
         if pipeline.spool.pending(ANALYSIS_CURSOR)[0]:
             return False
-        if _sample(receiver, "otel_agents_traces_completed_total") < traces:
+        if _sample(receiver, sc.METRIC_TRACES_COMPLETED) < traces:
             return False
         seen = findings.snapshot()
         alerts = _active_alerts(receiver) if has_alerts else []
@@ -524,13 +525,13 @@ def _forward_summary(receiver: Any, urls: Sequence[str]) -> list[tuple[str, str]
         destination = forward_exporter(url)[0]
         sent = _sample(
             receiver,
-            "otel_agents_forwarder_sent_items_total",
+            sc.METRIC_FORWARDER_SENT_ITEMS,
             {"destination": destination, "signal": "traces"},
         )
         failed = sum(
             _sample(
                 receiver,
-                "otel_agents_forwarder_failed_items_total",
+                sc.METRIC_FORWARDER_FAILED_ITEMS,
                 {"destination": destination, "signal": "traces", "reason": reason},
             )
             for reason in ("permanent", "rejected", "expired", "dropped")

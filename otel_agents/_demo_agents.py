@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -515,9 +515,9 @@ class Telemetry:
         """Build the provider (resource: ``service.name``, ``process.pid``), set it global."""
         resource = Resource.create(
             {
-                "service.name": service_name,
-                "service.namespace": "otel-agents-demo",
-                "process.pid": os.getpid(),
+                SERVICE_NAME: service_name,
+                SERVICE_NAMESPACE: "otel-agents-demo",
+                PROCESS_PID: os.getpid(),
             }
         )
         provider = TracerProvider(resource=resource)

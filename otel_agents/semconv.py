@@ -191,6 +191,8 @@ METRIC_FORWARDER_FAILED_ITEMS: Final = "otel_agents_forwarder_failed_items_total
 METRIC_FORWARDER_RETRIES: Final = "otel_agents_forwarder_retries_total"
 METRIC_FORWARDER_QUEUE_LATENCY: Final = "otel_agents_forwarder_queue_latency_seconds"
 METRIC_FORWARDER_REDACTED_VALUES: Final = "otel_agents_forwarder_redacted_values_total"
+#: Analysis: traces assembled after their decision wait (the demo waits on it).
+METRIC_TRACES_COMPLETED: Final = "otel_agents_traces_completed_total"
 METRIC_PIPELINE_BATCH_DURATION: Final = "otel_agents_pipeline_batch_duration_seconds"
 
 # --------------------------------------------------------------------------------------------
