@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -185,6 +186,23 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     block_on_close = False
     allow_reuse_address = True
     owner: AdminServer
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        # Handshake in the connection's thread, bounded, never in the accept loop.
+        request.settimeout(10.0)
+        try:
+            tls_sock = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            _log.debug("admin TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            super().finish_request(tls_sock, client_address)
+        finally:
+            tls_sock.close()
 
     def server_bind(self) -> None:
         socketserver.TCPServer.server_bind(self)  # skip HTTPServer's reverse DNS lookup
@@ -280,8 +298,7 @@ class AdminServer:
         except OSError as exc:
             raise ConfigError(f"admin.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
         if cfg.tls.enabled:
-            ctx = http_ssl_context(cfg.tls)
-            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+            server.ssl_context = http_ssl_context(cfg.tls)
         server.owner = self
         self._server = server
         self.port = int(server.server_address[1])

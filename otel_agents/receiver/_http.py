@@ -56,6 +56,9 @@ JSON = "application/json"
 _PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
 _ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _CHUNK = 64 * 1024
+#: Lingering close: at most this much unread body is drained (and dropped) after an early answer.
+_LINGER_BYTES = 8 * 1024 * 1024
+_LINGER_SECONDS = 2.0
 
 
 class _Deadline(io.RawIOBase):
@@ -271,6 +274,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if signal:
             self.server.owner.handler.record(signal, "http", str(row.http_status), started)
         self._send(row.http_status, JSON if json_body else PROTOBUF, body, headers)
+        if close:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Lingering close after answering without reading the whole body.
+
+        Closing a socket with unread input makes the kernel send RST, and a client still
+        writing its body then fails with EPIPE/ECONNRESET before it reads our 401/413/415.
+        So: half-close, then read and discard what the client still sends, bounded in bytes and
+        time (never buffered, never parsed).
+        """
+        sock = self.connection
+        if isinstance(sock, ssl.SSLSocket):
+            return  # a TLS half-close would need a close_notify exchange; just close
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        budget = _LINGER_BYTES
+        deadline = time.monotonic() + _LINGER_SECONDS
+        buf = bytearray(_CHUNK)
+        while budget > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                sock.settimeout(min(remaining, 0.25))
+                n = sock.recv_into(buf)
+            except OSError:  # includes timeouts: the client stopped sending
+                break
+            if n == 0:
+                break
+            budget -= n
 
     def _send(self, status: int, ctype: str, body: bytes, headers: list[tuple[str, str]]) -> None:
         phrase = http.HTTPStatus(status).phrase
@@ -434,9 +470,15 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         except (OSError, ssl.SSLError) as exc:
             _log.debug("TLS handshake with %s failed: %s", client_address, exc)
             return
+        # Track the TLS socket instead of the (now detached) raw one, so stop() can wake it.
+        with self.owner._conn_lock:
+            self.owner._conns.discard(request)
+            self.owner._conns.add(tls_sock)
         try:
             self.RequestHandlerClass(tls_sock, client_address, self)  # type: ignore[arg-type]
         finally:
+            with self.owner._conn_lock:
+                self.owner._conns.discard(tls_sock)
             tls_sock.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

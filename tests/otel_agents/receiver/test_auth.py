@@ -267,3 +267,34 @@ def test_tls_config_validation() -> None:
         decode(TlsConfig, {"cert_file": "a.crt"}, "grpc.tls")
     with pytest.raises(ConfigError, match="client_ca_file"):
         decode(TlsConfig, {"client_ca_file": "ca.crt"}, "grpc.tls")
+
+
+def test_admin_over_tls_with_token(pki: dict[str, Path]) -> None:
+    """The admin endpoint serves HTTPS; /metrics needs the token, /healthz does not."""
+    from prometheus_client import CollectorRegistry
+
+    from otel_agents.receiver import AdminConfig, AdminServer
+
+    server = AdminServer(
+        AdminConfig(
+            endpoint="127.0.0.1:0", tls=_tls(pki, mtls=False), auth=AuthConfig(tokens=(TOKEN,))
+        ),
+        CollectorRegistry(),
+    )
+    server.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki["ca.crt"]))
+
+        def get(path: str, headers: dict[str, str]) -> int:
+            conn = http.client.HTTPSConnection("localhost", server.port, context=ctx, timeout=5)
+            try:
+                conn.request("GET", path, headers=headers)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert get("/healthz", {}) == 200
+        assert get("/metrics", {}) == 401
+        assert get("/metrics", {"Authorization": f"Bearer {TOKEN}"}) == 200
+    finally:
+        server.stop()

@@ -18,11 +18,15 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from otel_agents.receiver import HttpConfig, LimitsConfig
+from otel_agents.receiver import ExportHandler, HttpConfig, LimitsConfig, Outcome, validate
+from otel_agents.receiver._common import SIGNALS
 
 from ._transport_fixtures import (
+    ListIngestor,
     Stack,
     grpc_call,
     http_post,
@@ -350,3 +354,39 @@ def test_rc10_unsupported_encoding(stack: Stack) -> None:
     r = http_post(stack, "/v1/traces", b"\x28\xb5\x2f\xfd\x00", {"Content-Encoding": "zstd"})
     assert r.status == 415
     _valid_still_works(stack, "http")
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=400), json_body=st.booleans())
+def test_property_any_bytes_get_a_defined_answer(data: bytes, json_body: bool) -> None:
+    """RC-11 (lite): arbitrary bytes never raise out of the handler; the answer is OK, PARTIAL
+    or INVALID, and whatever is stored decodes and validates cleanly."""
+    ingestor = ListIngestor()
+    handler = ExportHandler(ingestor, LimitsConfig(max_attribute_value_length=16))
+    for signal in ("traces", "metrics", "logs"):
+        answer = handler.handle(signal, "test", data, json_body=json_body)  # type: ignore[arg-type]
+        assert answer.outcome in (Outcome.OK, Outcome.PARTIAL, Outcome.INVALID)
+    for signal, payload, items in ingestor.batches:
+        request = SIGNALS[signal].request_class.FromString(payload)
+        again = validate(signal, request, LimitsConfig(max_attribute_value_length=16))
+        assert (again.rejected, again.modified, again.accepted) == (0, False, items)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_property_mutated_valid_requests(data: st.DataObject) -> None:
+    """Byte flips / truncations of a valid request: defined answers, and never a stored span
+    with invalid IDs."""
+    body = bytearray(VALID)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(body)))
+    ingestor = ListIngestor()
+    answer = ExportHandler(ingestor).handle("traces", "test", bytes(body[:cut]), json_body=False)
+    assert answer.outcome in (Outcome.OK, Outcome.PARTIAL, Outcome.INVALID)
+    for span in ingestor.spans():
+        assert len(span.trace_id) == 16 and any(span.trace_id)
+        assert len(span.span_id) == 8 and any(span.span_id)
