@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 __all__ = ["post_instrument"]
 
 logger = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-_done: list[object] = []  # providers already handled (kept alive: identity, not equality)
 
 
 def post_instrument(**kwargs: Any) -> None:
@@ -54,25 +50,21 @@ def install(provider: object) -> str | None:
 
     Returns:
         The attach mode (see :func:`otel_agents._processors.attach_to_provider`), or ``None``
-        when ``provider`` was handled before.
+        when otel_agents already enriches ``provider`` (e.g. ``configure()`` ran first).
     """
-    with _lock:
-        if any(p is provider for p in _done):
-            return None
-        from otel_agents._processors import SpanEnricher, attach_to_provider
+    from otel_agents._processors import MODE_ALREADY, SpanEnricher, attach_to_provider
 
-        extra = []
-        # --- A2A, metrics, events, detector (issue 3) ---
-        try:
-            from otel_agents._metrics import install_metrics
+    extra = []
+    # --- A2A, metrics, events, detector (issue 3) ---
+    try:
+        from otel_agents._metrics import install_metrics
 
-            metrics_processor = install_metrics(tracer_provider=provider, attach=False)  # type: ignore[arg-type]
-            if metrics_processor is not None:
-                extra.append(metrics_processor)
-        except ImportError:
-            pass
-        # --- end issue 3 ---
-        mode = attach_to_provider(provider, enricher=SpanEnricher(), extra_processors=extra)
-        _done.append(provider)
-        logger.debug("otel_agents: attached to %s (%s)", type(provider).__name__, mode)
-        return mode
+        metrics_processor = install_metrics(tracer_provider=provider, attach=False)  # type: ignore[arg-type]
+        if metrics_processor is not None:
+            extra.append(metrics_processor)
+    except ImportError:
+        pass
+    # --- end issue 3 ---
+    mode = attach_to_provider(provider, enricher=SpanEnricher(), extra_processors=extra)
+    logger.debug("otel_agents: %s (%s)", type(provider).__name__, mode)
+    return None if mode == MODE_ALREADY else mode

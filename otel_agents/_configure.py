@@ -38,6 +38,7 @@ from otel_agents._processors import (
     EnrichingSpanProcessor,
     SpanEnricher,
     attach_to_provider,
+    mark_attached,
 )
 
 __all__ = ["Configured", "configure"]
@@ -195,12 +196,14 @@ def configure(
         extra = _extra_processors(metrics, meter_provider, provider)
         added: list[SpanProcessor] = []
         if created or span_exporter is not None:
+            fresh = mark_attached(provider)
             exp = span_exporter or _build_exporter(exporter_name, protocol_name, endpoint, headers)
             nexts: list[SpanProcessor] = [BatchSpanProcessor(exp)] if exp is not None else []
-            nexts.extend(extra)
-            identity = AgentIdentitySpanProcessor()
-            provider.add_span_processor(identity)
-            added.append(identity)
+            if fresh:  # else identity and metrics are already on this provider
+                nexts.extend(extra)
+                identity = AgentIdentitySpanProcessor()
+                provider.add_span_processor(identity)
+                added.append(identity)
             if nexts:
                 enriching = EnrichingSpanProcessor(nexts, enricher=enricher)
                 provider.add_span_processor(enriching)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Final, cast
 
@@ -462,6 +463,24 @@ MODE_ON_ENDING: Final = "on_ending"
 MODE_WRAPPED: Final = "wrapped"
 MODE_IDENTITY_ONLY: Final = "identity_only"
 MODE_UNSUPPORTED: Final = "unsupported"
+MODE_ALREADY: Final = "already_attached"
+
+# Providers otel_agents already enriches (by configure() or the zero-code hook): attaching twice
+# would chain the metrics processor twice and double count.
+_attached: weakref.WeakSet[object] = weakref.WeakSet()
+_attached_lock = threading.Lock()
+
+
+def mark_attached(provider: object) -> bool:
+    """Record that ``provider`` is enriched by otel_agents; ``False`` if it already was."""
+    with _attached_lock:
+        try:
+            if provider in _attached:
+                return False
+            _attached.add(provider)
+        except TypeError:  # not weakly referenceable: cannot track, treat as new
+            pass
+        return True
 
 
 def attach_to_provider(
@@ -490,11 +509,14 @@ def attach_to_provider(
         extra_processors: processors that should see enriched spans (e.g. the metrics processor).
 
     Returns:
-        The mode used, or ``unsupported`` for a provider that takes no processors.
+        The mode used, ``unsupported`` for a provider that takes no processors, or
+        ``already_attached`` when otel_agents enriches this provider already (nothing added).
     """
     add = getattr(provider, "add_span_processor", None)
     if add is None:
         return MODE_UNSUPPORTED
+    if not mark_attached(provider):
+        return MODE_ALREADY
     enricher = enricher or SpanEnricher()
     identity = AgentIdentitySpanProcessor()
     if on_ending_can_mutate():

@@ -32,6 +32,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, cast
@@ -155,17 +156,20 @@ def _version() -> str:
 _VERSION: Final = _version()
 # A ProxyTracer when no provider is set yet: it follows the global provider once one is set.
 _GLOBAL_TRACER: Final = trace.get_tracer(_INSTRUMENTATION_NAME, _VERSION)
-_TRACERS: dict[int, tuple[TracerProvider, Tracer]] = {}
+# Weak keys: a provider that is dropped (tests, short-lived set-ups) is not kept alive by us.
+_TRACERS: weakref.WeakKeyDictionary[TracerProvider, Tracer] = weakref.WeakKeyDictionary()
 
 
 def _tracer(provider: TracerProvider | None) -> Tracer:
     if provider is None:
         return _GLOBAL_TRACER
-    entry = _TRACERS.get(id(provider))
-    if entry is None or entry[0] is not provider:
-        entry = (provider, provider.get_tracer(_INSTRUMENTATION_NAME, _VERSION))
-        _TRACERS[id(provider)] = entry
-    return entry[1]
+    try:
+        return _TRACERS[provider]
+    except (KeyError, TypeError):  # TypeError: a provider that cannot be weakly referenced
+        tracer = provider.get_tracer(_INSTRUMENTATION_NAME, _VERSION)
+        with contextlib.suppress(TypeError):
+            _TRACERS[provider] = tracer
+        return tracer
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,6 +336,7 @@ class _Active:
     span: Span
     context_token: object | None
     agent_token: contextvars.Token[AgentIdentity | None] | None
+    scope_token: contextvars.Token[_Active | None] | None = None
 
 
 class SpanScope(Generic[_H]):
@@ -343,13 +348,13 @@ class SpanScope(Generic[_H]):
     """
 
     __slots__ = (
+        "_active",
         "_agent",
         "_attributes",
         "_handle_type",
         "_kind",
         "_name",
         "_provider",
-        "_stack",
         "_tool_arguments",
     )
 
@@ -371,7 +376,11 @@ class SpanScope(Generic[_H]):
         self._agent = agent  # set only by invoke_agent: the identity this scope establishes
         self._tool_arguments = tool_arguments
         self._provider = tracer_provider
-        self._stack: list[_Active] = []
+        # The span a `with` block opened, per context: one template used concurrently from
+        # several threads or asyncio tasks (or recursively) keeps each block's span apart.
+        self._active: contextvars.ContextVar[_Active | None] = contextvars.ContextVar(
+            "otel_agents_scope", default=None
+        )
 
     # -- span life cycle -------------------------------------------------------------------
     def _span_name(self) -> str:
@@ -438,7 +447,12 @@ class SpanScope(Generic[_H]):
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> _H:
         handle, active = self._start()
-        self._stack.append(active if active is not None else _Active(handle.span, None, None))
+        if active is None:
+            active = _Active(handle.span, None, None)
+        try:
+            active.scope_token = self._active.set(active)
+        except Exception:
+            rate_limited.exception(logger, "entering a span scope")
         return handle
 
     def __exit__(
@@ -448,8 +462,14 @@ class SpanScope(Generic[_H]):
         tb: TracebackType | None,
     ) -> None:
         try:
-            active = self._stack.pop()
-        except IndexError:
+            active = self._active.get()
+            if active is None:
+                return
+            if active.scope_token is not None:
+                self._active.reset(active.scope_token)
+        except Exception:
+            # Exited in another context than entered (misuse): nothing safe to end.
+            rate_limited.exception(logger, "leaving a span scope")
             return
         self._finish(active if active.context_token is not None else None, exc)
 

@@ -208,3 +208,22 @@ def test_explicit_span_exporter_is_wrapped() -> None:
         assert span.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 3
     finally:
         handle.shutdown()
+
+
+def test_configure_after_zero_code_hook_does_not_attach_twice() -> None:
+    """When the zero-code hook already enriches the provider, configure() adds nothing (no double metrics)."""
+    from otel_agents._autoinstrument import install
+
+    provider, exporter = provider_with_memory()
+    assert install(provider) is not None
+    handle = otel_agents.configure(tracer_provider=provider, metrics=False)
+    try:
+        assert handle.mode == "already_attached"
+        processors = provider._active_span_processor._span_processors
+        with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=10, output_tokens=1)
+        assert provider._active_span_processor._span_processors == processors
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "local"
+    finally:
+        handle.shutdown()

@@ -399,3 +399,36 @@ def test_global_tracer_provider_is_used_by_default() -> None:
         check=True,
     )
     assert out.stdout.strip() == "['invoke_agent late']"
+
+
+def test_one_scope_object_reused_across_threads_and_recursively(mem: Any) -> None:
+    """A single scope template entered concurrently from threads and recursively keeps every block's span apart."""
+    import threading
+
+    tp, exp = mem
+    scope = otel_agents.execute_tool("shared", tracer_provider=tp)
+    barrier = threading.Barrier(4, timeout=10)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with scope as outer:
+                barrier.wait()
+                with scope as inner:
+                    assert inner.span is not outer.span
+                barrier.wait()
+        except BaseException as exc:  # surfaced below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors
+    spans = exp.get_finished_spans()
+    assert len(spans) == 8
+    by_id = {s.context.span_id: s for s in spans}
+    inner_spans = [s for s in spans if s.parent is not None and s.parent.span_id in by_id]
+    assert len(inner_spans) == 4
+    assert all(by_id[s.parent.span_id].end_time >= s.end_time for s in inner_spans)
