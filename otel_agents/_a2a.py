@@ -21,6 +21,7 @@ Messages may be plain dicts (JSON-RPC shape, camelCase or snake_case keys), a2a-
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -62,6 +63,16 @@ _TASK_FOLLOW_UP_METHODS: frozenset[str] = frozenset(
 _TASK_ORIGINS_MAX = 4096
 _task_origins: OrderedDict[str, SpanContext] = OrderedDict()
 _task_origins_lock = threading.Lock()
+
+
+def _reinit_after_fork() -> None:
+    # a lock held by another thread at fork() would stay locked in the child
+    global _task_origins_lock
+    _task_origins_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def _remember_task(task_id: str, span_context: SpanContext) -> None:

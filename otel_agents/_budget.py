@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +48,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_agents import semconv as sc
 from otel_agents._errors import BudgetExceededError
-from otel_agents._metrics import _int, _normalizer, span_cost
+from otel_agents._metrics import _ForkSafe, _int, _normalizer, span_cost
 
 __all__ = [
     "ALL_AGENTS",
@@ -112,7 +113,7 @@ class Budget:
 _TOTAL = ""  # key of the all-agents total inside the per-agent maps
 
 
-class BudgetGuard(SpanProcessor):
+class BudgetGuard(SpanProcessor, _ForkSafe):
     """Keeps cost / token totals per agent and applies the budgets' policies.
 
     Example::
@@ -135,6 +136,7 @@ class BudgetGuard(SpanProcessor):
                 raise ValueError(f"budget {b.label()}: policy 'callback' needs a callback")
             if b.limit < 0:
                 raise ValueError(f"budget {b.label()}: limit must not be negative")
+        _ForkSafe.__init__(self)
         self._lock = threading.Lock()
         self._cost: dict[str, float] = {}
         self._tokens: dict[str, float] = {}
@@ -144,6 +146,9 @@ class BudgetGuard(SpanProcessor):
         self._normalize = _normalizer()
         self._reader: BudgetMetricReader | None = None
         self._logger_provider = logger_provider
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     # -- feeding ------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -362,6 +367,15 @@ class BudgetMetricReader(MetricReader):
 
 _guards_lock = threading.Lock()
 _guards: list[BudgetGuard] = []
+
+
+def _reinit_after_fork() -> None:
+    global _guards_lock
+    _guards_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def register_guard(guard: BudgetGuard) -> BudgetGuard:

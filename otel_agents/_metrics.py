@@ -30,9 +30,12 @@ metrics (CPU, RSS, open file descriptors, threads, GC collections) via psutil.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -80,6 +83,35 @@ _TOOL_KEYS = (
     sc.GEN_AI_AGENT_NAME,
 )
 _COST_KEYS = (sc.GEN_AI_AGENT_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL)
+
+
+class _ForkSafe:
+    """Base for objects whose locks must be fresh in a forked child.
+
+    A lock held by another thread at ``fork()`` stays locked forever in the child; subclasses
+    re-create theirs in ``_after_fork``, called in the child for every live instance.
+    """
+
+    def __init__(self) -> None:
+        _fork_safe.add(self)
+
+    def _after_fork(self) -> None:
+        raise NotImplementedError
+
+
+_fork_safe: weakref.WeakSet[_ForkSafe] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for obj in list(_fork_safe):
+        with contextlib.suppress(Exception):
+            obj._after_fork()
+    global _install_lock
+    _install_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def _normalizer() -> Any:

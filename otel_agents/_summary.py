@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from otel_agents import semconv as sc
-from otel_agents._metrics import _int, _normalizer, span_cost
+from otel_agents._metrics import _ForkSafe, _int, _normalizer, span_cost
 
 __all__ = ["RunSummary", "RunTracker", "run_summary"]
 
@@ -88,10 +89,11 @@ class RunSummary:
         return dataclasses.asdict(self)
 
 
-class RunTracker:
+class RunTracker(_ForkSafe):
     """The live state of one run; ``summary`` is final once the block exits."""
 
     def __init__(self, name: str, *, pricebook: Any = None) -> None:
+        super().__init__()
         self.summary = RunSummary(name=name, run_id=uuid.uuid4().hex)
         self._lock = threading.Lock()
         self._pricebook = pricebook
@@ -107,6 +109,9 @@ class RunTracker:
         except Exception:
             self._proc = None
         self._sample_rss()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def _sample_rss(self) -> None:
         if self._proc is None:
@@ -169,12 +174,16 @@ class RunTracker:
             self._closed = True
 
 
-class _RunSpanProcessor(SpanProcessor):
+class _RunSpanProcessor(SpanProcessor, _ForkSafe):
     """Adopts spans started under a run context and feeds them to that run when they end."""
 
     def __init__(self) -> None:
+        _ForkSafe.__init__(self)
         self._lock = threading.Lock()
         self._live: dict[tuple[int, int], RunTracker] = {}
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -215,6 +224,15 @@ class _RunSpanProcessor(SpanProcessor):
 
 _processors_lock = threading.Lock()
 _processors: dict[int, tuple[object, _RunSpanProcessor]] = {}
+
+
+def _reinit_after_fork() -> None:
+    global _processors_lock
+    _processors_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 def _processor_for(tracer_provider: trace.TracerProvider | None) -> _RunSpanProcessor | None:

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,3 +145,42 @@ def test_metric_reader_feeds_guard(tp: TracerProvider) -> None:
         assert guard.spent(None, "tokens") == 200
     finally:
         mp.shutdown()
+
+
+def test_forked_child_is_not_deadlocked_by_a_held_lock(tp: TracerProvider) -> None:
+    """A guard lock held by another thread at fork() is fresh in the child, which can spend."""
+    guard = BudgetGuard([Budget(1.0, policy="refuse", agent="a")])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with guard._lock:
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(5)
+    pid = os.fork()
+    if pid == 0:  # child: must not block on the lock the parent's thread holds
+        code = 1
+        try:
+            guard.add("a", cost=2.0)
+            try:
+                guard.check("a")
+            except BudgetExceededError:
+                code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    t.join(5)
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("forked child deadlocked")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
