@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from otel_agents import semconv as sc
+
 from ._baselines import (
     BaselineConfig,
     BaselineTable,
@@ -103,10 +105,10 @@ class AnomalyConfig:
     detectors: tuple[str, ...] = DETECTORS
     process_metrics: tuple[str, ...] = (
         "process.cpu.utilization",
-        "process.memory.usage",
-        "process.cpu.time",
-        "process.runtime.cpython.cpu.utilization",
-        "process.runtime.cpython.memory",
+        sc.METRIC_PROCESS_MEMORY_USAGE,
+        sc.METRIC_PROCESS_CPU_TIME,
+        sc.METRIC_PROCESS_THREAD_COUNT,
+        sc.METRIC_PROCESS_FD_COUNT,
     )
 
     def validate(self) -> list[str]:
@@ -165,6 +167,7 @@ class AnomalyEngine:
             config.baseline, min_effect=max(config.baseline.min_effect, 1.0)
         )
         self._next_eval: float | None = None
+        self._cumulative: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[float, int]] = {}
         self.last: dict[tuple[str, Key], AnomalyResult] = {}
 
     # -- accumulate ---------------------------------------------------------------------------
@@ -263,14 +266,38 @@ class AnomalyEngine:
                     which = m.WhichOneof("data")
                     if which not in ("gauge", "sum"):
                         continue
-                    points = getattr(m, which).data_points
-                    vals = [
-                        p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
-                        for p in points
-                    ]
-                    if vals:
+                    value = self._metric_value(service, m, which)
+                    if value is not None:
                         a = self._acc_for(PROCESS_RESOURCE, (service, "process", m.name))
-                        a.values.append(np.asarray(vals, dtype=np.float64))
+                        a.values.append(np.array([value]))
+
+    def _metric_value(self, service: str, metric: Any, which: str) -> float | None:
+        """One value per metric and request: gauges and non-monotonic sums are summed over their
+        series; monotonic sums (``process.cpu.time``) become a rate per second, since a
+        cumulative counter only ever rises and would look anomalous against its own past."""
+        data = getattr(metric, which)
+        monotonic = which == "sum" and data.is_monotonic
+        cumulative = data.aggregation_temporality == 2  # AGGREGATION_TEMPORALITY_CUMULATIVE
+        total, seen = 0.0, False
+        for p in data.data_points:
+            v = p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)
+            if not monotonic:
+                total, seen = total + v, True
+                continue
+            if not cumulative:  # delta: the value covers [start, time]
+                dt = (p.time_unix_nano - p.start_time_unix_nano) / 1e9
+                if dt > 0:
+                    total, seen = total + v / dt, True
+                continue
+            attrs = tuple(sorted((kv.key, str(kv.value)) for kv in p.attributes))
+            skey = (service, metric.name, attrs)
+            prev = self._cumulative.get(skey)
+            self._cumulative[skey] = (v, p.time_unix_nano)
+            if prev is not None and p.time_unix_nano > prev[1] and v >= prev[0]:
+                total, seen = total + (v - prev[0]) / ((p.time_unix_nano - prev[1]) / 1e9), True
+        while len(self._cumulative) > self.config.max_keys:
+            self._cumulative.pop(next(iter(self._cumulative)))
+        return total if seen else None
 
     # -- evaluate -----------------------------------------------------------------------------
 

@@ -80,3 +80,56 @@ def test_seasonal_bucket_takes_over_when_warm() -> None:
         b.update(1.0, 1, d * day + 14 * 3600)
     assert b.score(10.0, 9 * day + 2 * 3600)[0] == 0.0
     assert b.score(10.0, 9 * day + 14 * 3600)[0] > 75
+
+
+def _metrics_request(service: str, t_s: float, cpu_seconds: float, rss: int):  # type: ignore[no-untyped-def]
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
+
+    from ._gen import kv
+
+    t = int(t_s * 1e9)
+    cpu = m.Metric(
+        name="process.cpu.time",
+        sum=m.Sum(
+            is_monotonic=True,
+            aggregation_temporality=m.AGGREGATION_TEMPORALITY_CUMULATIVE,
+            data_points=[m.NumberDataPoint(time_unix_nano=t, as_double=cpu_seconds,
+                                           attributes=[kv("cpu.mode", "user")])],
+        ),
+    )  # fmt: skip
+    mem = m.Metric(
+        name="process.memory.usage",
+        sum=m.Sum(
+            is_monotonic=False, data_points=[m.NumberDataPoint(time_unix_nano=t, as_int=rss)]
+        ),
+    )
+    return ExportMetricsServiceRequest(
+        resource_metrics=[
+            m.ResourceMetrics(
+                resource={"attributes": [kv("service.name", service)]},
+                scope_metrics=[m.ScopeMetrics(metrics=[cpu, mem])],
+            )
+        ]
+    )
+
+
+def test_process_resources_cumulative_cpu_is_a_rate() -> None:
+    """A steadily rising CPU counter is a flat rate (no anomaly); a CPU jump scores critical."""
+    from otel_agents.processors._anomaly import AnomalyConfig, AnomalyEngine
+
+    eng = AnomalyEngine(AnomalyConfig(interval=5.0, detectors=("process_resource",)))
+    t, cpu = 1000.0, 0.0
+    eng.due(t)
+    results = []
+    for step in range(60):
+        cpu += 5 * (0.2 if step < 50 else 0.9)  # 20 % of a core, then 90 %
+        t += 5
+        eng.add_metrics(_metrics_request("planner-svc", t, cpu, 100_000_000))
+        results.append({r.key[2]: r for r in eng.evaluate(t)})
+    assert all(r["process.cpu.time"].score == 0 for r in results[1:50])
+    assert all(r["process.memory.usage"].score == 0 for r in results)
+    cpu_jump = results[50]["process.cpu.time"]
+    assert cpu_jump.severity == "critical" and cpu_jump.value == pytest.approx(0.9)

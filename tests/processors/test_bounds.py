@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""RC-13 style bounds: unique names and open traces cannot grow analysis state without limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from otel_agents.processors import AgentAnalysis, AnalysisConfig
+from otel_agents.processors._batch import build_span_batch
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_agents import semconv as sc
+from otel_agents._configtypes import decode
+
+from ._gen import GenSpan, TraceGen, request
+from ._host import TestHost
+
+CAP = 100
+
+
+def test_unique_names_and_open_traces_stay_bounded(tmp_path: Path) -> None:
+    """5,000 distinct tool and agent names and 3,000 traces: every table stays at its cap."""
+    host = TestHost(tmp_path)
+    cfg = decode(
+        AnalysisConfig,
+        {
+            "max_keys": CAP,
+            "max_edges": CAP,
+            "anomaly": {"max_keys": CAP, "interval": "1s"},
+            "assembly": {"max_open_traces": 500, "decision_wait": "30s"},
+        },
+    )
+    stage = AgentAnalysis(cfg)
+    stage.start(host)
+    gen = TraceGen(51)
+    for rnd in range(6):
+        spans: list[GenSpan] = []
+        for i in range(500):
+            for g in gen.trace(0):
+                for kv in g.span.attributes:
+                    if kv.key in (sc.GEN_AI_TOOL_NAME, sc.GEN_AI_AGENT_NAME):
+                        kv.value.string_value = f"{kv.value.string_value}-{rnd}-{i % 900}"
+                spans.append(g)
+        stage.process_traces(build_span_batch(request(spans), pricebook=None, received_at=0.0))
+        host.clock += 2.0
+        stage.tick(host.clock)
+        assert stage.assembler.open_traces <= 500
+    host.clock += 60.0
+    stage.tick(host.clock)
+    assert stage.assembler.evicted == 2500 and stage.assembler.open_traces == 0
+    for table in stage.anomaly._tables.values():
+        assert len(table) <= CAP
+    assert stage.anomaly.evicted_keys() > 0
+    for bucket in stage.bottleneck._buckets.values():
+        # one overflow key per analysis kind (tool, model, agent, a2a, other)
+        assert len(bucket.cp) <= CAP + 5 and len(bucket.hist) <= CAP + 5
+    assert len(stage.graph.edges) <= CAP + 3  # + one overflow edge per connection type
+    for fam in text_string_to_metric_families(host.exposition()):
+        series = {tuple(sorted(s.labels.items())) for s in fam.samples if "le" not in s.labels}
+        assert len(series) <= CAP + 1, fam.name
