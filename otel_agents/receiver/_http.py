@@ -213,6 +213,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             answer = handler.handle(signal, "http", data, json_body=json_body)
         self._answer(signal, answer, json_body, started)
 
+    def do_OPTIONS(self) -> None:
+        """CORS preflight for browser senders (only for allowed origins and OTLP paths)."""
+        owner = self.server.owner
+        origin = self._cors_origin()
+        path = self.path.split("?", 1)[0]
+        if origin is None or path not in owner.routes:
+            self._not_post()
+            return
+        requested = self.headers.get("Access-Control-Request-Headers") or ""
+        allowed = "Content-Type, Content-Encoding, Authorization"
+        if requested:
+            allowed = ", ".join(h.strip() for h in requested.split(",") if h.strip())
+        headers = [
+            ("Access-Control-Allow-Methods", "POST"),
+            ("Access-Control-Allow-Headers", allowed),
+            ("Access-Control-Max-Age", "7200"),
+        ]
+        self._send(204, "text/plain", b"", headers)
+
+    def _cors_origin(self) -> str | None:
+        origin = self.headers.get("Origin")
+        allowed = self.server.owner.config.cors_allowed_origins
+        if not origin or not allowed:
+            return None
+        if "*" in allowed:
+            return "*"  # never reflect an arbitrary header value back
+        return origin if origin in allowed else None
+
     def _not_post(self) -> None:
         started = time.perf_counter()
         path = self.path.split("?", 1)[0]
@@ -226,7 +254,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         self._fail(signal or "", answer, False, started, close=True, allow=True)
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post
+    do_GET = do_PUT = do_DELETE = do_PATCH = _not_post
 
     def do_HEAD(self) -> None:
         self._not_post()
@@ -316,6 +344,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             f"Content-Length: {len(body)}",
         ]
         lines.extend(f"{k}: {v}" for k, v in headers)
+        origin = self._cors_origin()
+        if origin is not None:
+            lines.append(f"Access-Control-Allow-Origin: {origin}")
+            if origin != "*":
+                lines.append("Vary: Origin")
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -176,7 +176,7 @@ class AdmissionConfig:
     """
 
     max_inflight_bytes: int = dataclasses.field(default=256 * MIB, metadata=SIZE)
-    memory_limit: int = dataclasses.field(default=0, metadata=SIZE)
+    memory_limit: int = dataclasses.field(default=1024 * MIB, metadata=SIZE)
     memory_check_interval: float = dataclasses.field(default=0.1, metadata=DURATION)
     min_retry_delay: float = dataclasses.field(default=0.5, metadata=DURATION)
     max_retry_delay: float = dataclasses.field(default=5.0, metadata=DURATION)
@@ -240,6 +240,8 @@ class HttpConfig:
         idle_timeout: how long a keep-alive connection may wait for its next request.
         max_connections: open connections served at once (one thread each); more are answered
             503 + Retry-After and closed.
+        cors_allowed_origins: origins (``https://app.example``, or ``*``) allowed to send from a
+            browser (Collector ``cors.allowed_origins``); empty = no CORS headers.
         insecure_public: allow binding a non-loopback address without TLS client certs or tokens.
         tls: server TLS / mTLS.
         auth: bearer tokens.
@@ -254,6 +256,7 @@ class HttpConfig:
     read_timeout: float = dataclasses.field(default=30.0, metadata=DURATION)
     idle_timeout: float = dataclasses.field(default=60.0, metadata=DURATION)
     max_connections: int = 256
+    cors_allowed_origins: tuple[str, ...] = ()
     insecure_public: bool = False
     tls: TlsConfig = TlsConfig()
     auth: AuthConfig = AuthConfig()

@@ -332,3 +332,38 @@ def test_value_truncation_reserializes_payload() -> None:
 def test_default_config_binds_loopback() -> None:
     """The default HTTP endpoint is loopback port 4318 (RC-14)."""
     assert HttpConfig().endpoint == "127.0.0.1:4318"
+
+
+def test_cors_preflight_and_headers() -> None:
+    """Allowed origins get a preflight answer and Access-Control-Allow-Origin; others do not."""
+    gen = stack_fixture(
+        http_config=HttpConfig(endpoint="127.0.0.1:0", cors_allowed_origins=("https://app.test",))
+    )
+    stack = next(gen)
+    try:
+        pre = http_post(
+            stack,
+            "/v1/traces",
+            b"",
+            method="OPTIONS",
+            headers={
+                "Origin": "https://app.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert pre.status == 204
+        assert pre.headers["access-control-allow-origin"] == "https://app.test"
+        assert pre.headers["access-control-allow-methods"] == "POST"
+        assert pre.headers["access-control-allow-headers"] == "content-type"
+        body = trace_request(1).SerializeToString()
+        r = http_post(stack, "/v1/traces", body, {"Origin": "https://app.test"})
+        assert r.status == 200 and r.headers["access-control-allow-origin"] == "https://app.test"
+        other = http_post(stack, "/v1/traces", body, {"Origin": "https://evil.test"})
+        assert other.status == 200 and "access-control-allow-origin" not in other.headers
+        denied = http_post(
+            stack, "/v1/traces", b"", method="OPTIONS", headers={"Origin": "https://evil.test"}
+        )
+        assert denied.status == 405
+    finally:
+        gen.close()
