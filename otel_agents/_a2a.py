@@ -328,15 +328,21 @@ def _links(extra: Sequence[SpanContext | Link] | None) -> list[Link]:
 def _start_attributes(
     method: str,
     message: Any,
-    peer_card: Any,
+    card: Any,
     task_id: str | None,
     context_id: str | None,
     attributes: Mapping[str, Any] | None,
+    *,
+    client: bool = False,
 ) -> dict[str, Any]:
     attrs: dict[str, Any] = {sc.A2A_METHOD_NAME: method}
     try:
         attrs.update(_message_attributes(message))
-        attrs.update(_card_attributes(peer_card))
+        card_attrs = _card_attributes(card)
+        attrs.update(card_attrs)
+        if client and sc.GEN_AI_AGENT_NAME in card_attrs:
+            # on a CLIENT span the card is the remote agent's: name the peer explicitly too
+            attrs[sc.AGENT_A2A_PEER_AGENT] = card_attrs[sc.GEN_AI_AGENT_NAME]
     except Exception:
         _log.debug("A2A attribute extraction failed", exc_info=True)
     if task_id:
@@ -371,7 +377,9 @@ def start_client_span(
     span = _tracer(tracer_provider).start_span(
         method,
         kind=SpanKind.CLIENT,
-        attributes=_start_attributes(method, message, peer_card, task_id, context_id, attributes),
+        attributes=_start_attributes(
+            method, message, peer_card, task_id, context_id, attributes, client=True
+        ),
         links=all_links,
     )
     ctx = trace.set_span_in_context(span)

@@ -141,6 +141,8 @@ def test_client_and_server_span_attributes(tp: tuple[TracerProvider, InMemorySpa
         assert a[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
         assert a[sc.GEN_AI_AGENT_NAME] == "researcher"
         assert a[sc.GEN_AI_AGENT_VERSION] == "2"
+    assert dict(client.attributes or {})[sc.AGENT_A2A_PEER_AGENT] == "researcher"
+    assert sc.AGENT_A2A_PEER_AGENT not in dict(server.attributes or {})
 
 
 def test_error_sets_error_type(tp: tuple[TracerProvider, InMemorySpanExporter]) -> None:

@@ -184,3 +184,23 @@ def test_forked_child_is_not_deadlocked_by_a_held_lock(tp: TracerProvider) -> No
             raise AssertionError("forked child deadlocked")
         time.sleep(0.02)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_failing_reader_collection_never_raises_from_check() -> None:
+    """A collection that fails inside the budget reader is swallowed by check_budget."""
+    guard = BudgetGuard([Budget(1.0, policy="refuse")])
+    reader = BudgetMetricReader(guard, refresh_interval=0.0)
+    mp = MeterProvider(metric_readers=[reader])
+
+    calls: list[int] = []
+
+    def broken_totals(cost: dict[str, float], tokens: dict[str, float]) -> None:
+        calls.append(1)
+        raise RuntimeError("injected")
+
+    guard.set_totals = broken_totals  # type: ignore[method-assign]
+    try:
+        guard.check("a")  # collects; the injected failure must not escape
+        assert calls == [1]
+    finally:
+        mp.shutdown()

@@ -241,3 +241,37 @@ def test_process_metrics_and_install_idempotent() -> None:
         assert len(points(got[sc.METRIC_CPYTHON_GC_COLLECTIONS])) == 3
     finally:
         mp.shutdown()
+
+
+def test_process_metrics_of_vanished_process_yield_nothing() -> None:
+    """When psutil cannot read the process (it is gone), collection returns no points and
+    does not raise."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from otel_agents._metrics import ProcessMetrics
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = psutil.Process(child.pid)
+    child.wait(timeout=10)
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    try:
+        pm = ProcessMetrics(mp)
+        pm._proc = proc  # the real psutil handle of an exited process: every probe raises
+        data = reader.get_metrics_data()
+        names = set()
+        if data is not None:
+            names = {
+                m.name
+                for rm in data.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                if m.data.data_points
+            }
+        assert sc.METRIC_PROCESS_MEMORY_USAGE not in names
+        assert sc.METRIC_CPYTHON_GC_COLLECTIONS in names  # the GC probe does not need psutil
+    finally:
+        mp.shutdown()
