@@ -199,6 +199,7 @@ def test_failing_reader_collection_never_raises_from_check() -> None:
         raise RuntimeError("injected")
 
     guard.set_totals = broken_totals  # type: ignore[method-assign]
+    mp.get_meter("test").create_counter(sc.METRIC_AGENT_COST, unit="USD").add(2.0)
     try:
         guard.check("a")  # collects; the injected failure must not escape
         assert calls == [1]
