@@ -69,7 +69,8 @@ _log = logging.getLogger(__name__)
 ANALYSIS_KINDS = (
     "anomaly", "cost_runaway", "bottleneck", "slow_span", "tool_loop", "a2a_break", "orphan_span",
 )  # fmt: skip
-_RANK = {"info": 0, "warning": 1, "critical": 2}
+_CLEAR_RATIO = 0.8  # an anomaly episode ends below 80 % of the warning score (40)
+_STALE_INTERVALS = 3
 _KIND_LABEL = {KIND_TOOL: "tool", KIND_MODEL: "model", KIND_A2A: "peer", KIND_AGENT: "agent"}
 
 
@@ -204,6 +205,7 @@ class AgentAnalysis(Component):
         self._next_report: float | None = None
         self._asm_seen: dict[str, int] = {}
         self._active: dict[tuple[str, str], AnomalyResult] = {}
+        self._active_at: dict[tuple[str, str], float] = {}
         self._p95: tuple[float, dict[tuple[str, str, str], float]] | None = None
 
     # -- Component ---------------------------------------------------------------------------
@@ -451,12 +453,20 @@ class AgentAnalysis(Component):
                 )
             ak = (finding.kind, finding.key)
             if r.score < BAND_WARNING:
-                if ak in self._active:
+                # Hysteresis band: the episode ends only well below the warning threshold, so
+                # a score wobbling around 50 is one episode, not a stream of new ones.
+                if ak in self._active and r.score < BAND_WARNING * _CLEAR_RATIO:
                     del self._active[ak]
                     self.gate.clear(*ak)
                 continue
             self._active[ak] = r
+            self._active_at[ak] = now
             self._emit(finding, now)
+        # Keys with no data for a few intervals are no longer active (e.g. a tool not called).
+        stale = now - _STALE_INTERVALS * self.config.anomaly.interval
+        for ak in [k for k, t in self._active_at.items() if t < stale]:
+            self._active.pop(ak, None)
+            del self._active_at[ak]
 
     def _anomaly_finding(
         self, r: AnomalyResult, shares: Mapping[tuple[str, str, str], float], now: float

@@ -87,3 +87,23 @@ def test_no_anomaly_before_warmup(tmp_path: Path) -> None:
     assert not [f for f in sc.host.findings if f.kind == "anomaly"]
     states = list(sc.stage.anomaly.states())
     assert states and all(s["state"] == "warming_up" for s in states)
+
+
+def test_gate_hysteresis_band(tmp_path: Path) -> None:
+    """Scores wobbling between 45 and 55 are one episode; below 40 the episode ends."""
+    from otel_agents.processors._anomaly import AnomalyResult
+
+    sc = Scenario(tmp_path)
+    stage, now = sc.stage, sc.host.clock
+
+    def result(score: float) -> AnomalyResult:
+        sev = "warning" if score >= 50 else "info"
+        key = ("researcher", "tool", "web_search")
+        return AnomalyResult("latency", key, 1.0, 0.3, score, 4.0, 10, sev, ("ab" * 16,))
+
+    for i, score in enumerate((55, 45, 55, 45, 55)):
+        stage._anomalies([result(score)], now + 5 * i)
+    assert len([f for f in sc.host.findings if f.kind == "anomaly"]) == 1
+    stage._anomalies([result(30)], now + 30)  # episode over
+    stage._anomalies([result(55)], now + 35)  # a new one
+    assert len([f for f in sc.host.findings if f.kind == "anomaly"]) == 2
