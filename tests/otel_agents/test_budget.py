@@ -115,11 +115,15 @@ def test_callback_policy_per_agent_tokens(tp: TracerProvider) -> None:
 def test_failing_callback_does_not_reach_app(tp: TracerProvider) -> None:
     """A callback that raises is logged, the span still ends normally."""
 
+    calls: list[BudgetStatus] = []
+
     def bad(status: BudgetStatus) -> None:
+        calls.append(status)
         raise RuntimeError("injected")
 
     tp.add_span_processor(BudgetGuard([Budget(0.0, policy="callback", callback=bad)]))
     _llm(tp, "a", 0.1)
+    assert len(calls) == 1
 
 
 def test_invalid_budget_rejected() -> None:

@@ -209,12 +209,16 @@ def test_cardinality_bounded_with_overflow_series() -> None:
 def test_failures_never_reach_the_app(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """An instrument that raises inside on_end does not propagate into the span's with-block."""
 
+    calls: list[int] = []
+
     def boom(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
         raise RuntimeError("injected")
 
     monkeypatch.setattr(env.processor.token_usage, "record", boom)
     with env.tracer.start_as_current_span("chat", attributes=LLM_ATTRS):
         pass  # must not raise at span end
+    assert calls == [1]  # the failure really happened inside on_end
 
 
 def test_process_metrics_and_install_idempotent() -> None:
