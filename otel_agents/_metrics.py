@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -114,15 +114,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
-def _normalizer() -> Any:
-    # The shared dialect normalizer (OpenInference / OpenLLMetry / old gen_ai.system) is
-    # optional here so this module works even if that module fails to import.
-    try:
-        from otel_agents._normalize import normalize_attributes
+def _identity(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+    return attrs
 
-        return normalize_attributes
+
+def _normalizer() -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    """The shared dialect normalizer (OpenInference / OpenLLMetry / old ``gen_ai.system``).
+
+    Spans behind the enriching processor are already normalized: the cheap pre-check skips
+    the copy for them.  Optional here so this module still works if that module cannot load.
+    """
+    try:
+        from otel_agents._normalize import has_dialect_keys, normalize_attributes
     except Exception:
-        return dict
+        return _identity
+
+    def normalize(attrs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return normalize_attributes(attrs) if has_dialect_keys(attrs) else attrs
+
+    return normalize
 
 
 def _pick(attrs: Mapping[str, Any], keys: Iterable[str]) -> dict[str, AttributeValue]:
