@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,8 +38,23 @@ _SEVERITY_NUMBER = {
 }
 
 
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, AlertMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+_BY_REGISTRY_LOCK = threading.Lock()
+
+
 class AlertMetrics:
     """The two alerting metric families, registered once per registry."""
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> AlertMetrics:
+        """The registry's instance (several ``alert/<name>`` stages share the families)."""
+        with _BY_REGISTRY_LOCK:
+            inst = _BY_REGISTRY.get(registry)
+            if inst is None:
+                inst = _BY_REGISTRY[registry] = cls(registry)
+            return inst
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.alerts = Gauge(
@@ -53,22 +70,34 @@ class AlertMetrics:
             registry=registry,
         )
         self._seen: set[tuple[str, str, str]] = set()
+        self._by_owner: dict[str, dict[tuple[str, str, str], int]] = {}
+        self._lock = threading.Lock()
 
-    def set_active(self, alerts: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the gauge with counts of ``alerts`` (dicts with ``labels`` and ``state``)."""
+    def set_active(self, alerts: Iterable[Mapping[str, Any]], owner: str = "") -> None:
+        """Replace ``owner``'s share of the gauge with counts of ``alerts``.
+
+        ``alerts`` are dicts with ``labels`` and ``state``; ``owner`` is the alert stage's name,
+        so several stages sharing a registry add up instead of overwriting each other.
+        """
         counts: dict[tuple[str, str, str], int] = {}
         for a in alerts:
             if a["state"] not in _STATES:
                 continue
             key = (a["labels"].get("alertname", ""), a["state"], a["labels"].get("severity", ""))
             counts[key] = counts.get(key, 0) + 1
-        # Series that went to zero are removed (like ALERTS, an inactive alert has no sample).
-        for key in self._seen - counts.keys():
-            with contextlib.suppress(KeyError):
-                self.alerts.remove(*key)
-        for key, n in counts.items():
-            self.alerts.labels(*key).set(n)
-        self._seen = set(counts)
+        with self._lock:
+            self._by_owner[owner] = counts
+            total: dict[tuple[str, str, str], int] = {}
+            for part in self._by_owner.values():
+                for key, n in part.items():
+                    total[key] = total.get(key, 0) + n
+            # Series that went to zero are removed (like ALERTS, an inactive alert has no sample).
+            for key in self._seen - total.keys():
+                with contextlib.suppress(KeyError):
+                    self.alerts.remove(*key)
+            for key, n in total.items():
+                self.alerts.labels(*key).set(n)
+            self._seen = set(total)
 
     def outcome(self, notifier: str, outcome: str) -> None:
         """Count one delivery outcome."""

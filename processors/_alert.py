@@ -245,7 +245,7 @@ class AlertEngine(Component):
         self._host = host
         suffix = f"-{self.name}" if self.name else ""
         self.store = AlertStore(Path(host.data_dir) / f"alerts{suffix}.sqlite")
-        self.metrics = AlertMetrics(host.metrics_registry)
+        self.metrics = AlertMetrics.for_registry(host.metrics_registry)
         self._notifiers = build_receivers(
             self._receiver_cfgs, self._policy, external_url=self.config.external_url
         )
@@ -281,12 +281,14 @@ class AlertEngine(Component):
                 _log.warning("skipping an unreadable stored silence")
         self.worker.start()
         host.subscribe_findings(self.on_finding)
-        host.register_api("/api/v1/alerts", self.api_alerts)
-        host.register_api("/api/v1/alerts/ack", self.api_ack)
-        host.register_api("/api/v1/alerts/resolve", self.api_resolve)
-        host.register_api("/api/v1/alerts/silence", self.api_silence_alert)
-        host.register_api("/api/v1/silences", self.api_silences)
-        host.register_api("/api/v1/silences/expire", self.api_expire_silence)
+        # A second, named stage (``alert/eu``) serves its own routes: /api/v1/alerts-eu...
+        sfx = f"-{self.name}" if self.name else ""
+        host.register_api(f"/api/v1/alerts{sfx}", self.api_alerts)
+        host.register_api(f"/api/v1/alerts{sfx}/ack", self.api_ack)
+        host.register_api(f"/api/v1/alerts{sfx}/resolve", self.api_resolve)
+        host.register_api(f"/api/v1/alerts{sfx}/silence", self.api_silence_alert)
+        host.register_api(f"/api/v1/silences{sfx}", self.api_silences)
+        host.register_api(f"/api/v1/silences{sfx}/expire", self.api_expire_silence)
 
     def shutdown(self) -> None:
         """Deliver queued notifications (bounded) and close the store."""
@@ -445,7 +447,7 @@ class AlertEngine(Component):
                     detail={"value": c["value"], "labels": c["labels"]},
                 )
         if self.metrics is not None:
-            self.metrics.set_active(s.to_json() for s in self._states.values())
+            self.metrics.set_active((s.to_json() for s in self._states.values()), self.name)
         fired = [c for c in changes if c["event"] in ("firing", "resolved")]
         if fired:
             self._push_dirty = True
@@ -638,7 +640,7 @@ class AlertEngine(Component):
                 self._push_state[fp] = (self._snapshot(st), now)
                 self._push_dirty = True
             if self.metrics is not None:
-                self.metrics.set_active(s.to_json() for s in self._states.values())
+                self.metrics.set_active((s.to_json() for s in self._states.values()), self.name)
         return 200, {"fingerprint": fp, "resolved_by": data["by"], "resolved_at": now}
 
     def api_silence_alert(

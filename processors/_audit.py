@@ -189,7 +189,7 @@ class AuditTrail(Component):
         self._host = host
         suffix = f"-{self.name}" if self.name else ""
         self.store = EventsStore(Path(host.data_dir) / f"events{suffix}.sqlite")
-        host.register_api("/api/v1/events", self.api_events)
+        host.register_api(f"/api/v1/events{suffix}", self.api_events)
 
     def process_logs(self, request: ExportLogsServiceRequest) -> None:
         """Store the agent event records of one request."""

@@ -255,3 +255,92 @@ def test_push_to_alertmanager_api_v2(tmp_path: Path, alertmanager: Alertmanager)
         )
     finally:
         eng.shutdown()
+
+
+def test_receiver_end_to_end_alerts_and_audit(
+    tmp_path: Path, alertmanager: Alertmanager, sinks: tuple[WebhookSink, WebhookSink]
+) -> None:
+    """Through the real receiver: failing tool spans from the OTel SDK exporter fire an alert that
+    reaches the webhook sink, Alertmanager's API and /api/v1/alerts; agent events from the SDK's
+    AgentEvents land in /api/v1/events."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import StatusCode
+
+    from otel_agents import semconv as sc
+    from otel_agents._events import AgentEvents
+    from tests.e2e.conftest import run_receiver
+
+    _, sink = sinks
+    alert_cfg = {
+        "default_rules": False,
+        "rules": [{"name": "ToolErrors", "kind": "ratio", "where": ['operation="execute_tool"'],
+                   "by": ["agent", "tool"], "window": "60s", "min_count": 2, "threshold": 0.5,
+                   "annotations": {"summary": "{tool} fails {value:.0%}"}}],
+        "route": {"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s",
+                  "group_interval": "1s"},
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": f"{sink.url}/hook"}]}],
+        "alertmanagers": [{"url": alertmanager.url}],
+        "egress": {"allow_http": True, "allow_cidrs": ["127.0.0.1/32"]},
+    }  # fmt: skip
+    with run_receiver(
+        tmp_path / "data", **{"processors.alert": alert_cfg, "processors.audit": {}}
+    ) as rr:
+        resource = Resource.create({"service.name": "e2e-agents"})
+        tp = TracerProvider(resource=resource)
+        tp.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{rr.http_url}/v1/traces"))
+        )
+        lp = LoggerProvider(resource=resource)
+        lp.add_log_record_processor(
+            SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{rr.http_url}/v1/logs"))
+        )
+        try:
+            tracer = tp.get_tracer("e2e")
+            events = AgentEvents("planner", logger_provider=lp)
+            with tracer.start_as_current_span("invoke_agent planner") as root:
+                events.task_start("t-1", conversation_id="ctx-9")
+                for _ in range(3):
+                    with tracer.start_as_current_span("execute_tool web_search") as s:
+                        s.set_attributes({sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                                          sc.GEN_AI_AGENT_NAME: "planner", sc.GEN_AI_TOOL_NAME: "web_search"})  # fmt: skip
+                        s.set_status(StatusCode.ERROR, "timeout")
+                events.task_error("t-1", "TimeoutError")
+                trace_hex = f"{root.get_span_context().trace_id:032x}"
+        finally:
+            tp.shutdown()
+            lp.shutdown()
+
+        (hook,) = sink.wait_for(1, timeout=20)[:1]
+        assert hook.body["status"] == "firing"
+        assert hook.body["alerts"][0]["labels"] == {
+            "alertname": "ToolErrors", "severity": "warning", "agent": "planner", "tool": "web_search",
+        }  # fmt: skip
+
+        def am_has_it() -> list[Any]:
+            return [
+                a
+                for a in alertmanager.get("/api/v2/alerts")
+                if a["labels"].get("alertname") == "ToolErrors"
+            ]
+
+        wait_until(am_has_it, timeout=20, what="alert pushed to Alertmanager")
+        status, body = http_get(f"{rr.admin_url}/api/v1/alerts")
+        assert status == 200
+        assert [a["state"] for a in json.loads(body)["alerts"]] == ["firing"]
+
+        def audit() -> list[dict[str, Any]]:
+            st, b = http_get(f"{rr.admin_url}/api/v1/events?agent=planner&trace_id={trace_hex}")
+            return json.loads(b)["events"] if st == 200 else []
+
+        got = wait_until(lambda: len(audit()) >= 2 and audit(), timeout=20, what="audit events")
+        assert sorted(e["type"] for e in got) == [
+            sc.AGENT_EVENT_TASK_ERROR,
+            sc.AGENT_EVENT_TASK_START,
+        ]
+        assert {e["session"] for e in got if e["type"] == sc.AGENT_EVENT_TASK_START} == {"ctx-9"}

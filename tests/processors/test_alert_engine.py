@@ -253,3 +253,51 @@ def test_default_pack_is_quiet_on_clean_traffic(tmp_path: Path, sink: WebhookSin
         assert host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"] == []
     finally:
         eng.shutdown()
+
+
+def test_render_alerts_lists_what_fired(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """The demo report's table lists every alert that fired, resolved ones included."""
+    from otel_agents.exporters import render_alerts
+
+    eng, host = engine
+    assert (
+        render_alerts(host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"])
+        == "Alerts: none fired.\n"
+    )
+    _errors(eng, host)
+    _advance(eng, host, 6)
+    _advance(eng, host, 62)
+    text = render_alerts(host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"])
+    lines = text.splitlines()
+    assert lines[0] == "Alerts: 1 fired (0 still firing)"
+    assert lines[1].split()[:3] == ["STATE", "SEVERITY", "ALERT"]
+    row = lines[2].split()
+    assert row[:4] == ["resolved", "warning", "ToolErrors", "tool=search"]
+    assert lines[2].endswith("tool search fails 100%")
+
+
+def test_two_alert_stages_share_the_gauge(tmp_path: Path, sink: WebhookSink) -> None:
+    """Two named alert stages on one registry add up in otel_agents_alerts."""
+    host = TestHost(tmp_path, now=T0)
+    a, b = AlertEngine(_config(sink), "a"), AlertEngine(_config(sink), "b")
+    a.start(host)
+    b.start(host)  # named stages serve /api/v1/alerts-<name>: no route collision
+    try:
+        for eng in (a, b):
+            eng.process_traces(
+                make_batch([span(operation="execute_tool", tool="search", error=True)] * 3)
+            )
+        for _ in range(6):
+            host.clock += 1
+            a.tick(host.clock)
+            b.tick(host.clock)
+        assert (
+            'otel_agents_alerts{alertname="ToolErrors",alertstate="firing",severity="warning"} 2.0'
+            in host.exposition()
+        )
+        assert len(host.get("/api/v1/alerts-b")[1]["alerts"]) == 1
+    finally:
+        a.shutdown()
+        b.shutdown()
