@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Interop with a non-Python OTLP client: rotel (Rust collector) forwarding into our receiver.
+"""Interop with non-Python OTLP clients: rotel (Rust) and the OpenTelemetry JS OTLP/JSON encoder.
 
 rotel receives spans from the SDK exporter and exports them to our gRPC or HTTP endpoint while
 our ingestor refuses the first attempts as retryable (UNAVAILABLE + RetryInfo / 503 +
@@ -9,7 +9,9 @@ Retry-After).  A spec-conforming client must retry, so every span must arrive, n
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -143,3 +145,74 @@ def test_rotel_retries_our_retryable_refusals(stack: Stack, tmp_path: Path, prot
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+JS_DIR = Path(__file__).parent / "js"
+
+# The official JS SDK's OTLP/JSON serializer (the one @opentelemetry/exporter-trace-otlp-http
+# uses), posting to our /v1/traces as application/json and decoding our answer with the JS
+# deserializer.
+JS_JSON_SENDER = """
+import { context, trace, SpanKind } from "@opentelemetry/api";
+import { JsonTraceSerializer } from "@opentelemetry/otlp-transformer";
+import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
+const mem = new InMemorySpanExporter();
+const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter: mem })] });
+const tracer = provider.getTracer("json-e2e");
+const root = tracer.startSpan("invoke_agent planner", { kind: SpanKind.INTERNAL,
+  attributes: { "gen_ai.usage.input_tokens": 1200, "arr": ["a", "b"], "f": 0.5, "ok": true } });
+tracer.startSpan("chat gpt-4o", { kind: SpanKind.CLIENT }, trace.setSpan(context.active(), root)).end();
+root.addEvent("agent.decision", { "agent.decision.chosen": "researcher" });
+root.end();
+await provider.forceFlush();
+const spans = mem.getFinishedSpans();
+const body = JsonTraceSerializer.serializeRequest(spans);
+const res = await fetch(process.env.URL, { method: "POST", headers: { "content-type": "application/json" }, body });
+const answer = JsonTraceSerializer.deserializeResponse(new Uint8Array(await res.arrayBuffer()));
+console.log(JSON.stringify({ status: res.status, ctype: res.headers.get("content-type"), answer,
+  ids: spans.map((s) => [s.name, s.spanContext().traceId, s.spanContext().spanId]) }));
+"""
+
+
+def _node_with_otel() -> str:
+    node = shutil.which("node")
+    if (
+        node is None
+        or not (JS_DIR / "node_modules" / "@opentelemetry" / "otlp-transformer").is_dir()
+    ):
+        if os.environ.get("OTEL_AGENTS_E2E") == "1":
+            pytest.fail("node or tests/e2e/js/node_modules missing (scripts/e2e-setup)")
+        pytest.skip("node or tests/e2e/js/node_modules missing (scripts/e2e-setup)")
+    return node
+
+
+def test_js_sdk_otlp_json_round_trip(stack: Stack) -> None:
+    """OTLP/JSON from the official JS serializer is stored with the exact hex IDs, kinds and
+    attribute types, and our JSON answer decodes with the JS deserializer."""
+    node = _node_with_otel()
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", JS_JSON_SENDER],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "URL": f"http://127.0.0.1:{stack.http.port}/v1/traces"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == 200 and result["ctype"] == "application/json"
+    assert result["answer"] == {}  # full success: no partialSuccess
+    stored = {s.name: s for s in stack.ingestor.spans()}
+    for name, trace_id, span_id in result["ids"]:
+        assert stored[name].trace_id.hex() == trace_id
+        assert stored[name].span_id.hex() == span_id
+    root, chat = stored["invoke_agent planner"], stored["chat gpt-4o"]
+    assert chat.parent_span_id == root.span_id and chat.kind == 3
+    kinds = {a.key: a.value.WhichOneof("value") for a in root.attributes}
+    assert kinds == {
+        "gen_ai.usage.input_tokens": "int_value",
+        "arr": "array_value",
+        "f": "double_value",
+        "ok": "bool_value",
+    }
+    assert root.events[0].name == "agent.decision"
