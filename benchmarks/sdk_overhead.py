@@ -12,6 +12,7 @@ instrumentations would create them):
 * ``baseline`` — ``TracerProvider`` + ``BatchSpanProcessor(exporter)``
 * ``otel-agents`` — ``TracerProvider`` + ``AgentIdentitySpanProcessor`` +
   ``EnrichingSpanProcessor(BatchSpanProcessor(exporter))`` (identity, normalization, pricing)
+* ``identity only`` / ``enrichment only`` — each half alone, to show where the cost goes
 
 The exporter encodes every batch with the OTLP exporter's own encoder (``encode_spans`` +
 ``SerializeToString``) and drops the bytes, so "total" includes what an OTLP export costs in
@@ -66,13 +67,21 @@ class EncodingExporter(SpanExporter):
         pass
 
 
-def make_provider(ours: bool, exporter: EncodingExporter) -> TracerProvider:
+CONFIGS = ("baseline", "otel-agents", "identity only", "enrichment only")
+
+
+def make_provider(config: str, exporter: EncodingExporter) -> TracerProvider:
     provider = TracerProvider()
     batch = BatchSpanProcessor(
         exporter, max_queue_size=65536, max_export_batch_size=512, schedule_delay_millis=200
     )
     processors: list[SpanProcessor]
-    processors = [AgentIdentitySpanProcessor(), EnrichingSpanProcessor(batch)] if ours else [batch]
+    processors: list[SpanProcessor] = {
+        "baseline": [batch],
+        "otel-agents": [AgentIdentitySpanProcessor(), EnrichingSpanProcessor(batch)],
+        "identity only": [AgentIdentitySpanProcessor(), batch],
+        "enrichment only": [EnrichingSpanProcessor(batch)],
+    }[config]
     for p in processors:
         provider.add_span_processor(p)
     return provider
@@ -132,9 +141,9 @@ class Sample:
     total_cpu_us: float
 
 
-def run_once(ours: bool, traces: int) -> Sample:
+def run_once(config: str, traces: int) -> Sample:
     exporter = EncodingExporter()
-    provider = make_provider(ours, exporter)
+    provider = make_provider(config, exporter)
     workload(provider, 20)  # warm caches (price lookups, tracer creation)
     provider.force_flush()
     exporter.spans = 0
@@ -206,29 +215,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rounds, traces = (5, 500) if args.quick else (max(5, args.rounds), args.traces)
 
-    samples: dict[bool, list[Sample]] = {False: [], True: []}
+    samples: dict[str, list[Sample]] = {c: [] for c in CONFIGS}
     for r in range(rounds):
-        order = (False, True) if r % 2 == 0 else (True, False)
-        for ours in order:
-            samples[ours].append(run_once(ours, traces))
+        # Rotate the order so no configuration always runs first (or right after another).
+        for k in range(len(CONFIGS)):
+            config = CONFIGS[(r + k) % len(CONFIGS)]
+            samples[config].append(run_once(config, traces))
 
-    def med(ours: bool, field: str) -> float:
-        return statistics.median(getattr(s, field) for s in samples[ours])
+    def med(config: str, field: str) -> float:
+        return statistics.median(getattr(s, field) for s in samples[config])
 
     print(
-        f"## SDK overhead per span ({rounds} rounds x {traces} traces x {SPANS_PER_TRACE} spans, medians)\n"
+        f"## SDK overhead per span ({rounds} rounds x {traces} traces x {SPANS_PER_TRACE} spans,"
+        " medians)\n"
     )
     print(
         "| metric | baseline (SDK + BatchSpanProcessor) | otel-agents processors | ratio | target |"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
-    for field, label, target in (
+    fields = (
         ("app_cpu_us", "app-thread CPU µs/span", "≤ 1.10×"),
         ("app_wall_us", "app-thread wall µs/span", "—"),
         ("total_cpu_us", "total CPU µs/span (incl. OTLP encode)", "≤ 1.10×"),
-    ):
-        base, ours = med(False, field), med(True, field)
+    )
+    for field, label, target in fields:
+        base, ours = med("baseline", field), med("otel-agents", field)
         print(f"| {label} | {base:.2f} | {ours:.2f} | {ours / base:.3f}× | {target} |")
+    print()
+    print("### Where it goes (ratios to baseline, same run)\n")
+    print("| configuration | app-thread CPU | total CPU |")
+    print("| --- | ---: | ---: |")
+    for config in CONFIGS[1:]:
+        app = med(config, "app_cpu_us") / med("baseline", "app_cpu_us")
+        total = med(config, "total_cpu_us") / med("baseline", "total_cpu_us")
+        print(f"| {config} | {app:.3f}× | {total:.3f}× |")
     print()
     print("## Enriched copy of a ReadableSpan (µs per copy, medians)\n")
     print("| method | µs |")

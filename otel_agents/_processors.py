@@ -129,12 +129,21 @@ class SpanEnricher:
             return dict(self._unpriced_by_model)
 
     def enrich(
-        self, attrs: Mapping[str, AttributeValue], start_time_ns: int | None
+        self,
+        attrs: Mapping[str, AttributeValue],
+        start_time_ns: int | None,
+        *,
+        owned: bool = False,
     ) -> dict[str, AttributeValue] | None:
         """The complete new attribute dict, or ``None`` when the span needs no change.
 
         Hot path (every span): a set-disjointness test and one ``get`` for spans that are
         neither in a dialect nor inference; inference spans are copied once and priced in place.
+
+        Args:
+            attrs: the span's attributes (not modified unless ``owned``).
+            start_time_ns: the span's start (epoch ns), for time-dependent prices.
+            owned: ``attrs`` is a plain dict the caller owns; it may be modified and returned.
         """
         out: dict[str, AttributeValue] | None = None
         if self._normalize and not _DIALECT_KEYS.isdisjoint(attrs):
@@ -143,7 +152,7 @@ class SpanEnricher:
             op = (attrs if out is None else out).get(_OP)
             if op in _INFERENCE:
                 if out is None:
-                    priced = dict(attrs)
+                    priced = attrs if owned and type(attrs) is dict else dict(attrs)
                     return priced if self._apply_cost(priced, start_time_ns) else None
                 self._apply_cost(out, start_time_ns)
         return out
@@ -199,6 +208,21 @@ class SpanEnricher:
             ):
                 key = _OVERFLOW
             self._unpriced_by_model[key] = self._unpriced_by_model.get(key, 0) + 1
+
+
+def _plain_attributes(span: ReadableSpan) -> dict[str, AttributeValue]:
+    """The span's attributes as a plain dict copy.
+
+    ``ReadableSpan.attributes`` is a ``MappingProxyType`` over the SDK's ``BoundedAttributes``,
+    whose ``get`` / ``__getitem__`` are Python-level; ``MappingProxyType.copy()`` delegates to the
+    public ``BoundedAttributes.copy()``, a C-level dict copy, so every later lookup is a dict one.
+    """
+    attrs = span.attributes
+    if not attrs:
+        return {}
+    copy = getattr(attrs, "copy", None)
+    plain = copy() if copy is not None else attrs
+    return plain if type(plain) is dict else dict(plain)
 
 
 class _EnrichedSpan(ReadableSpan):
@@ -324,9 +348,9 @@ class EnrichingSpanProcessor(SpanProcessor):
         """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
         out = span
         try:
-            attrs = span.attributes
-            if attrs is not None:
-                new = self.enricher.enrich(attrs, span.start_time)
+            attrs = _plain_attributes(span)
+            if attrs:
+                new = self.enricher.enrich(attrs, span.start_time, owned=True)
                 if new is not None:
                     out = _enriched_copy(span, new)
         except Exception:
@@ -408,9 +432,11 @@ class EnrichOnEndingSpanProcessor(SpanProcessor):
 
     def _on_ending(self, span: Span) -> None:
         try:
-            attrs = span.attributes
             # SDK 1.45 already reports the span as ended here; writing would only log warnings.
-            if attrs is None or not span.is_recording():
+            if not span.is_recording():
+                return
+            attrs = _plain_attributes(span)
+            if not attrs:
                 return
             new = self.enricher.enrich(attrs, span.start_time)
             if new is None:
