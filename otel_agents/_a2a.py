@@ -303,11 +303,22 @@ def _has_field(msg: Any, name: str) -> bool:
 
 
 def _error_type(exc: BaseException) -> str:
+    """``error.type`` of a failed A2A call: the JSON-RPC / protocol code, else the class name."""
     # JSON-RPC / A2A errors carry a numeric code; the convention wants the protocol status.
     for attr in ("code", "status_code"):
         code = getattr(exc, attr, None)
         if isinstance(code, (int, str)) and not isinstance(code, bool) and code != "":
             return str(code)
+    # a2a-sdk errors keep their JSON-RPC code in a class -> code table, not on the instance
+    try:
+        from a2a.utils.errors import JSON_RPC_ERROR_CODE_MAP
+
+        for cls in type(exc).__mro__:
+            mapped = JSON_RPC_ERROR_CODE_MAP.get(cls)
+            if mapped is not None:
+                return str(mapped)
+    except Exception:  # a2a-sdk not installed or a different layout
+        pass
     return type(exc).__qualname__
 
 

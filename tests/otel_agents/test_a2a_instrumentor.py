@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_agents import _a2a_instrumentor
 from otel_agents import semconv as sc
@@ -231,3 +231,48 @@ def test_streaming_client_and_server(
     assert srv.trace_id == client.context.trace_id.to_bytes(16, "big")
     assert srv.parent_span_id == client.context.span_id.to_bytes(8, "big")
     assert attrs(srv.attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-stream"
+
+
+def test_protocol_error_sets_jsonrpc_code(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """GetTask for an unknown task fails with TaskNotFoundError; the CLIENT span is ERROR with
+    error.type = the JSON-RPC code -32001, and so is the remote SERVER span."""
+    import httpx
+    from a2a.client import ClientConfig, create_client
+    from a2a.types.a2a_pb2 import GetTaskRequest
+    from a2a.utils.errors import TaskNotFoundError
+
+    sink, url = server
+    _, exporter = instrumented
+
+    async def poll_unknown() -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client = await create_client(url, client_config=ClientConfig(httpx_client=http))
+            try:
+                await client.get_task(GetTaskRequest(id="no-such-task"))
+            finally:
+                await client.close()
+
+    with pytest.raises(TaskNotFoundError):
+        asyncio.run(poll_unknown())
+    (client_span,) = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    ]
+    assert client_span.name == "GetTask"
+    assert client_span.status.status_code is StatusCode.ERROR
+    assert (client_span.attributes or {})[sc.ERROR_TYPE] == "-32001"
+
+    def remote() -> list[Any]:
+        return [
+            s
+            for _, s in sink.spans()
+            if s.name == "GetTask"
+            and s.kind == SERVER_KIND
+            and s.parent_span_id == client_span.context.span_id.to_bytes(8, "big")
+        ]
+
+    assert sink.wait_for(lambda: len(remote()) == 1, timeout=15)
+    assert attrs(remote()[0].attributes)[sc.ERROR_TYPE] == "-32001"
