@@ -26,6 +26,7 @@ Error bodies are a ``google.rpc.Status`` in the request's encoding.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.server
 import io
 import logging
@@ -340,6 +341,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         phrase = http.HTTPStatus(status).phrase
         lines = [
             f"HTTP/1.1 {status} {phrase}",
+            f"Date: {_http_date()}",
             f"Content-Type: {ctype}",
             f"Content-Length: {len(body)}",
         ]
@@ -357,6 +359,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(head + body if self.command != "HEAD" else head)
         except OSError:
             self.close_connection = True
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """RFC 9110 Date header value, formatted at most once per second."""
+    global _date_cache
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached = (now, email.utils.formatdate(now, usegmt=True))
+        _date_cache = cached
+    return cached[1]
 
 
 def _fixed(rfile: Any, length: int) -> Iterator[bytes]:

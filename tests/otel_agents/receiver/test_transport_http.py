@@ -367,3 +367,16 @@ def test_cors_preflight_and_headers() -> None:
         assert denied.status == 405
     finally:
         gen.close()
+
+
+def test_json_gzip_with_charset(stack: Stack) -> None:
+    """gzip-compressed OTLP/JSON with a charset parameter is accepted; responses carry Date."""
+    r = http_post(
+        stack,
+        "/v1/traces",
+        gzip.compress(VALID_JSON),
+        {"Content-Type": "application/json; charset=utf-8", "Content-Encoding": "gzip"},
+    )
+    assert r.status == 200 and r.headers["content-type"] == "application/json"
+    assert r.headers["date"].endswith(" GMT")
+    assert [s.name for s in stack.ingestor.spans()] == ["json-span"]
