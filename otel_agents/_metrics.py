@@ -410,6 +410,7 @@ class ProcessMetrics:
 _install_lock = threading.Lock()
 # id(provider) -> (provider, processor); the provider is kept so a recycled id never matches
 _installed: dict[int, tuple[object, AgentMetricsProcessor]] = {}
+_process_metrics_on: list[object] = []  # meter providers that have the process metrics
 
 
 def install_metrics(
@@ -450,10 +451,14 @@ def install_metrics(
                     return None
                 add(processor)
             if process_metrics:
-                try:
-                    ProcessMetrics(meter_provider)
-                except Exception:
-                    _log.warning("otel-agents: process metrics unavailable", exc_info=True)
+                mp = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+                # once per meter provider: a second set of callbacks would double every point
+                if not any(m is mp for m in _process_metrics_on):
+                    try:
+                        ProcessMetrics(mp)
+                        _process_metrics_on.append(mp)
+                    except Exception:
+                        _log.warning("otel-agents: process metrics unavailable", exc_info=True)
             _installed[id(tp)] = (tp, processor)
             return processor
     except Exception:

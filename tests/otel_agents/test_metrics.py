@@ -229,6 +229,8 @@ def test_process_metrics_and_install_idempotent() -> None:
     try:
         first = install_metrics(mp, tracer_provider=tp)
         assert first is not None and install_metrics(mp, tracer_provider=tp) is first
+        second_tp = TracerProvider()
+        assert install_metrics(mp, tracer_provider=second_tp) is not first  # no 2nd callback set
         assert install_metrics(mp, tracer_provider=NoOpTracerProvider()) is None
         data = reader.get_metrics_data()
         assert data is not None
@@ -243,6 +245,14 @@ def test_process_metrics_and_install_idempotent() -> None:
         assert points(got[sc.METRIC_PROCESS_THREAD_COUNT])[0].value >= 1
         assert points(got[sc.METRIC_PROCESS_FD_COUNT])[0].value >= 3
         assert len(points(got[sc.METRIC_CPYTHON_GC_COLLECTIONS])) == 3
+        gc_scopes = [
+            sm.scope.name
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == sc.METRIC_CPYTHON_GC_COLLECTIONS
+        ]
+        assert gc_scopes == ["otel_agents"]
     finally:
         mp.shutdown()
 
