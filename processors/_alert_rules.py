@@ -89,6 +89,10 @@ _OPS: Mapping[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
 }
 
+#: Groups one rule tracks at most; further label combinations share the ``__overflow__`` series.
+MAX_SERIES_PER_RULE = 1000
+OVERFLOW = "__overflow__"
+
 # Log-spaced histogram for percentiles: 1e-6 .. 1e9 with ratio 1.1 between bounds (≤ 5 % error).
 _HIST_BOUNDS = np.exp(np.arange(math.log(1e-6), math.log(1e9), math.log(1.1)))
 
@@ -451,7 +455,12 @@ class RuleEvaluator:
         for gi, key in enumerate(keys):
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = _Buckets(self._res, self._horizon, self._width)
+                if len(self._series) >= MAX_SERIES_PER_RULE:
+                    # label cardinality is bounded: the excess shares one overflow series
+                    key = tuple(OVERFLOW for _ in key)
+                    series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = _Buckets(self._res, self._horizon, self._width)
             if c.kind == "percentile":
                 series.add(now, mats[gi])
             else:
@@ -488,6 +497,8 @@ class RuleEvaluator:
         if not matches_all(self.rule.where, labels):
             return False
         key = tuple(labels.get(b, "") for b in c.by)
+        if key not in self._findings and len(self._findings) >= MAX_SERIES_PER_RULE:
+            key = tuple(OVERFLOW for _ in key)
         prev = self._findings.get(key)
         if prev is not None and now - prev[0] <= c.resolve_after and prev[1].score > finding.score:
             # keep the worst finding of the current episode as the alert's value

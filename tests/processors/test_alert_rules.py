@@ -206,3 +206,16 @@ def test_finding_rule_holds_then_resolves_after_quiet_period() -> None:
     (s,) = ev.evaluate(T0 + 41)
     assert not s.active
     assert ev.evaluate(T0 + 42) == []
+
+
+def test_series_per_rule_are_bounded_with_overflow() -> None:
+    """Label combinations beyond the cap share one __overflow__ series (bounded memory)."""
+    from otel_agents.processors._alert_rules import MAX_SERIES_PER_RULE, OVERFLOW
+
+    ev = _ev(kind="threshold", measure="calls", by=["agent"], threshold=0)
+    n = MAX_SERIES_PER_RULE + 25
+    ev.add_batch(make_batch([span(agent=f"a{i:05d}") for i in range(n)]), T0)
+    samples = ev.evaluate(T0)
+    assert len(samples) == MAX_SERIES_PER_RULE + 1
+    (overflow,) = [s for s in samples if s.labels["agent"] == OVERFLOW]
+    assert overflow.value == 25
