@@ -26,9 +26,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from otel_agents import (
@@ -43,6 +45,7 @@ from otel_agents import (
 )
 from otel_agents import _demo_faults as faults_mod
 from otel_agents._demo_faults import FaultSet
+from otel_agents._metrics import install_metrics
 
 __all__ = [
     "MODELS",
@@ -57,6 +60,7 @@ __all__ = [
     "RunSpec",
     "SearchBackendUnavailable",
     "Telemetry",
+    "otlp_metric_exporter",
     "otlp_span_exporter",
     "run_planner",
     "run_researcher",
@@ -453,6 +457,23 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
 # --------------------------------------------------------------------------------------------
 # Telemetry of one demo process
 # --------------------------------------------------------------------------------------------
+def otlp_metric_exporter(endpoint: str, protocol: str) -> MetricExporter:
+    """The SDK's OTLP metric exporter for ``protocol`` (``/v1/metrics`` appended for HTTP)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as HttpExporter,
+        )
+
+        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics")
+    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
+
+
 class _CountingExporter(SpanExporter):
     """Passes spans to the OTLP exporter and counts the ones it acknowledged."""
 
@@ -500,19 +521,30 @@ def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
 
 
 class Telemetry:
-    """The tracer provider of one demo process, exporting OTLP, installed globally.
+    """The tracer and meter providers of one demo process, exporting OTLP, installed globally.
+
+    Spans go through the otel-agents composition — agent identity on start, a normalized and
+    priced copy to the OTLP span exporter and to the span-derived GenAI metrics
+    (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``, cost...) — and the
+    metrics, with the process metrics, are exported over OTLP every ``metric_interval_s``.
 
     Attributes:
         provider: the SDK tracer provider.
+        meter_provider: the SDK meter provider.
     """
 
-    def __init__(self, provider: TracerProvider, counter: _CountingExporter) -> None:
+    def __init__(
+        self, provider: TracerProvider, meter_provider: MeterProvider, counter: _CountingExporter
+    ) -> None:
         self.provider = provider
+        self.meter_provider = meter_provider
         self._counter = counter
 
     @classmethod
-    def start(cls, *, service_name: str, endpoint: str, protocol: str) -> Telemetry:
-        """Build the provider (resource: ``service.name``, ``process.pid``), set it global."""
+    def start(
+        cls, *, service_name: str, endpoint: str, protocol: str, metric_interval_s: float = 2.0
+    ) -> Telemetry:
+        """Build both providers (resource: ``service.name``, ``process.pid``), set them global."""
         resource = Resource.create(
             {
                 SERVICE_NAME: service_name,
@@ -520,15 +552,22 @@ class Telemetry:
                 PROCESS_PID: os.getpid(),
             }
         )
+        reader = PeriodicExportingMetricReader(
+            otlp_metric_exporter(endpoint, protocol),
+            export_interval_millis=metric_interval_s * 1000,
+        )
+        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
         provider = TracerProvider(resource=resource)
         counter = _CountingExporter(otlp_span_exporter(endpoint, protocol))
-        # the otel-agents composition: identity on start, priced/normalized copies to the exporter
+        nexts: list[SpanProcessor] = [BatchSpanProcessor(counter, schedule_delay_millis=500)]
+        agent_metrics = install_metrics(meter_provider, tracer_provider=provider, attach=False)
+        if agent_metrics is not None:
+            nexts.append(agent_metrics)  # behind the enricher: it sees priced spans
         provider.add_span_processor(AgentIdentitySpanProcessor())
-        provider.add_span_processor(
-            EnrichingSpanProcessor(BatchSpanProcessor(counter, schedule_delay_millis=500))
-        )
+        provider.add_span_processor(EnrichingSpanProcessor(nexts))
         trace.set_tracer_provider(provider)
-        return cls(provider, counter)
+        metrics.set_meter_provider(meter_provider)
+        return cls(provider, meter_provider, counter)
 
     @property
     def spans_exported(self) -> int:
@@ -544,4 +583,5 @@ class Telemetry:
         """Flush and shut down; returns the number of spans the endpoint acknowledged."""
         self.provider.force_flush(30_000)
         self.provider.shutdown()
+        self.meter_provider.shutdown()  # a last collection and export
         return self._counter.exported

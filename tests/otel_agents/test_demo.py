@@ -41,6 +41,7 @@ class DemoRun:
     stdout: str
     spans: list[ReceivedSpan]
     trace_ids: list[str]  # in run order
+    metric_names: set[str]
 
     def trace(self, run: int) -> list[ReceivedSpan]:
         """Spans of the 0-based run ``run``."""
@@ -86,7 +87,7 @@ def run_demo(
     # both processes flushed before exiting: everything they counted as acknowledged is here
     spans = sink.wait_for_spans(expected, timeout=10)
     assert len(spans) == expected
-    return DemoRun(proc.stdout, spans, trace_ids)
+    return DemoRun(proc.stdout, spans, trace_ids, sink.metric_names())
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,18 @@ class TestDemoTelemetry:
             )
             researcher = next(s for s in spans if s.name == "invoke_agent researcher")
             assert researcher.parent_span_id == server.span_id
+
+    def test_metrics(self, grpc_run: DemoRun) -> None:
+        """Both processes export the GenAI and agent metrics derived from their spans, and process metrics."""
+        assert {
+            sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
+            sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION,
+            sc.METRIC_GEN_AI_INVOKE_AGENT_DURATION,
+            sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION,
+            sc.METRIC_AGENT_COST,
+            sc.METRIC_AGENT_DECISIONS,
+        } <= grpc_run.metric_names
+        assert "process.cpu.time" in grpc_run.metric_names
 
     def test_prints_where_telemetry_went(self, grpc_run: DemoRun, sink: OtlpSink) -> None:
         """The last paragraph names the protocol, the endpoint and both processes."""
