@@ -56,6 +56,7 @@ from otel_agents.processors._alert_state import (
     Route,
     build_route,
     fingerprint,
+    format_labels,
     iter_routes,
     parse_matcher,
 )
@@ -287,6 +288,7 @@ class AlertEngine(Component):
         host.register_api(f"/api/v1/alerts{sfx}/ack", self.api_ack)
         host.register_api(f"/api/v1/alerts{sfx}/resolve", self.api_resolve)
         host.register_api(f"/api/v1/alerts{sfx}/silence", self.api_silence_alert)
+        host.register_api(f"/api/v1/alerts{sfx}/test", self.api_test_receiver)
         host.register_api(f"/api/v1/silences{sfx}", self.api_silences)
         host.register_api(f"/api/v1/silences{sfx}/expire", self.api_expire_silence)
 
@@ -655,6 +657,47 @@ class AlertEngine(Component):
             return 404, {"error": "no alert with that fingerprint"}
         matchers = [f'{k}="{_esc(v)}"' for k, v in sorted(row["labels"].items())]
         return self._create_silence({**data, "matchers": matchers, "created_by": data["by"]})
+
+    def api_test_receiver(
+        self, method: str, query: Mapping[str, list[str]], body: bytes | None
+    ) -> ApiResponse:
+        """``POST /api/v1/alerts/test {"receiver", "by"}`` — send a test notification.
+
+        The targets go through the same egress policy as delivery first; a refused target
+        answers 400 with the reason and nothing is sent (the test path is no SSRF side door).
+        """
+        data, err = self._action_body(method, body)
+        if err is not None or data is None:
+            return err or (400, {"error": "bad request"})
+        name = str(data.get("receiver", ""))
+        notifiers = self._notifiers.get(name)
+        if notifiers is None:
+            return 404, {"error": f"no receiver named {name!r}"}
+        for n in notifiers:
+            try:
+                n.check()
+            except RefusedTarget as exc:
+                return 400, {"error": f"{n.name}: target refused: {exc}"}
+            except OSError as exc:
+                return 400, {"error": f"{n.name}: {exc}"}
+        now = self._now()
+        labels = {"alertname": "TestNotification", "severity": "info", "receiver": name}
+        snap = AlertSnapshot(
+            "firing", labels,
+            {"summary": f"Test notification requested by {data['by']}"},
+            now, None, "", fingerprint(labels),
+        )  # fmt: skip
+        note = Notification(
+            name, "{}:" + format_labels({"receiver": name}), "firing", labels, labels, dict(snap.annotations),
+            (snap,), now,
+        )  # fmt: skip
+        for n in notifiers:
+            self.worker.submit(n.name, n.kind, _bind(n.notify, note))
+        return 202, {
+            "receiver": name,
+            "integrations": [n.name for n in notifiers],
+            "by": data["by"],
+        }
 
     def api_silences(
         self, method: str, query: Mapping[str, list[str]], body: bytes | None

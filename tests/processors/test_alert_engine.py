@@ -301,3 +301,18 @@ def test_two_alert_stages_share_the_gauge(tmp_path: Path, sink: WebhookSink) -> 
     finally:
         a.shutdown()
         b.shutdown()
+
+
+def test_receiver_test_endpoint_sends_through_the_policy(
+    engine: tuple[AlertEngine, TestHost], sink: WebhookSink
+) -> None:
+    """POST /api/v1/alerts/test sends a test notification to the named receiver (who required)."""
+    _eng, host = engine
+    assert _post(host, "/api/v1/alerts/test", {"receiver": "hook"})[0] == 400
+    assert _post(host, "/api/v1/alerts/test", {"receiver": "nobody", "by": "eve"})[0] == 404
+    status, body = _post(host, "/api/v1/alerts/test", {"receiver": "hook", "by": "eve"})
+    assert status == 202 and body["integrations"] == ["hook/webhook[0]"]
+    (msg,) = sink.wait_for(1)
+    assert msg.body["groupKey"] == '{}:{receiver="hook"}'
+    assert msg.body["alerts"][0]["labels"]["alertname"] == "TestNotification"
+    assert msg.body["alerts"][0]["annotations"]["summary"] == "Test notification requested by eve"
