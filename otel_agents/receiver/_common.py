@@ -417,6 +417,9 @@ class ExportHandler:
             tel.accepted_items(signal, transport, items)
         response = spec.response_class()
         if result.rejected or result.message:
+            # Python exporters ignore partial_success, so this log and the metrics are the only
+            # place a rejection is visible; debug level because senders control its rate.
+            _log.debug("partial success on %s/%s: %s", transport, signal, result.message)
             partial = response.partial_success  # type: ignore[attr-defined]
             setattr(partial, spec.rejected_field, result.rejected)
             partial.error_message = result.message
@@ -428,6 +431,7 @@ class ExportHandler:
     ) -> Answer:
         """A whole-request INVALID_ARGUMENT / 400 answer with a ``BadRequest`` detail."""
         self.telemetry.rejected.labels(signal, transport, reason)  # make the series visible
+        _log.debug("invalid %s request on %s (%s): %s", signal, transport, reason, message)
         return Answer(Outcome.INVALID, message=message, violations=((field, message),))
 
     def too_large(self, limit: int) -> Answer:
