@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import pytest
@@ -168,4 +170,70 @@ def test_overload_answers_retryable_on_the_wire(transport: str) -> None:
         assert blocking.items == 50
     finally:
         blocking.release.set()
+        gen.close()
+
+
+class SlowIngestor:
+    """A real ingestor whose commit takes 10 ms (a busy spool); keeps the span IDs it stored."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.span_ids: list[bytes] = []
+
+    def ingest(self, signal: str, request: Message, payload: bytes, items: int) -> None:
+        time.sleep(0.01)
+        ids = [
+            s.span_id
+            for rs in request.resource_spans  # type: ignore[attr-defined]
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
+        with self.lock:
+            self.span_ids.extend(ids)
+
+
+def test_overload_only_ever_answers_unavailable_with_retry_info() -> None:
+    """RC-03 (light): 4 senders × 15 requests against room for ~1 request: every refusal is
+    UNAVAILABLE with RetryInfo in both encodings, never another code, and after honouring the
+    delays every span is stored exactly once."""
+    one = trace_request(20).SerializeToString()
+    ctl = AdmissionController(
+        AdmissionConfig(
+            max_inflight_bytes=len(one) + 100, min_retry_delay=0.05, max_retry_delay=0.2
+        )
+    )
+    gen = stack_fixture(admission=ctl)
+    stack = next(gen)
+    slow = SlowIngestor()
+    stack.handler.ingestor = slow
+    codes: list[grpc.StatusCode] = []
+    lock = threading.Lock()
+
+    def sender(k: int) -> None:
+        for n in range(15):
+
+            def unique(i: int, span: Any, base: int = k * 10_000 + n * 100) -> None:
+                span.span_id = (base + i + 1).to_bytes(8, "big")
+
+            body = trace_request(20, customize=unique).SerializeToString()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                result = grpc_call(stack.grpc_target, body)
+                with lock:
+                    codes.append(result.code)
+                if result.code == grpc.StatusCode.OK:
+                    break
+                rich, trailer = retry_delay(result)
+                assert rich is not None and rich == trailer
+                time.sleep(rich)
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            for f in [pool.submit(sender, k) for k in range(4)]:
+                f.result(60)
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+        assert codes.count(grpc.StatusCode.OK) == 60
+        assert codes.count(grpc.StatusCode.UNAVAILABLE) > 0  # the budget did bite
+        assert len(slow.span_ids) == 60 * 20 == len(set(slow.span_ids))
+    finally:
         gen.close()
