@@ -416,9 +416,14 @@ class A2AInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         tracer_provider: the provider for the A2A spans; the global one when omitted.
     """
 
+    _patched: list[tuple[type, str, Any]]
+
     def __init__(self) -> None:
         super().__init__()
-        self._patched: list[tuple[type, str, Any]] = []
+        # BaseInstrumentor is a per-class singleton and __init__ runs on every construction:
+        # keep the record of what is patched, or uninstrument() could not restore it.
+        if not hasattr(self, "_patched"):
+            self._patched = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The ``a2a-sdk`` requirement this instrumentor supports."""

@@ -71,8 +71,10 @@ def test_dependencies_and_uninstrument_restores() -> None:
     try:
         assert JsonRpcTransport.__dict__["send_message"] is not before[0]
         assert DefaultRequestHandler.__dict__["on_message_send"] is not before[1]
+        again = A2AInstrumentor()  # the per-class singleton, constructed anew elsewhere
+        assert again is inst
     finally:
-        inst.uninstrument()
+        A2AInstrumentor().uninstrument()
     assert (
         JsonRpcTransport.__dict__["send_message"],
         DefaultRequestHandler.__dict__["on_message_send"],
