@@ -184,6 +184,13 @@ class ReceiverConfig:
     exporters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
 
+    def validate(self) -> list[str]:
+        """Cross-section rules, for ``decode``."""
+        if self.storage.max_bytes < self.limits.max_request_bytes:
+            # A maximal request must fit in the spool, or its sender would be refused forever.
+            return ["storage.max_bytes: must be at least limits.max_request_bytes"]
+        return []
+
     @property
     def grpc(self) -> GrpcConfig:
         """Shortcut to ``receivers.otlp.protocols.grpc``."""

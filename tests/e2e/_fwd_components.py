@@ -52,7 +52,7 @@ def rotel_binary() -> Path | None:
 
 @contextmanager
 def run_rotel(
-    binary: Path, exporter_endpoint: str, protocol: str
+    binary: Path, exporter_endpoint: str, protocol: str, *extra: str
 ) -> Iterator[tuple[int, int, Path]]:
     """rotel with OTLP in on free ports, exporting OTLP to ``exporter_endpoint``.
 
@@ -61,7 +61,8 @@ def run_rotel(
     """
     tmp = Path(tempfile.mkdtemp(prefix="rotel-"))
     gport, hport = free_port(), free_port()
-    log = tmp / "rotel.log"
+    log = tmp / "rotel.log"  # rotel writes --log-file only when daemonized: capture output too
+    out = open(tmp / "rotel.out", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [
             str(binary),
@@ -80,15 +81,17 @@ def run_rotel(
             str(tmp / "rotel.pid"),
             "--log-file",
             str(log),
+            *extra,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=out,
         stderr=subprocess.STDOUT,
     )
     try:
         if not (wait_tcp(gport, 15) and wait_tcp(hport, 15)):
-            raise RuntimeError(f"rotel did not listen: {log.read_text() if log.exists() else ''}")
-        yield gport, hport, log
+            raise RuntimeError(f"rotel did not listen: {(tmp / 'rotel.out').read_text()}")
+        yield gport, hport, tmp / "rotel.out"
     finally:
+        out.close()
         proc.terminate()
         try:
             proc.wait(10)

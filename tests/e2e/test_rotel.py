@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -15,7 +17,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otel_agents.receiver import Receiver, load_config
 from tests.e2e._fwd_components import rotel_binary, run_rotel
 from tests.e2e.conftest import require
-from tests.exporters._fwd_sink import RecordingSink
+from tests.exporters._fwd_sink import RecordingSink, make_traces
+from tests.otel_agents.receiver._spool_client import RawClient
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +78,85 @@ def test_rotel_upstream_delivers_every_span_through_the_receiver(
         provider.shutdown()
         assert sink.wait_for(lambda: ids <= sink.received, timeout=20), log.read_text()[-2000:]
         assert sink.duplicates == 0
+
+
+def test_rotel_backs_off_on_our_throttling_and_loses_nothing(tmp_path: Path) -> None:
+    """Spool full (dead destination) → we answer UNAVAILABLE + RetryInfo; rotel keeps retrying
+    instead of dropping, and once the destination is back every span arrives."""
+    binary = rotel_binary()
+    require(binary, "rotel not installed (pip package `rotel`)")
+    assert binary is not None
+    sink = RecordingSink()
+    sink_port = sink.start_grpc()
+    sink.stop_grpc()
+    config = load_config(
+        None,
+        {
+            "storage.data_dir": str(tmp_path / "data"),
+            "storage.max_bytes": "1MiB",
+            "limits.max_request_bytes": "1MiB",
+            "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
+            "receivers.otlp.protocols.http.enabled": False,
+            "admin.endpoint": "127.0.0.1:0",
+            "exporters": {
+                "otlp/sink": {
+                    "endpoint": f"grpc://127.0.0.1:{sink_port}",
+                    "timeout": "300ms",
+                    "retry_on_failure": {"initial_interval": "100ms", "max_interval": "300ms"},
+                }
+            },
+            "pipeline.processors": [],
+            "pipeline.exporters": ["otlp/sink"],
+        },
+    )
+    receiver = Receiver(config, analysis=False)
+    receiver.start()
+    try:
+        with run_rotel(
+            binary,
+            f"http://127.0.0.1:{receiver.grpc_port}",
+            "grpc",
+            "--batch-max-size",
+            "1000",
+            "--otlp-exporter-retry-initial-backoff",
+            "100ms",
+            "--otlp-exporter-retry-max-backoff",
+            "500ms",
+            "--otlp-exporter-retry-max-elapsed-time",
+            "60s",
+        ) as (rotel_grpc, _http, log):
+            # Raw OTLP requests to rotel, each retried until rotel acknowledges it: what is lost
+            # after that point would be lost by rotel or by us, not by the test's sender.
+            client = RawClient(rotel_grpc)
+            ids: set[tuple[bytes, bytes]] = set()
+            try:
+                for _ in range(8):  # 8 × 500 spans × ~400 B: ~1.6 MiB, more than the spool holds
+                    batch = make_traces(500, {"pad": "x" * 300})
+                    for _attempt in range(100):
+                        if client.export(batch.payload, timeout=10).code is grpc.StatusCode.OK:
+                            ids.update(batch.keys)
+                            break
+                        time.sleep(0.1)
+            finally:
+                client.close()
+            assert len(ids) == 4000
+            assert receiver.pipeline is not None
+            spool = receiver.pipeline.spool
+            assert sink.wait_for(lambda: spool.full, timeout=20), (
+                f"the spool never filled ({spool.bytes} bytes): {log.read_text()[-2000:]}"
+            )
+            time.sleep(1.0)  # rotel is now being refused and retrying
+            sink.start_grpc(sink_port)
+            delivered = sink.wait_for(lambda: ids <= sink.received, timeout=60)
+            errors = [ln for ln in log.read_text().splitlines() if "ERROR" in ln or "WARN" in ln]
+            accepted = receiver.registry.get_sample_value(
+                "otel_agents_receiver_accepted_items_total",
+                {"signal": "traces", "transport": "grpc"},
+            )
+            assert delivered, (
+                f"{len(ids - sink.received)} of {len(ids)} spans missing; receiver acked "
+                f"{accepted}, sink has {len(sink.received)}; rotel said: {errors[-5:]}"
+            )
+    finally:
+        sink.stop()
+        receiver.stop(drain_timeout=1)

@@ -40,6 +40,8 @@ INVALID = {
     "host:port, got 'localhost'",
     "invalid_size.yaml": "storage.max_bytes: expected a size such as '64MiB', got 'lots'",
     "invalid_spool_too_small.yaml": "storage.max_bytes: must be at least 1MiB",
+    "invalid_spool_smaller_than_request_limit.yaml": "storage.max_bytes: must be at least "
+    "limits.max_request_bytes",
     "invalid_exporter_duration.yaml": "exporters.otlp/tempo.timeout: expected a duration such as "
     "'10s', got 'soon'",
     "invalid_exporter_without_endpoint.yaml": "exporters.otlp/tempo.endpoint: must be set "

@@ -129,6 +129,7 @@ def test_rc05_full_spool_throttles_with_retry_info_and_drains_after_recovery(
         tmp_path,
         **{
             "storage.max_bytes": "1MiB",
+            "limits.max_request_bytes": "1MiB",
             "exporters": {
                 "otlp/down": {
                     "endpoint": f"grpc://127.0.0.1:{port}",

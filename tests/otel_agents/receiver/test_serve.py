@@ -111,7 +111,13 @@ def test_serve_shuts_down_cleanly_and_drains_on_signal(
 def test_set_flag_overrides_any_field(tmp_path: Path) -> None:
     """``--set storage.max_bytes=2MiB`` reaches the spool (visible in /readyz details)."""
     proc = ReceiverProcess(
-        tmp_path, tmp_path / "data", "--set", "storage.max_bytes=2MiB", "--no-analysis"
+        tmp_path,
+        tmp_path / "data",
+        "--set",
+        "storage.max_bytes=2MiB",
+        "--set",
+        "limits.max_request_bytes=1MiB",
+        "--no-analysis",
     )
     try:
         status, body = http_status(f"http://127.0.0.1:{proc.ports['admin']}/readyz")
