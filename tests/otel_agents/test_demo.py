@@ -19,12 +19,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from otel_agents import semconv as sc
+from otel_agents._demo_a2a import ResearcherProcess
 from otel_agents.testing import OtlpSink, ReceivedSpan
 
 # 500x compression: the demo's ~40 simulated seconds per run take ~0.1 s
@@ -405,3 +407,82 @@ class TestCommandLine:
         )
         lost = re.search(r"warning: (\d+) spans could not be exported", proc.stdout)
         assert lost is not None and int(lost.group(1)) > 0, proc.stdout
+
+
+class TestResearcherA2AServer:
+    """The researcher process speaks A2A JSON-RPC and reports protocol errors as JSON-RPC errors."""
+
+    @pytest.fixture(scope="class")
+    def researcher(self, sink: OtlpSink) -> Iterator[ResearcherProcess]:
+        proc = ResearcherProcess(
+            endpoint=sink.grpc_endpoint, protocol="grpc", time_scale=float(TIME_SCALE)
+        ).start()
+        yield proc
+        proc.stop()
+
+    @staticmethod
+    def _post(url: str, body: bytes) -> dict[str, Any]:
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as response:
+            reply: dict[str, Any] = json.loads(response.read())
+        return reply
+
+    def test_agent_card(self, researcher: ResearcherProcess) -> None:
+        """The Agent Card is served at the well-known path with the loopback URL."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(researcher.url + ".well-known/agent-card.json", timeout=10) as response:
+            card = json.loads(response.read())
+        assert card["name"] == "researcher"
+        assert card["url"] == researcher.url
+        assert card["skills"][0]["id"] == "research"
+
+    @pytest.mark.parametrize(
+        ("body", "code"),
+        [
+            (b"{not json", -32700),
+            (b'{"jsonrpc": "2.0", "id": 1}', -32600),
+            (b'{"jsonrpc": "2.0", "id": 1, "method": "message/stream", "params": {}}', -32601),
+            (b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}}', -32602),
+            (
+                b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", '
+                b'"params": {"message": {"messageId": "m", "parts": []}}}',
+                -32602,
+            ),
+        ],
+    )
+    def test_protocol_errors(self, researcher: ResearcherProcess, body: bytes, code: int) -> None:
+        """Malformed JSON, requests, unknown methods and invalid params get their JSON-RPC codes."""
+        reply = self._post(researcher.url, body)
+        assert reply["jsonrpc"] == "2.0"
+        assert reply["error"]["code"] == code
+
+    def test_a_message_without_the_demo_metadata_is_a_failed_server_span(
+        self, sink: OtlpSink
+    ) -> None:
+        """An A2A message the researcher cannot decode still gets a SERVER span, marked as an error."""
+        sink.clear()
+        researcher = ResearcherProcess(
+            endpoint=sink.grpc_endpoint, protocol="grpc", time_scale=float(TIME_SCALE)
+        ).start()
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "SendMessage",
+            "params": {
+                "message": {"messageId": "m-x", "contextId": "c-x", "parts": [{"text": "q"}]}
+            },
+        }
+        try:
+            reply = self._post(researcher.url, json.dumps(body).encode())
+        finally:
+            researcher.stop()  # flushes the researcher's spans
+        assert reply["error"]["code"] == -32602
+        (server,) = sink.wait_for(
+            lambda s: [x for x in s.spans() if x.attributes.get(sc.A2A_MESSAGE_ID) == "m-x"], 10
+        )
+        assert server.kind == SERVER and server.status_code == 2
+        assert server.attributes[sc.ERROR_TYPE] == "-32602"
+        assert server.attributes[sc.GEN_AI_CONVERSATION_ID] == "c-x"
