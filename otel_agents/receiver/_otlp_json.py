@@ -85,6 +85,8 @@ def decode(data: bytes, message_class: type[Message]) -> Message:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"JSON body is not valid UTF-8 at byte {exc.start}") from None
+    if not text.strip():
+        return message_class()  # an empty body is an empty request, as with protobuf
     try:
         obj = json.loads(text)
     except RecursionError:

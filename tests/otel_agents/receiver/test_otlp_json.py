@@ -137,10 +137,12 @@ def test_nesting_deeper_than_upb_is_refused() -> None:
 
 
 def test_null_means_default_and_empty_body() -> None:
-    """null values are defaults; a JSON null or {} body is an empty request."""
+    """null values are defaults; an empty, null or {} body is an empty request."""
     assert _span(_doc(name=None)).name == ""
     assert decode(b"null", ExportTraceServiceRequest).ByteSize() == 0
     assert decode(b"{}", ExportTraceServiceRequest).ByteSize() == 0
+    assert decode(b"", ExportTraceServiceRequest).ByteSize() == 0
+    assert decode(b" \n", ExportTraceServiceRequest).ByteSize() == 0
 
 
 def test_empty_object_selects_oneof() -> None:
