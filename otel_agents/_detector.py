@@ -140,7 +140,7 @@ class AgentResourceDetector(ResourceDetector):
     def _host_process(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             _HOST_NAME: socket.gethostname(),
-            _OS_TYPE: sys.platform if sys.platform != "win32" else "windows",
+            _OS_TYPE: _os_type(sys.platform),
             _PROCESS_PID: os.getpid(),
             _PROCESS_RUNTIME_NAME: sys.implementation.name,
             _PROCESS_RUNTIME_VERSION: platform.python_version(),
@@ -148,8 +148,6 @@ class AgentResourceDetector(ResourceDetector):
         machine = platform.machine().lower()
         if machine:
             out[_HOST_ARCH] = _ARCH.get(machine, machine)
-        if out[_OS_TYPE].startswith("linux"):
-            out[_OS_TYPE] = "linux"
         try:
             import psutil
 
@@ -182,6 +180,15 @@ class AgentResourceDetector(ResourceDetector):
         if found:
             out[sc.AGENT_FRAMEWORKS] = found
         return out
+
+
+def _os_type(platform_id: str) -> str:
+    """``sys.platform`` to the ``os.type`` well-known value (``freebsd14`` -> ``freebsd``)."""
+    if platform_id in ("win32", "cygwin"):
+        return "windows"
+    if platform_id.startswith("sunos"):
+        return "solaris"
+    return platform_id.rstrip("0123456789")
 
 
 def _card_id(card: dict[str, Any]) -> str | None:

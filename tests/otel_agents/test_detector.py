@@ -100,3 +100,17 @@ def test_entry_point_declared() -> None:
         section.split("[", 1)[0].strip().splitlines()[0]
         == 'otel_agents = "otel_agents._detector:AgentResourceDetector"'
     )
+
+
+def test_os_type_well_known_values() -> None:
+    """sys.platform ids map to the os.type well-known values."""
+    from otel_agents._detector import _os_type
+
+    assert [_os_type(p) for p in ("linux", "darwin", "win32", "freebsd14", "sunos5", "aix7")] == [
+        "linux",
+        "darwin",
+        "windows",
+        "freebsd",
+        "solaris",
+        "aix",
+    ]
