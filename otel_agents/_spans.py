@@ -300,6 +300,19 @@ class InferenceSpan(SpanHandle):
             if value is not None:
                 self.span.set_attribute(key, value)
 
+    def record_cost(self, amount: float, currency: str = "USD") -> None:
+        """Record a cost the provider reported (``gen_ai.usage.cost.source = provider``).
+
+        The enriching processor keeps a reported cost instead of pricing the tokens.
+        """
+        self.span.set_attributes(
+            {
+                sc.GEN_AI_USAGE_COST_AMOUNT: float(amount),
+                sc.GEN_AI_USAGE_COST_CURRENCY: currency,
+                sc.GEN_AI_USAGE_COST_SOURCE: sc.COST_SOURCE_PROVIDER,
+            }
+        )
+
     def set_response_model(self, model: str) -> None:
         """Set ``gen_ai.response.model`` (the exact model that answered; used for pricing)."""
         self.span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, model)

@@ -181,6 +181,18 @@ def test_provider_reported_cost_is_kept() -> None:
     assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "provider"
 
 
+def test_cost_recorded_through_the_api_is_kept() -> None:
+    """InferenceSpan.record_cost marks the cost as provider-reported and the processor leaves it."""
+    provider, exporter, _ = enriched_pipeline()
+    with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+        llm.record_usage(input_tokens=10, output_tokens=10)
+        llm.record_cost(0.5, "EUR")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == 0.5
+    assert span.attributes[sc.GEN_AI_USAGE_COST_CURRENCY] == "EUR"
+    assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "provider"
+
+
 def test_cost_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     """OTEL_AGENTS_COST_ENABLED=false keeps normalization but prices nothing."""
     monkeypatch.setenv("OTEL_AGENTS_COST_ENABLED", "false")
