@@ -71,10 +71,13 @@ def wait_until(
         time.sleep(interval)
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """``(status, body)`` of a GET, HTTP errors included (no exception for 4xx/5xx)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -392,8 +395,13 @@ def stack_prometheus_config(admin_url: str) -> str:
     )
 
 
-def run_demo(endpoint: str, *extra: str, timeout: float = 120.0) -> str:
-    """Runs ``otel-agents demo`` in a child process (it installs a global tracer provider)."""
+def run_demo(
+    endpoint: str, *extra: str, timeout: float = 120.0, env: dict[str, str] | None = None
+) -> str:
+    """Runs ``otel-agents demo`` in a child process (it installs a global tracer provider).
+
+    ``env`` is added to this process's environment (e.g. ``OTEL_EXPORTER_OTLP_HEADERS``).
+    """
     proc = subprocess.run(
         [sys.executable, "-m", "otel_agents._cli", "demo", "--endpoint", endpoint, *extra],
         capture_output=True,
@@ -401,6 +409,7 @@ def run_demo(endpoint: str, *extra: str, timeout: float = 120.0) -> str:
         timeout=timeout,
         check=False,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout

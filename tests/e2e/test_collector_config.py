@@ -49,9 +49,10 @@ def receiver_tokens(admin_url: str) -> float:
     )
 
 
-def agents_seen(admin_url: str) -> set[str]:
+def agents_seen(admin_url: str, token: str | None = None) -> set[str]:
     """Agents in the receiver's cost roll-up (traces completed and analysed)."""
-    status, body = http_get(admin_url + "/api/v1/agents")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    status, body = http_get(admin_url + "/api/v1/agents", headers=headers)
     assert status == 200
     return {a["agent"] for a in json.loads(body)["cost_by_agent"]}
 
@@ -102,15 +103,21 @@ def test_fanout_collector_exporter_feeds_the_receiver(
     assert receiver_tokens(receiver.admin_url) > 0
 
 
+TOKEN = "e2e-token-0123456789abcdef"
+
+
 def _front_config(tmp_path: Path, collector_grpc: int) -> Path:
-    """receiver-front.yaml with only its addresses moved to this machine's free ports."""
+    """receiver-front.yaml with only its addresses and token file moved to this machine."""
     cfg: dict[str, Any] = yaml.safe_load(
         (CONFIG / "otel-agents" / "receiver-front.yaml").read_text()
     )
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
     protocols = cfg["receivers"]["otlp"]["protocols"]
-    protocols["grpc"]["endpoint"] = "127.0.0.1:0"
-    protocols["http"]["endpoint"] = "127.0.0.1:0"
-    cfg["admin"]["endpoint"] = "127.0.0.1:0"
+    for section in (protocols["grpc"], protocols["http"], cfg["admin"]):
+        section["endpoint"] = "127.0.0.1:0"
+        assert section["auth"]["token_file"] == "/run/secrets/otel-agents-token"
+        section["auth"]["token_file"] = str(token_file)
     cfg["storage"]["data_dir"] = str(tmp_path / "front")
     forward = cfg["exporters"]["otlp/collector"]
     assert forward["endpoint"].startswith("grpc://") and forward["endpoint"].endswith(":14317")
@@ -122,7 +129,7 @@ def _front_config(tmp_path: Path, collector_grpc: int) -> Path:
 
 
 def test_receiver_in_front_forwards_through_the_collector(rotel: Path, tmp_path: Path) -> None:
-    """Topology (c): receiver-front.yaml analyses the app's traces and forwards every span via the Collector."""
+    """Topology (c): receiver-front.yaml (token auth) analyses the app's traces and forwards every span via the Collector."""
     from otel_agents.receiver import Receiver, load_config
     from otel_agents.testing import OtlpSink
 
@@ -135,7 +142,10 @@ def test_receiver_in_front_forwards_through_the_collector(rotel: Path, tmp_path:
         rx = Receiver(config)
         rx.start()
         try:
-            output = run_demo("http://" + rx.grpc_endpoint, *DEMO)
+            status, _ = http_get(rx.admin_url + "/api/v1/agents")
+            assert status == 401, "the admin API must require the token"
+            headers = {"OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {TOKEN}"}
+            output = run_demo("http://" + rx.grpc_endpoint, *DEMO, env=headers)
             traces = demo_traces(output)
             assert len(traces) == 6
             wait_until(
@@ -144,7 +154,7 @@ def test_receiver_in_front_forwards_through_the_collector(rotel: Path, tmp_path:
                 what=f"every demo trace forwarded through the Collector (rotel log: {log})",
             )
             wait_until(
-                lambda: agents_seen(rx.admin_url) >= {"planner", "researcher"},
+                lambda: agents_seen(rx.admin_url, TOKEN) >= {"planner", "researcher"},
                 timeout=30,
                 what="the demo's agents analysed in front of the Collector",
             )
