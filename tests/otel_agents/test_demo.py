@@ -15,10 +15,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -486,3 +489,53 @@ class TestResearcherA2AServer:
         assert server.kind == SERVER and server.status_code == 2
         assert server.attributes[sc.ERROR_TYPE] == "-32602"
         assert server.attributes[sc.GEN_AI_CONVERSATION_ID] == "c-x"
+
+
+class TestEmbeddedReceiver:
+    """``otel-agents demo`` with no endpoint: the embedded receiver analyses the runs."""
+
+    def test_serve_keeps_the_admin_page_up_until_interrupted(self) -> None:
+        """With --serve the report is printed, the admin API answers, and Ctrl-C exits cleanly."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "otel_agents._cli",
+                "demo",
+                "--runs",
+                "4",
+                "--inject",
+                "tool-loop",
+                "--time-scale",
+                TIME_SCALE,
+                "--serve",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+        reader.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not any("serving until Ctrl-C" in line for line in lines):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.1)
+            output = "".join(lines)
+            admin = re.search(r"Admin page: (http://127\.0\.0\.1:\d+)/", output)
+            assert admin is not None, output
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(admin.group(1) + "/api/v1/agents", timeout=10) as response:
+                agents = json.loads(response.read())
+            assert {"planner", "researcher"} <= {row["agent"] for row in agents["cost_by_agent"]}
+            assert "Tool loop" in output and "`fetch_page`" in output
+            assert "had not found everything expected" not in output
+        finally:
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(30)
+            reader.join(10)
+        assert rc == 0, proc.stderr.read() if proc.stderr else ""
