@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def poll(predicate: object, timeout: float, interval: float = 0.05) -> bool:
 class ReceiverProcess:
     """``python -m otel_agents._cli serve`` as a child process with ports on 0."""
 
-    def __init__(self, tmp: Path, data_dir: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, data_dir: Path, *extra: str, wrapper: Sequence[str] = ()) -> None:
         self.ports_file = tmp / f"ports-{time.monotonic_ns()}.json"
         self.log = tmp / "receiver.log"
         args = [
@@ -100,7 +101,7 @@ class ReceiverProcess:
             *extra,
         ]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=log)
+            self.proc = subprocess.Popen([*wrapper, *args], cwd=ROOT, stdout=log, stderr=log)
         if not poll(lambda: self.ports_file.exists() or self.proc.poll() is not None, 60):
             self.kill()
             raise TimeoutError("receiver did not start in 60 s")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -237,3 +239,82 @@ def test_rc08_deleted_spool_file_loses_no_acked_span(tmp_path: Path, sink: Recor
     finally:
         client.close()
         receiver.stop(drain_timeout=1)
+
+
+def _read_only_mount_wrapper(data: Path) -> list[str]:
+    """Run the command in a user + mount namespace where ``data`` is a read-only bind mount."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", script, str(data)]
+
+
+def test_rc08_read_only_data_dir_refuses_then_recovers(tmp_path: Path, sink: RecordingSink) -> None:
+    """RC-08: started on a read-only filesystem the receiver refuses retryably and reports not
+    ready; when the filesystem becomes writable it recovers by itself and delivers everything."""
+    probe = (
+        subprocess.run(
+            ["unshare", "-rm", "sh", "-c", f"mount --bind {tmp_path} {tmp_path}"],
+            capture_output=True,
+            timeout=10,
+        )
+        if shutil.which("unshare") and shutil.which("nsenter")
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        pytest.skip(
+            "needs unshare/nsenter with unprivileged user+mount namespaces for a read-only mount"
+        )
+    data = tmp_path / "data"
+    port = sink.grpc_port
+    sink.stop_grpc()
+    common = (
+        "--forward",
+        f"grpc://127.0.0.1:{port}",
+        "--no-analysis",
+        "--set",
+        "pipeline.drain_timeout=200ms",
+        "--set",
+        "pipeline.tick_interval=200ms",
+    )
+    first = ReceiverProcess(tmp_path, data, *common)
+    client = RawClient(first.ports["grpc"])
+    acked: set[tuple[bytes, bytes]] = set()
+    for _ in range(3):
+        batch = make_traces(5)
+        assert client.export(batch.payload).code is grpc.StatusCode.OK
+        acked.update(batch.keys)
+    client.close()
+    assert first.terminate() == 0
+
+    ro = ReceiverProcess(tmp_path, data, *common, wrapper=_read_only_mount_wrapper(data))
+    client = RawClient(ro.ports["grpc"])
+    admin = f"http://127.0.0.1:{ro.ports['admin']}/readyz"
+    try:
+        status, body = http_status(admin)
+        assert status == 503 and str(body["spool"]).startswith("degraded"), body
+        reply = client.export(make_traces(5).payload)
+        assert reply.code is grpc.StatusCode.UNAVAILABLE and reply.retry_delay is not None
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                str(ro.proc.pid),
+                "-U",
+                "-m",
+                "--preserve-credentials",
+                "mount",
+                "-o",
+                "remount,bind,rw",
+                str(data),
+            ],
+            check=True,
+            timeout=10,
+        )
+        assert poll(lambda: http_status(admin)[0] == 200, 10)
+        batch = make_traces(5)
+        assert client.export(batch.payload).code is grpc.StatusCode.OK
+        acked.update(batch.keys)
+        sink.start_grpc(port)
+        assert poll(lambda: acked <= sink.received, 15)
+    finally:
+        client.close()
+        assert ro.terminate() == 0
