@@ -76,11 +76,13 @@ def sinks() -> Iterator[tuple[WebhookSink, WebhookSink]]:
         s.server.server_close()
 
 
-def _start_alertmanager(tmp: Path, sink_url: str) -> Alertmanager:
+def _start_alertmanager(
+    tmp: Path, sink_url: str, route: dict[str, Any] | None = None
+) -> Alertmanager:
     binary = require_binary("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
     cfg = {
         "global": {"resolve_timeout": "5m"},
-        "route": {k: v for k, v in ROUTE.items()},
+        "route": dict(route or ROUTE),
         "receivers": [
             {
                 "name": "hook",
@@ -91,7 +93,7 @@ def _start_alertmanager(tmp: Path, sink_url: str) -> Alertmanager:
                 "webhook_configs": [{"url": f"{sink_url}/pager", "send_resolved": True}],
             },
         ],
-        "inhibit_rules": INHIBIT,
+        "inhibit_rules": INHIBIT if route is None else [],
     }
     (tmp / "am.yml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     log = (tmp / "am.log").open("wb")
@@ -205,6 +207,67 @@ def test_same_stream_same_notifications(
         "Noisy" in k[1] or k[1].endswith('{agent="critic", alertname="ToolErrors"}')
         for k in am_groups
     )
+
+
+def test_repeat_late_joiner_and_silence_expiry_match(
+    tmp_path: Path, sinks: tuple[WebhookSink, WebhookSink]
+) -> None:
+    """repeat_interval, an alert joining a notified group, and a silence expiring mid-run give
+    the same notifications in both engines."""
+    route = {"receiver": "hook", "group_by": ["alertname", "agent"], "group_wait": "1s",
+             "group_interval": "2s", "repeat_interval": "3s"}  # fmt: skip
+    am_sink, our_sink = sinks
+    am = _start_alertmanager(tmp_path, am_sink.url, route)
+    try:
+        policy = UrlPolicy(EgressConfig(allow_http=True, allow_cidrs=["127.0.0.1/32"]))
+        hook = WebhookNotifier("hook", 0, WebhookConfig(url=f"{our_sink.url}/hook"), policy)
+        ours = Dispatcher(build_route(route))
+        start = time.time()
+        _, sil = am.post("/api/v2/silences", {
+            "matchers": [{"name": "alertname", "value": "Muted", "isRegex": False, "isEqual": True}],
+            "startsAt": rfc3339(start), "endsAt": rfc3339(start + 600), "createdBy": "e2e", "comment": "x",
+        })  # fmt: skip
+        ours_sil = ours.add_silence([parse_matcher('alertname="Muted"')], starts_at=start,
+                                    ends_at=start + 600, created_by="e2e", now=start)  # fmt: skip
+
+        def push(labels: dict[str, str], t: float) -> None:
+            am.post("/api/v2/alerts", [{"labels": labels, "startsAt": rfc3339(t)}])
+            ours.put(Alert(labels=dict(labels), starts_at=t), t)
+
+        t0 = time.time()
+        push({"alertname": "Rep", "agent": "a"}, t0)
+        push({"alertname": "Late", "agent": "b", "tool": "x"}, t0)
+        push({"alertname": "Muted", "agent": "c"}, t0)
+        joined = expired = False
+        while time.time() < t0 + 10.0:
+            t = time.time()
+            if not joined and t >= t0 + 2.0:
+                push({"alertname": "Late", "agent": "b", "tool": "y"}, t)
+                joined = True
+            if not expired and t >= t0 + 4.0:
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"{am.url}/api/v2/silence/{sil['silenceID']}", method="DELETE"
+                    ),
+                    timeout=5,
+                ).close()
+                ours.expire_silence(ours_sil.id, t)
+                expired = True
+            for n in ours.flush_due(t):
+                hook.notify(n)
+            time.sleep(0.05)
+        am_groups, our_groups = _groups(am_sink.bodies()), _groups(our_sink.bodies())
+        assert our_groups == am_groups
+        counts = {k[1]: len(v) for k, v in am_groups.items()}
+        # Rep: first + repeats at +5 s and +9 s; Late: first, then the joiner, then a repeat;
+        # Muted: only after its silence expired (flush at +5 s), then a repeat at +9 s
+        assert counts == {'{}:{agent="a", alertname="Rep"}': 3, '{}:{agent="b", alertname="Late"}': 3,
+                          '{}:{agent="c", alertname="Muted"}': 2}  # fmt: skip
+        late = am_groups[("hook", '{}:{agent="b", alertname="Late"}')]
+        assert [len(alerts) for _, alerts in late] == [1, 2, 2]
+    finally:
+        am.process.terminate()
+        am.process.wait(timeout=10)
 
 
 def test_push_to_alertmanager_api_v2(tmp_path: Path, alertmanager: Alertmanager) -> None:
