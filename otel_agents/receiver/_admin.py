@@ -34,7 +34,7 @@ from prometheus_client.exposition import choose_encoder
 
 from otel_agents._component import ApiHandler
 from otel_agents._errors import ConfigError
-from otel_agents.receiver._auth import BearerAuthenticator, check_exposure, http_ssl_context
+from otel_agents.receiver._auth import BearerAuthenticator, ReloadingSSLContext, check_exposure
 from otel_agents.receiver._transport_config import AdminConfig, split_endpoint
 
 __all__ = ["API_PREFIX", "SUBPATH_KEY", "AdminServer", "HealthCheck"]
@@ -186,7 +186,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     block_on_close = False
     allow_reuse_address = True
     owner: AdminServer
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: ReloadingSSLContext | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is None:
@@ -195,7 +195,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # Handshake in the connection's thread, bounded, never in the accept loop.
         request.settimeout(10.0)
         try:
-            tls_sock = self.ssl_context.wrap_socket(request, server_side=True)
+            tls_sock = self.ssl_context.current().wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as exc:
             _log.debug("admin TLS handshake with %s failed: %s", client_address, exc)
             return
@@ -298,7 +298,7 @@ class AdminServer:
         except OSError as exc:
             raise ConfigError(f"admin.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
         if cfg.tls.enabled:
-            server.ssl_context = http_ssl_context(cfg.tls)
+            server.ssl_context = ReloadingSSLContext(cfg.tls)
         server.owner = self
         self._server = server
         self.port = int(server.server_address[1])

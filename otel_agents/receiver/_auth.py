@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from otel_agents._errors import ConfigError
 from otel_agents.receiver._transport_config import AuthConfig, TlsConfig, split_endpoint
 
+_log = logging.getLogger("otel_agents.receiver")
+
 __all__ = [
     "BearerAuthenticator",
+    "ReloadingSSLContext",
     "check_exposure",
     "grpc_server_credentials",
     "http_ssl_context",
@@ -150,17 +155,93 @@ def _read(path: str, what: str) -> bytes:
         raise ConfigError(f"tls.{what}: cannot read {path!r}: {exc.strerror}") from None
 
 
+class _CertFiles:
+    """Watches the TLS files; ``changed()`` is true once per modification (checked ≤ 1/s).
+
+    Certificates rotate without a restart, like the Collector's ``reload_interval``: new
+    connections get the new files, established ones keep theirs.
+    """
+
+    def __init__(self, tls: TlsConfig) -> None:
+        self.paths = [p for p in (tls.cert_file, tls.key_file, tls.client_ca_file) if p]
+        self._lock = threading.Lock()
+        self._checked = time.monotonic()
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[tuple[float, int], ...]:
+        out = []
+        for p in self.paths:
+            try:
+                st = os.stat(p)
+                out.append((st.st_mtime, st.st_size))
+            except OSError:
+                out.append((0.0, -1))
+        return tuple(out)
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked < 1.0:
+                return False
+            self._checked = now
+            stamp = self._stat()
+            if stamp == self._stamp or any(size < 0 for _, size in stamp):
+                return False  # unchanged, or mid-replacement: keep the current files
+            self._stamp = stamp
+            return True
+
+
 def grpc_server_credentials(tls: TlsConfig) -> Any:
-    """``grpc.ServerCredentials`` for ``tls`` (client certificates required when a CA is set)."""
+    """``grpc.ServerCredentials`` for ``tls`` (client certificates required when a CA is set).
+
+    The files are re-read when they change (checked at most once a second, before a handshake).
+    """
     import grpc
 
     assert tls.cert_file is not None and tls.key_file is not None
-    key = _read(tls.key_file, "key_file")
-    cert = _read(tls.cert_file, "cert_file")
-    ca = _read(tls.client_ca_file, "client_ca_file") if tls.client_ca_file else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    cert_file, key_file, ca_file = tls.cert_file, tls.key_file, tls.client_ca_file
+
+    def load() -> Any:
+        key = _read(key_file, "key_file")
+        cert = _read(cert_file, "cert_file")
+        ca = _read(ca_file, "client_ca_file") if ca_file else None
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    watch = _CertFiles(tls)
+
+    def fetch() -> Any:
+        if not watch.changed():
+            return None
+        try:
+            return load()
+        except ConfigError:
+            _log.warning("TLS files changed but cannot be read; keeping the current ones")
+            return None
+
+    return grpc.dynamic_ssl_server_credentials(
+        load(), fetch, require_client_authentication=ca_file is not None
     )
+
+
+class ReloadingSSLContext:
+    """A server ``SSLContext`` for ``tls`` that is rebuilt when the files change.
+
+    ``CERT_REQUIRED`` when a client CA is set; minimum version from ``tls.min_version``.
+    """
+
+    def __init__(self, tls: TlsConfig) -> None:
+        self.tls = tls
+        self._ctx = http_ssl_context(tls)
+        self._watch = _CertFiles(tls)
+
+    def current(self) -> ssl.SSLContext:
+        """The context for the next handshake."""
+        if self._watch.changed():
+            try:
+                self._ctx = http_ssl_context(self.tls)
+            except ConfigError:
+                _log.warning("TLS files changed but cannot be loaded; keeping the current ones")
+        return self._ctx
 
 
 def http_ssl_context(tls: TlsConfig) -> ssl.SSLContext:

@@ -44,7 +44,7 @@ from google.protobuf import json_format
 
 from otel_agents._errors import ConfigError, RetryableError
 from otel_agents.receiver import _otlp_json
-from otel_agents.receiver._auth import BearerAuthenticator, check_exposure, http_ssl_context
+from otel_agents.receiver._auth import BearerAuthenticator, ReloadingSSLContext, check_exposure
 from otel_agents.receiver._common import Answer, ExportHandler, Outcome, Signal
 from otel_agents.receiver._transport_config import HttpConfig, split_endpoint
 
@@ -515,7 +515,7 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # TLS handshake in the connection's own thread, bounded by the header timeout.
         request.settimeout(self.owner.config.read_header_timeout)
         try:
-            tls_sock = ctx.wrap_socket(request, server_side=True)
+            tls_sock = ctx.current().wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as exc:
             _log.debug("TLS handshake with %s failed: %s", client_address, exc)
             return
@@ -551,7 +551,7 @@ class HttpServer:
             config.metrics_url_path: "metrics",
             config.logs_url_path: "logs",
         }
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ReloadingSSLContext | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[Any] = set()
@@ -567,7 +567,7 @@ class HttpServer:
         cfg = self.config
         check_exposure("http", cfg.endpoint, cfg.tls, cfg.auth, cfg.insecure_public)
         if cfg.tls.enabled:
-            self._ssl = http_ssl_context(cfg.tls)
+            self._ssl = ReloadingSSLContext(cfg.tls)
         host, port = split_endpoint(cfg.endpoint)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 

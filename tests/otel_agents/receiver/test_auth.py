@@ -11,6 +11,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -298,3 +299,62 @@ def test_admin_over_tls_with_token(pki: dict[str, Path]) -> None:
         assert get("/metrics", {"Authorization": f"Bearer {TOKEN}"}) == 200
     finally:
         server.stop()
+
+
+def _write_pair(cert_path: Path, key_path: Path, key: Any, cert: x509.Certificate) -> None:
+    # Write both, then push the mtimes forward: the watcher compares (mtime, size).
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    later = time.time() + 10
+    for p in (cert_path, key_path):
+        os.utime(p, (later, later))
+
+
+def test_certificates_rotate_without_restart(tmp_path: Path) -> None:
+    """After the cert/key files are replaced, new gRPC and HTTPS connections get the new cert."""
+    ca1_key, ca1 = _cert("ca-one", None, None, ca=True)
+    ca2_key, ca2 = _cert("ca-two", None, None, ca=True)
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    _write_pair(cert_path, key_path, *_cert("localhost", ca1_key, ca1.subject, server=True))
+    tls = TlsConfig(cert_file=str(cert_path), key_file=str(key_path))
+    gen = stack_fixture(
+        grpc_config=GrpcConfig(endpoint="127.0.0.1:0", tls=tls),
+        http_config=HttpConfig(endpoint="127.0.0.1:0", tls=tls),
+    )
+    stack = next(gen)
+    pem1 = ca1.public_bytes(serialization.Encoding.PEM)
+    pem2 = ca2.public_bytes(serialization.Encoding.PEM)
+    body = trace_request(1).SerializeToString()
+
+    def grpc_ok(ca_pem: bytes) -> bool:
+        creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        target = f"localhost:{stack.grpc.port}"
+        return grpc_call(target, body, credentials=creds, timeout=3).code == grpc.StatusCode.OK
+
+    def https_ok(ca_pem: bytes) -> bool:
+        ctx = ssl.create_default_context(cadata=ca_pem.decode())
+        conn = http.client.HTTPSConnection("localhost", stack.http.port, context=ctx, timeout=5)
+        try:
+            conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            return conn.getresponse().status == 200
+        except (ssl.SSLError, OSError):
+            return False
+        finally:
+            conn.close()
+
+    try:
+        assert grpc_ok(pem1) and https_ok(pem1)
+        _write_pair(cert_path, key_path, *_cert("localhost", ca2_key, ca2.subject, server=True))
+        deadline = time.monotonic() + 5  # the watcher looks at most once a second
+        while time.monotonic() < deadline and not (grpc_ok(pem2) and https_ok(pem2)):
+            time.sleep(0.2)
+        assert grpc_ok(pem2) and https_ok(pem2)
+        assert not https_ok(pem1)
+    finally:
+        gen.close()
