@@ -395,7 +395,9 @@ class AgentIdentitySpanProcessor(SpanProcessor):
             agent = current_agent()
             if agent is None:
                 return
-            have = span.attributes or {}
+            # A C-level dict copy: `in` on the SDK's attribute proxy raises and catches KeyError
+            # per missing key (~4x slower for the usual case, a third-party span without them).
+            have = _plain_attributes(span)
             add: dict[str, AttributeValue] = {}
             if agent.name is not None and sc.GEN_AI_AGENT_NAME not in have:
                 add[sc.GEN_AI_AGENT_NAME] = agent.name
