@@ -31,6 +31,7 @@ import http.server
 import io
 import logging
 import math
+import re
 import socket
 import socketserver
 import ssl
@@ -57,6 +58,7 @@ JSON = "application/json"
 _PROTOBUF_TYPES = frozenset({PROTOBUF, "application/protobuf"})
 _ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 _CHUNK = 64 * 1024
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 #: Lingering close: at most this much unread body is drained (and dropped) after an early answer.
 _LINGER_BYTES = 8 * 1024 * 1024
 _LINGER_SECONDS = 2.0
@@ -224,8 +226,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         requested = self.headers.get("Access-Control-Request-Headers") or ""
         allowed = "Content-Type, Content-Encoding, Authorization"
-        if requested:
-            allowed = ", ".join(h.strip() for h in requested.split(",") if h.strip())
+        names = [h.strip() for h in requested.split(",")]
+        if names and all(_TOKEN.fullmatch(h) for h in names):  # echo only header-name tokens
+            allowed = ", ".join(names)
         headers = [
             ("Access-Control-Allow-Methods", "POST"),
             ("Access-Control-Allow-Headers", allowed),
@@ -389,8 +392,10 @@ def _chunked(rfile: Any, limit: int) -> Iterator[bytes]:
     total = 0
     while True:
         line = rfile.readline(1024)
+        if not line:
+            raise ConnectionError("client closed the connection mid-body")
         if not line.endswith(b"\n"):
-            raise ConnectionError("malformed chunked encoding")
+            raise _BodyError(Answer(Outcome.INVALID, message="malformed chunk header"))
         try:
             size = int(line.split(b";", 1)[0].strip(), 16)
         except ValueError:

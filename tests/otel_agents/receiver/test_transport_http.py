@@ -380,3 +380,14 @@ def test_json_gzip_with_charset(stack: Stack) -> None:
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     assert r.headers["date"].endswith(" GMT")
     assert [s.name for s in stack.ingestor.spans()] == ["json-span"]
+
+
+def test_malformed_chunk_header_is_400(stack: Stack) -> None:
+    """A chunk-size line that is not hex → 400; a valid request still succeeds afterwards."""
+    with socket.create_connection(("127.0.0.1", stack.http.port), timeout=5) as s:
+        s.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+    assert http_post(stack, "/v1/traces", trace_request(1).SerializeToString()).status == 200
