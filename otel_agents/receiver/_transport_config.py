@@ -62,6 +62,9 @@ def _endpoint_problems(name: str, endpoint: str) -> list[str]:
 class TlsConfig:
     """Server TLS (Collector ``configtls``); setting ``client_ca_file`` requires client certs (mTLS).
 
+    The files are re-read when they change (checked at most once a second, before handshakes),
+    so certificates rotate without a restart.
+
     Attributes:
         cert_file: PEM certificate chain of the server.
         key_file: PEM private key of the server.
