@@ -622,3 +622,48 @@ def test_compose_mounts_existing_files_and_wires_the_stack() -> None:
         for t in sc["targets"]
     }
     assert hosts - {"localhost"} <= set(services)
+
+
+# --------------------------------------------------------------------------- label values
+def _label_values(expr: str, label: str) -> set[str]:
+    """Values an expression's matchers select for ``label`` (``a|b`` regexes split)."""
+    out: set[str] = set()
+    for op, value in re.findall(rf'\b{label}\s*(=~|=)\s*"([^"]*)"', expr):
+        if value.startswith("$"):
+            continue  # a template variable; its options are checked separately
+        out |= set(value.split("|")) if op == "=~" else {value}
+    return out
+
+
+def _all_exprs() -> list[str]:
+    exprs = [r["expr"] for g in rule_groups() for r in g["rules"]]
+    for path in DASHBOARDS:
+        dash = load_dashboard(path)
+        exprs += [t["expr"] for _, _, t in dashboard_queries(dash)]
+        exprs += [substitute_macros(e) for _, e in service_map_queries(dash)]
+    return exprs
+
+
+def test_selected_label_values_are_the_ones_the_receiver_emits() -> None:
+    """operation / status / connection_type values in rules and dashboards are the receiver's own."""
+    from otel_agents.processors import _batch
+
+    kinds = {
+        _batch.KIND_AGENT,
+        _batch.KIND_TOOL,
+        _batch.KIND_MODEL,
+        _batch.KIND_A2A,
+        _batch.KIND_OTHER,
+    }
+    allowed = {
+        "operation": kinds,
+        "status": {"ok", "error"},
+        "connection_type": {"agent", "tool", "a2a"},
+    }
+    for expr in _all_exprs():
+        for label, values in allowed.items():
+            assert _label_values(expr, label) <= values, f"{label} in {expr}"
+    graph = load_dashboard(GRAFANA / "dashboards" / "agent-graph.json")
+    var = next(v for v in graph["templating"]["list"] if v["name"] == "connection_type")
+    assert set(var["query"].split(",")) == allowed["connection_type"]
+    assert set(var["allValue"].split("|")) == allowed["connection_type"]
