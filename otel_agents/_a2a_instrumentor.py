@@ -13,6 +13,12 @@ Server side: the request-handler entry points (``on_message_send``, ``on_get_tas
 context extracted from the message metadata, else from the request headers / gRPC metadata.
 The agent executor's spans become its children.
 
+Push notifications: ``BasePushNotificationSender`` deliveries run in a CLIENT span
+``TaskPushNotification`` whose trace context is added to the webhook request's headers (through an
+httpx request hook on the sender's client that is active only inside that span).  The receiving
+webhook is application code: ``a2a_server_span("TaskPushNotification", carrier_message={"metadata":
+headers})`` there *links* to the delivery span (one-way message) instead of parenting on it.
+
 The wrapping is done on the classes (so it covers clients and handlers created before
 ``instrument()``) and undone by ``uninstrument()``.  Any failure inside the wrappers is logged
 and the original call proceeds unchanged.
@@ -20,6 +26,7 @@ and the original call proceeds unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Collection
@@ -396,6 +403,91 @@ def _wrap_http_entry(original: Callable[..., Any], method: str, tp: Any) -> Call
     return wrapper
 
 
+# --------------------------------------------------------------------------------------------
+# Push notifications (server -> client webhook, one-way)
+# --------------------------------------------------------------------------------------------
+PUSH_METHOD = "TaskPushNotification"
+
+# Context of the delivery span for the current asyncio task; read by the httpx request hook so
+# concurrent deliveries (asyncio.gather) each carry their own span.
+_push_context: contextvars.ContextVar[otel_context.Context | None] = contextvars.ContextVar(
+    "otel_agents_a2a_push_context", default=None
+)
+_HOOK_MARK = "__otel_agents_push_hook__"
+
+
+async def _inject_push_headers(request: Any) -> None:
+    """httpx request hook: adds the delivery span's trace context to the webhook request."""
+    ctx = _push_context.get()
+    if ctx is None:
+        return
+    try:
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=ctx)
+        for key, value in carrier.items():
+            request.headers[key] = value
+    except Exception:
+        _log.debug("a2a instrumentor: push header injection failed", exc_info=True)
+
+
+def _ensure_push_hook(client: Any) -> None:
+    if client is None or getattr(client, _HOOK_MARK, False):
+        return
+    hooks = dict(client.event_hooks)
+    hooks["request"] = [*hooks.get("request", []), _inject_push_headers]
+    client.event_hooks = hooks
+    setattr(client, _HOOK_MARK, True)
+
+
+def _record_push_event(handle: A2ASpan, event: Any) -> None:
+    name = type(event).__name__
+    if name == "Task":
+        handle.set_task(event)
+    elif name in ("TaskStatusUpdateEvent", "TaskArtifactUpdateEvent"):
+        context_id = getattr(event, "context_id", "")
+        if context_id:
+            handle.span.set_attribute("gen_ai.conversation.id", context_id)
+        if name == "TaskStatusUpdateEvent":
+            handle.set_task_state(event.status.state)
+
+
+def _wrap_push_dispatch(original: Callable[..., Any], method: str, tp: Any) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def wrapper(
+        self: Any, event: Any, push_info: Any, task_id: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            handle = start_client_span(PUSH_METHOD, task_id=task_id or None, tracer_provider=tp)
+        except Exception:
+            _log.debug("a2a instrumentor: push span failed", exc_info=True)
+            return await original(self, event, push_info, task_id, *args, **kwargs)
+        try:
+            _record_push_event(handle, event)
+            _ensure_push_hook(getattr(self, "_client", None))
+        except Exception:
+            _log.debug("a2a instrumentor: push span set-up failed", exc_info=True)
+        push_token = _push_context.set(handle.context)
+        token = otel_context.attach(handle.context)
+        try:
+            delivered = await original(self, event, push_info, task_id, *args, **kwargs)
+        except BaseException as exc:
+            handle.end(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            _push_context.reset(push_token)
+        if delivered is False:
+            # the sender logs and swallows delivery errors; the span still says it failed
+            handle.set_error("_OTHER", "push notification not delivered")
+        handle.end()
+        return delivered
+
+    setattr(wrapper, _MARK, original)
+    return wrapper
+
+
 def _make(
     maker: Callable[[Callable[..., Any], str, Any], Callable[..., Any]],
     method: str,
@@ -442,6 +534,18 @@ class A2AInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 continue
             for attr in attrs:
                 self._patch(cls, attr, functools.partial(_make, _wrap_http_entry, attr, tp))
+        try:
+            from a2a.server.tasks.base_push_notification_sender import (
+                BasePushNotificationSender,
+            )
+
+            self._patch(
+                BasePushNotificationSender,
+                "_dispatch_notification",
+                functools.partial(_make, _wrap_push_dispatch, PUSH_METHOD, tp),
+            )
+        except Exception:
+            _log.debug("a2a instrumentor: push sender unavailable", exc_info=True)
         for cls in _server_classes():
             for attr, method in _SERVER_METHODS.items():
                 maker = _wrap_server_stream if attr in _SERVER_STREAMING else _wrap_server

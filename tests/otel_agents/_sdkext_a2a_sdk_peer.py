@@ -35,13 +35,19 @@ def _provider(service: str, endpoint: str) -> TracerProvider:
 
 
 def server(endpoint: str) -> None:
+    import httpx
     import uvicorn
     from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_message
     from a2a.server.agent_execution import AgentExecutor, RequestContext
     from a2a.server.events import EventQueue
     from a2a.server.request_handlers import DefaultRequestHandler
     from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
-    from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+    from a2a.server.tasks import (
+        BasePushNotificationSender,
+        InMemoryPushNotificationConfigStore,
+        InMemoryTaskStore,
+        TaskUpdater,
+    )
     from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
     from starlette.applications import Starlette
 
@@ -78,13 +84,18 @@ def server(endpoint: str) -> None:
                 url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
             )
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=True),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id="research", name="research", description="research", tags=["r"])],
     )
+    push_store = InMemoryPushNotificationConfigStore()
     handler = DefaultRequestHandler(
-        agent_executor=Researcher(), task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=Researcher(),
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
+        push_config_store=push_store,
+        push_sender=BasePushNotificationSender(httpx.AsyncClient(timeout=5), push_store),
     )
     app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
     config = uvicorn.Config(app, log_level="warning", lifespan="off")

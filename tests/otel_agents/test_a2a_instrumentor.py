@@ -7,6 +7,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,127 @@ def test_protocol_error_sets_jsonrpc_code(
 
     assert sink.wait_for(lambda: len(remote()) == 1, timeout=15)
     assert attrs(remote()[0].attributes)[sc.ERROR_TYPE] == "-32001"
+
+
+class _Webhook:
+    """The client's push-notification endpoint: records each delivery and, as application code
+    would, opens a one-way A2A SERVER span from the request headers."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from otel_agents._a2a import a2a_server_span
+
+        self.deliveries: list[dict[str, str]] = []
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with a2a_server_span(
+                    "TaskPushNotification",
+                    carrier_message={"metadata": headers},
+                    tracer_provider=provider,
+                ):
+                    pass
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                with outer.cond:
+                    outer.deliveries.append(headers)
+                    outer.cond.notify_all()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/webhook"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}
+        )
+        self.thread.start()
+
+    def wait(self, n: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.deliveries) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.thread.join(timeout=10)
+        self.httpd.server_close()
+
+
+def test_push_notifications_are_linked_not_parented(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """The server's push deliveries run in TaskPushNotification CLIENT spans whose context travels
+    in the webhook request headers; the webhook's SERVER span links to it instead of parenting."""
+    import httpx
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types.a2a_pb2 import (
+        Role,
+        SendMessageConfiguration,
+        SendMessageRequest,
+        TaskPushNotificationConfig,
+    )
+
+    sink, url = server
+    provider, exporter = instrumented
+    hook = _Webhook(provider)
+    try:
+
+        async def send() -> str:
+            async with httpx.AsyncClient(timeout=10) as http:
+                client = await create_client(
+                    url, client_config=ClientConfig(streaming=False, httpx_client=http)
+                )
+                msg = new_text_message("notify me", context_id="conv-push", role=Role.ROLE_USER)
+                config = SendMessageConfiguration(
+                    task_push_notification_config=TaskPushNotificationConfig(
+                        url=hook.url, token="t"
+                    )
+                )
+                task_id = ""
+                async for event in client.send_message(
+                    SendMessageRequest(message=msg, configuration=config)
+                ):
+                    task_id = event.task.id
+                await client.close()
+                return task_id
+
+        task_id = asyncio.run(send())
+        assert hook.wait(1, timeout=15)
+    finally:
+        hook.close()
+
+    def deliveries() -> list[Any]:
+        return [
+            s
+            for _, s in sink.spans()
+            if s.name == "TaskPushNotification"
+            and s.kind == CLIENT_KIND
+            and attrs(s.attributes).get(sc.A2A_TASK_ID) == task_id
+        ]
+
+    assert sink.wait_for(lambda: len(deliveries()) >= len(hook.deliveries), timeout=15)
+    sent = {s.span_id.hex(): s for s in deliveries()}
+    for headers in hook.deliveries:
+        assert headers["traceparent"].split("-")[2] in sent  # each request carries its span
+    received = [s for s in exporter.get_finished_spans() if s.name == "TaskPushNotification"]
+    assert len(received) == len(hook.deliveries)
+    for span in received:
+        assert span.kind is SpanKind.SERVER
+        assert span.parent is None  # one-way: not parented on the sender ...
+        (link,) = span.links  # ... but linked to it
+        assert format(link.context.span_id, "016x") in sent
+    states = {attrs(s.attributes).get(sc.A2A_TASK_STATE) for s in sent.values()}
+    assert "TASK_STATE_COMPLETED" in states
