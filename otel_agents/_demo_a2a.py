@@ -21,6 +21,7 @@ import http.server
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ from otel_agents._demo_agents import (
     ResearchResult,
     RunSpec,
     Telemetry,
+    deterministic_uuid,
     run_researcher,
 )
 from otel_agents._demo_faults import FaultSet
@@ -202,7 +204,7 @@ class A2AResearcherClient:
         spec = request.spec
         rng = spec.rng("a2a")
         message: dict[str, Any] = {
-            "messageId": str(_uuid_from(rng)),
+            "messageId": deterministic_uuid(rng),
             "contextId": spec.conversation_id(),
             "role": "ROLE_USER",
             "parts": [{"text": request.question}],
@@ -262,13 +264,7 @@ def _no_proxy() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _uuid_from(rng: Any) -> str:
-    import uuid
-
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-def _break_trace_context(message: dict[str, Any], rng: Any) -> None:
+def _break_trace_context(message: dict[str, Any], rng: random.Random) -> None:
     """The a2a-break fault: an uninstrumented hop re-parents the request on a span it never exports.
 
     The trace id is kept (the gateway propagates it) but the parent span id names a span no

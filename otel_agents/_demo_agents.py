@@ -60,6 +60,7 @@ __all__ = [
     "RunSpec",
     "SearchBackendUnavailable",
     "Telemetry",
+    "deterministic_uuid",
     "otlp_metric_exporter",
     "otlp_span_exporter",
     "run_planner",
@@ -96,8 +97,9 @@ MODELS: Mapping[str, ModelSpec] = {
     "claude-opus-4-1": ModelSpec("anthropic", "claude-opus-4-1-20250805", 1.40, 38.0),
 }
 
-# A provider client gives up on one call after this long; also bounds the demo's wall time.
-_LLM_TIMEOUT_S = 60.0
+# Simulated latency of one call is capped here: a very long generation would stream for minutes,
+# and the demo's wall time must stay short even for the cost-runaway fault.
+_LLM_MAX_LATENCY_S = 60.0
 
 _TOPICS = (
     "state of EU battery-recycling regulation",
@@ -167,7 +169,7 @@ class RunSpec:
 
     def conversation_id(self) -> str:
         """A2A ``contextId`` / ``gen_ai.conversation.id`` of the run."""
-        return _uuid(self.rng("conversation"))
+        return deterministic_uuid(self.rng("conversation"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +202,8 @@ Delegate = Callable[[ResearchRequest], ResearchResult]
 """Sends a research request to the researcher agent (over A2A in the demo)."""
 
 
-def _uuid(rng: random.Random) -> str:
+def deterministic_uuid(rng: random.Random) -> str:
+    """A version-4-shaped UUID drawn from ``rng`` (so ids repeat for a seed)."""
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
@@ -217,7 +220,9 @@ def _llm(
     spec = MODELS[model]
     with chat(model, provider=spec.provider) as llm:
         jitter = rng.uniform(0.85, 1.2)
-        pace.wait(min(_LLM_TIMEOUT_S, (spec.ttft_s + output_tokens / spec.tokens_per_s) * jitter))
+        pace.wait(
+            min(_LLM_MAX_LATENCY_S, (spec.ttft_s + output_tokens / spec.tokens_per_s) * jitter)
+        )
         llm.record_usage(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
