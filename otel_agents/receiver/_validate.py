@@ -8,7 +8,8 @@ input                                         answer
 ============================================  =============================================
 trace_id not 16 bytes or all zero (B8, B9)    span rejected → ``partial_success``
 span_id not 8 bytes or all zero (B8, B9)      span rejected → ``partial_success``
-parent_span_id not 0/8 bytes or zero (B10)    span kept, parent dropped (becomes a root), warning
+parent_span_id (B10) not 0/8 bytes, zero     span kept, parent dropped (becomes a root), warning
+or the span's own span_id
 end before start (B11)                        span kept, warning (analysis clamps to 0)
 more attributes than the limit (B13)          extras dropped, ``dropped_attributes_count``
                                               incremented, warning
@@ -124,7 +125,10 @@ _REASONS = {
     "bucket_mismatch": "histogram points whose bucket_counts length is not explicit_bounds + 1",
 }
 _WARNINGS = {
-    "bad_parent": "parent_span_id values not 8 non-zero bytes dropped (span kept as a root)",
+    "bad_parent": (
+        "parent_span_id values not 8 non-zero bytes, or the span's own ID, dropped (span kept "
+        "as a root)"
+    ),
     "end_before_start": "spans ending before they start kept as sent",
     "attrs_dropped": "attributes over the count limit dropped",
     "truncated": "attribute values truncated to the length limit",
@@ -210,7 +214,7 @@ def _validate_traces(
                     bad.append(i)
                     continue
                 pid = span.parent_span_id
-                if pid and (len(pid) != 8 or pid == _ZERO8):
+                if pid and (len(pid) != 8 or pid in (_ZERO8, sid)):
                     span.parent_span_id = b""
                     rep.warn("bad_parent", _where(ri, si, i, f"parent_span_id {pid.hex()!r}"))
                 if span.end_time_unix_nano < span.start_time_unix_nano:

@@ -61,15 +61,23 @@ def test_bad_ids_reject_the_span(field: str, value: bytes, reason: str) -> None:
 
 
 def test_bad_parent_is_dropped_span_kept() -> None:
-    """A 5-byte or zero parent_span_id is dropped; the span stays (B10)."""
+    """A 5-byte, zero or self-referencing parent_span_id is dropped; the span stays (B10)."""
 
     def bad(i: int, span: Any) -> None:
-        span.parent_span_id = b"\x01" * 5 if i == 0 else bytes(8) if i == 1 else b"\x02" * 8
+        span.parent_span_id = (
+            b"\x01" * 5
+            if i == 0
+            else bytes(8)
+            if i == 1
+            else span.span_id
+            if i == 2
+            else b"\x02" * 8
+        )
 
-    req = trace_request(3, customize=bad)
+    req = trace_request(4, customize=bad)
     res = validate("traces", req, LIMITS)
-    assert (res.rejected, res.accepted, res.modified) == (0, 3, True)
-    assert [s.parent_span_id for s in _spans(req)] == [b"", b"", b"\x02" * 8]
+    assert (res.rejected, res.accepted, res.modified) == (0, 4, True)
+    assert [s.parent_span_id for s in _spans(req)] == [b"", b"", b"", b"\x02" * 8]
     assert "parent_span_id" in res.message
 
 
