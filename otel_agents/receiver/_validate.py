@@ -8,7 +8,7 @@ input                                         answer
 ============================================  =============================================
 trace_id not 16 bytes or all zero (B8, B9)    span rejected → ``partial_success``
 span_id not 8 bytes or all zero (B8, B9)      span rejected → ``partial_success``
-parent_span_id (B10) not 0/8 bytes, zero     span kept, parent dropped (becomes a root), warning
+parent_span_id (B10) not 0/8 bytes, zero      span kept, parent dropped (becomes a root), warning
 or the span's own span_id
 end before start (B11)                        span kept, warning (analysis clamps to 0)
 more attributes than the limit (B13)          extras dropped, ``dropped_attributes_count``
