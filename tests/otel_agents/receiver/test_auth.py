@@ -358,3 +358,32 @@ def test_certificates_rotate_without_restart(tmp_path: Path) -> None:
         assert not https_ok(pem1)
     finally:
         gen.close()
+
+
+def _non_loopback_ip() -> str | None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 9))  # UDP connect: picks a route, sends nothing
+            ip = str(s.getsockname()[0])
+    except OSError:
+        return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
+def test_default_endpoints_are_unreachable_from_other_interfaces(stack: Stack) -> None:
+    """RC-14: servers bound like the defaults (127.0.0.1) refuse connections on the host's
+    other addresses; the default endpoints are all loopback."""
+    import socket
+
+    from otel_agents.receiver import AdminConfig
+
+    for cfg in (GrpcConfig(), HttpConfig(), AdminConfig()):
+        assert cfg.endpoint.startswith("127.0.0.1:")
+    ip = _non_loopback_ip()
+    if ip is None:
+        pytest.skip("this host has no non-loopback IPv4 address")
+    for port in (stack.grpc.port, stack.http.port):
+        with pytest.raises(OSError):
+            socket.create_connection((ip, port), timeout=2).close()
