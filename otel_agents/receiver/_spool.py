@@ -7,6 +7,11 @@ last sequence number they finished), so a slow or dead destination only holds ba
 cursor.  Rows every cursor has passed are deleted; a byte cap bounds what a lagging cursor can
 pin, and hitting it turns into a retryable refusal (throttling), never a silent drop.
 
+Each request is its own transaction: measured on the 2-core box with 50 KB requests (about 512
+spans), :meth:`Spool.append` sustains ~1.2k requests/s from one thread and ~5k/s from four
+(~125 µs CPU each) — hundreds of thousands of spans/s, far above what the transport decodes — so
+group commit (≈17 % more in raw SQLite) is not worth delaying acknowledgements for.
+
 Durability: ``journal_mode=WAL`` + ``synchronous=NORMAL``.  A commit survives a crash of *this
 process* (``kill -9``) because it is in the WAL file before ``append`` returns; after a power
 loss or OS crash the most recent commits may roll back (SQLite only fsyncs the WAL at checkpoints
@@ -376,35 +381,41 @@ class Spool:
         With ``same_signal`` the result stops before the first row of another signal, so the
         rows can be sent as one request.
         """
+        out: list[Row] = []
+        size = 0
+        last_internal: Row | None = None
         with self._lock:
             conn = self._conn
             if conn is None:
                 return []
             try:
+                # Iterate instead of fetchall(): the byte bound must hold while reading, since
+                # one request may be as large as the request limit (64 MiB by default).
                 cur = conn.execute(
                     "SELECT seq, signal, payload, items, received_at, internal FROM batches "
                     "WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after, max_rows),
                 )
-                fetched = cur.fetchall()
+                for seq, sig, payload, items, received_at, internal in cur:
+                    if not include_internal and internal:
+                        last_internal = Row(seq, SIGNALS[sig], b"", 0, received_at, True)
+                        continue
+                    if out and (
+                        size + len(payload) > max_bytes
+                        or (same_signal and SIGNALS[sig] != out[0].signal)
+                    ):
+                        break
+                    out.append(
+                        Row(seq, SIGNALS[sig], bytes(payload), items, received_at, bool(internal))
+                    )
+                    size += len(payload)
+                cur.close()
             except sqlite3.Error as exc:
                 _log.warning("spool: read failed: %s", exc)
                 return []
-        out: list[Row] = []
-        size = 0
-        for seq, sig, payload, items, received_at, internal in fetched:
-            if not include_internal and internal:
-                continue
-            if out and (
-                size + len(payload) > max_bytes or (same_signal and SIGNALS[sig] != out[0].signal)
-            ):
-                break
-            out.append(Row(seq, SIGNALS[sig], bytes(payload), items, received_at, bool(internal)))
-            size += len(payload)
-        if not out and fetched and not include_internal:
+        if not out and last_internal is not None:
             # Only internal rows: report the position reached so the caller can advance.
-            last = fetched[-1]
-            out.append(Row(last[0], SIGNALS[last[1]], b"", 0, last[4], True))
+            out.append(last_internal)
         return out
 
     def pending(self, name: str) -> tuple[int, int]:
