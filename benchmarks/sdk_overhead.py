@@ -13,6 +13,9 @@ instrumentations would create them):
 * ``otel-agents`` — ``TracerProvider`` + ``AgentIdentitySpanProcessor`` +
   ``EnrichingSpanProcessor(BatchSpanProcessor(exporter))`` (identity, normalization, pricing)
 * ``identity only`` / ``enrichment only`` — each half alone, to show where the cost goes
+* ``baseline, same attributes`` — the plain SDK with the application writing by hand what our
+  processors add (identity on every span, canonical names, cost): the price of the extra
+  telemetry itself, separated from the processors' own work
 
 The exporter encodes every batch with the OTLP exporter's own encoder (``encode_spans`` +
 ``SerializeToString``) and drops the bytes, so "total" includes what an OTLP export costs in
@@ -67,7 +70,13 @@ class EncodingExporter(SpanExporter):
         pass
 
 
-CONFIGS = ("baseline", "otel-agents", "identity only", "enrichment only")
+CONFIGS = (
+    "baseline",
+    "otel-agents",
+    "identity only",
+    "enrichment only",
+    "baseline, same attributes",
+)
 
 
 def make_provider(config: str, exporter: EncodingExporter) -> TracerProvider:
@@ -81,56 +90,86 @@ def make_provider(config: str, exporter: EncodingExporter) -> TracerProvider:
         "otel-agents": [AgentIdentitySpanProcessor(), EnrichingSpanProcessor(batch)],
         "identity only": [AgentIdentitySpanProcessor(), batch],
         "enrichment only": [EnrichingSpanProcessor(batch)],
+        "baseline, same attributes": [batch],
     }[config]
     for p in processors:
         provider.add_span_processor(p)
     return provider
 
 
-def workload(provider: TracerProvider, traces: int) -> None:
+IDENTITY = {
+    "gen_ai.agent.name": "planner",
+    "gen_ai.agent.id": "agt-1",
+    "gen_ai.conversation.id": "conv-1",
+}
+
+
+def _cost(amount: float) -> dict[str, str | float]:
+    return {
+        "gen_ai.usage.cost.amount": amount,
+        "gen_ai.usage.cost.currency": "USD",
+        "gen_ai.usage.cost.source": "local",
+        "agent.cost.price_source": "genai-prices",
+    }
+
+
+def workload(provider: TracerProvider, traces: int, prewritten: bool = False) -> None:
+    """The application. ``prewritten``: the app itself writes what our processors would add
+    (identity, canonical names, cost), so the plain SDK exports the same attributes."""
     tracer = provider.get_tracer("app.instrumentation")
     for i in range(traces):
         with otel_agents.invoke_agent(
             "planner", agent_id="agt-1", conversation_id="conv-1", tracer_provider=provider
         ):
-            with tracer.start_as_current_span(
-                "chat gpt-4o",
-                kind=SpanKind.CLIENT,
-                attributes={
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.provider.name": "openai",
-                    "gen_ai.request.model": "gpt-4o",
-                    "gen_ai.response.model": "gpt-4o-2024-08-06",
-                    "gen_ai.usage.input_tokens": 1000 + i % 97,
-                    "gen_ai.usage.output_tokens": 200 + i % 13,
-                    "gen_ai.usage.cache_read.input_tokens": 512,
-                },
-            ):
-                pass
-            with tracer.start_as_current_span(
-                "ChatCompletion",
-                attributes={
+            inp, out = 1000 + i % 97, 200 + i % 13
+            chat: dict[str, str | int | float] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.usage.input_tokens": inp,
+                "gen_ai.usage.output_tokens": out,
+                "gen_ai.usage.cache_read.input_tokens": 512,
+            }
+            prompt = 400 + i % 31
+            llm: dict[str, str | int | float] = {
+                "openinference.span.kind": "LLM",
+                "llm.model_name": "claude-3-5-haiku",
+                "llm.provider": "anthropic",
+                "llm.token_count.prompt": prompt,
+                "llm.token_count.completion": 40,
+            }
+            tool: dict[str, str | int | float] = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "web_search",
+            }
+            http: dict[str, str | int | float] = {
+                "http.request.method": "POST",
+                "server.address": "api.example.com",
+            }
+            if prewritten:
+                chat.update(IDENTITY)
+                chat.update(_cost(((inp - 512) * 2.5 + 512 * 1.25 + out * 10.0) / 1e6))
+                llm = {
                     "openinference.span.kind": "LLM",
-                    "llm.model_name": "claude-3-5-haiku",
-                    "llm.provider": "anthropic",
-                    "llm.token_count.prompt": 400 + i % 31,
-                    "llm.token_count.completion": 40,
-                },
-            ):
+                    "gen_ai.request.model": "claude-3-5-haiku",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.usage.input_tokens": prompt,
+                    "gen_ai.usage.output_tokens": 40,
+                    "gen_ai.operation.name": "chat",
+                    "agent.dialect": "openinference",
+                    **IDENTITY,
+                    **_cost((prompt * 0.8 + 40 * 4.0) / 1e6),
+                }
+                tool.update(IDENTITY)
+                http.update(IDENTITY)
+            with tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes=chat):
                 pass
-            with tracer.start_as_current_span(
-                "execute_tool web_search",
-                attributes={
-                    "gen_ai.operation.name": "execute_tool",
-                    "gen_ai.tool.name": "web_search",
-                },
-            ):
+            with tracer.start_as_current_span("ChatCompletion", attributes=llm):
                 pass
-            with tracer.start_as_current_span(
-                "POST",
-                kind=SpanKind.CLIENT,
-                attributes={"http.request.method": "POST", "server.address": "api.example.com"},
-            ):
+            with tracer.start_as_current_span("execute_tool web_search", attributes=tool):
+                pass
+            with tracer.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes=http):
                 pass
 
 
@@ -144,12 +183,13 @@ class Sample:
 def run_once(config: str, traces: int) -> Sample:
     exporter = EncodingExporter()
     provider = make_provider(config, exporter)
-    workload(provider, 20)  # warm caches (price lookups, tracer creation)
+    prewritten = config == "baseline, same attributes"
+    workload(provider, 20, prewritten)  # warm caches (price lookups, tracer creation)
     provider.force_flush()
     exporter.spans = 0
     gc.collect()
     cpu0, wall0, thread0 = time.process_time(), time.perf_counter(), time.thread_time()
-    workload(provider, traces)
+    workload(provider, traces, prewritten)
     thread1, wall1 = time.thread_time(), time.perf_counter()
     deadline = time.monotonic() + MAX_ROUND_SECONDS
     while not provider.force_flush(1000) and time.monotonic() < deadline:
@@ -249,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         app = med(config, "app_cpu_us") / med("baseline", "app_cpu_us")
         total = med(config, "total_cpu_us") / med("baseline", "total_cpu_us")
         print(f"| {config} | {app:.3f}× | {total:.3f}× |")
+    same = "baseline, same attributes"
+    app = med("otel-agents", "app_cpu_us") / med(same, "app_cpu_us")
+    total = med("otel-agents", "total_cpu_us") / med(same, "total_cpu_us")
+    print(f"| otel-agents vs {same} (the processors' own work) | {app:.3f}× | {total:.3f}× |")
     print()
     print("## Enriched copy of a ReadableSpan (µs per copy, medians)\n")
     print("| method | µs |")
