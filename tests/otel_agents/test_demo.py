@@ -382,7 +382,7 @@ class TestCommandLine:
             bound.bind(("127.0.0.1", 0))
             port = bound.getsockname()[1]
             env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-            env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"  # seconds; bounds the exporters' retries
+            env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "0.3"  # seconds; bounds the exporters' retries
             proc = subprocess.run(
                 [
                     sys.executable,
