@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import gzip
+import ipaddress
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -190,8 +194,9 @@ class RecordingSink:
 
     # ------------------------------------------------------------------ gRPC
 
-    def start_grpc(self, port: int = 0) -> int:
-        """Serve OTLP/gRPC on 127.0.0.1:``port`` (0 = ephemeral); returns the port."""
+    def start_grpc(self, port: int = 0, tls: tuple[bytes, bytes] | None = None) -> int:
+        """Serve OTLP/gRPC on 127.0.0.1:``port`` (0 = ephemeral; ``tls`` = (cert PEM, key PEM));
+        returns the port."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         for signal, service in _SERVICES.items():
             server.add_generic_rpc_handlers(
@@ -202,7 +207,11 @@ class RecordingSink:
                     ),
                 )
             )
-        self.grpc_port = server.add_insecure_port(f"127.0.0.1:{port}")
+        if tls is None:
+            self.grpc_port = server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            self.grpc_port = server.add_secure_port(f"127.0.0.1:{port}", creds)
         self._released.clear()
         server.start()
         self._grpc = server
@@ -245,8 +254,8 @@ class RecordingSink:
 
     # ------------------------------------------------------------------ HTTP
 
-    def start_http(self, port: int = 0) -> int:
-        """Serve OTLP/HTTP (protobuf) on 127.0.0.1:``port``; returns the port."""
+    def start_http(self, port: int = 0, tls: ssl.SSLContext | None = None) -> int:
+        """Serve OTLP/HTTP (protobuf) on 127.0.0.1:``port`` (HTTPS with ``tls``); returns the port."""
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -290,6 +299,8 @@ class RecordingSink:
 
         server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         server.daemon_threads = True
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         self.http_port = server.server_address[1]
         threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -364,3 +375,39 @@ def iter_spans(request: trace_pb.ExportTraceServiceRequest) -> Iterator[Span]:
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             yield from ss.spans
+
+
+def self_signed(tmp: Path) -> tuple[bytes, bytes, Path]:
+    """A self-signed certificate for 127.0.0.1 / localhost: ``(cert PEM, key PEM, cert file)``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = tmp / "cert.pem"
+    path.write_bytes(cert_pem)
+    return cert_pem, key_pem, path

@@ -559,3 +559,62 @@ def test_split_request_keeps_every_item_resource_and_scope() -> None:
         spans += got
     assert [(s.trace_id, s.span_id) for s in spans] == batch.keys
     assert split_request("traces", b"\xff\xff", 10) == []
+
+
+def test_forwards_over_tls_to_grpc_and_https(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """https:// endpoints use TLS verified against ca_file, for gRPC and for OTLP/HTTP."""
+    import ssl
+
+    from tests.exporters._fwd_sink import self_signed
+
+    cert, key, cert_file = self_signed(tmp_path)
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(key)
+    grpc_sink = RecordingSink()
+    grpc_sink.start_grpc(tls=(cert, key))
+    http_sink = RecordingSink()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    http_sink.start_http(tls=ctx)
+    sinks += [grpc_sink, http_sink]
+    p = _pipeline(
+        tmp_path / "data",
+        {
+            "otlp/g": {
+                "endpoint": f"https://127.0.0.1:{grpc_sink.grpc_port}",
+                "ca_file": str(cert_file),
+            },
+            "otlp/h": {
+                "endpoint": f"https://127.0.0.1:{http_sink.http_port}",
+                "protocol": "http/protobuf",
+                "ca_file": str(cert_file),
+            },
+        },
+    )
+    try:
+        batches = _ingest(p, 2)
+        assert grpc_sink.wait_for(lambda: grpc_sink.received == _keys(batches))
+        assert http_sink.wait_for(lambda: http_sink.received == _keys(batches))
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_tls_with_an_unknown_ca_never_delivers(tmp_path: Path, sinks: list[RecordingSink]) -> None:
+    """Without the CA the TLS handshake fails (retried, counted), nothing is sent in clear."""
+    from tests.exporters._fwd_sink import self_signed
+
+    cert, key, _ = self_signed(tmp_path)
+    sink = RecordingSink()
+    sink.start_grpc(tls=(cert, key))
+    sinks.append(sink)
+    p = _pipeline(
+        tmp_path / "data", {"otlp/g": {"endpoint": f"https://127.0.0.1:{sink.grpc_port}"}}
+    )
+    try:
+        _ingest(p, 1)
+        assert sink.wait_for(
+            lambda: _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/g") >= 2
+        )
+        assert sink.received == set()
+    finally:
+        p.stop(drain_timeout=0)
