@@ -565,6 +565,7 @@ def _record_call_arguments(
 ) -> None:
     try:
         bound = signature.bind_partial(*args, **kwargs)
+        bound.apply_defaults()  # add(1) and add(1, b=0) are the same call: same hash
         arguments = {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
         cast(ToolSpan, handle).set_arguments(arguments)
     except Exception:

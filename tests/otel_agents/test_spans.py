@@ -307,7 +307,9 @@ def test_tool_decorator_records_bound_arguments_hash_and_result(
 
     assert add(1, b=2) == 3
     assert add(b=2, a=1) == 3
-    first, second = exp.get_finished_spans()
+    assert add(5) == add(5, 0) == 5
+    first, second, third, fourth = exp.get_finished_spans()
+    assert third.attributes[sc.AGENT_TOOL_ARGS_HASH] == fourth.attributes[sc.AGENT_TOOL_ARGS_HASH]
     assert first.attributes[sc.AGENT_TOOL_ARGS_HASH] == otel_agents.tool_args_hash({"a": 1, "b": 2})
     assert first.attributes[sc.AGENT_TOOL_ARGS_HASH] == second.attributes[sc.AGENT_TOOL_ARGS_HASH]
     assert first.attributes[sc.GEN_AI_TOOL_CALL_RESULT] == "3"
