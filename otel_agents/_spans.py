@@ -305,13 +305,16 @@ class InferenceSpan(SpanHandle):
 
         The enriching processor keeps a reported cost instead of pricing the tokens.
         """
-        self.span.set_attributes(
-            {
-                sc.GEN_AI_USAGE_COST_AMOUNT: float(amount),
-                sc.GEN_AI_USAGE_COST_CURRENCY: currency,
-                sc.GEN_AI_USAGE_COST_SOURCE: sc.COST_SOURCE_PROVIDER,
-            }
-        )
+        try:
+            self.span.set_attributes(
+                {
+                    sc.GEN_AI_USAGE_COST_AMOUNT: float(amount),
+                    sc.GEN_AI_USAGE_COST_CURRENCY: currency,
+                    sc.GEN_AI_USAGE_COST_SOURCE: sc.COST_SOURCE_PROVIDER,
+                }
+            )
+        except (TypeError, ValueError):
+            logger.warning("otel_agents: record_cost needs a number, got %r; ignored", amount)
 
     def set_response_model(self, model: str) -> None:
         """Set ``gen_ai.response.model`` (the exact model that answered; used for pricing)."""
