@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from otel_agents import semconv as sc
 from otel_agents._component import ApiHandler, Component, Finding, FindingListener
@@ -58,6 +58,10 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
 # Decoded requests handed over by ingest() so the pipeline thread need not parse them again;
 # bounded, because the pipeline may lag (then it parses from the spool).
 _DECODED_CACHE = 256
+
+
+def _counter_name(name: str) -> str:
+    return name.removesuffix("_total")  # prometheus_client appends it to counters
 
 
 class _Stage:
@@ -114,6 +118,7 @@ class Pipeline:
             max_bytes=st.max_bytes,
             retention=st.retention,
             cursors=cursors,
+            lossy_cursors=[ANALYSIS_CURSOR],
             synchronous="FULL" if st.synchronous == "FULL" else "NORMAL",
             retry_after=config.admission.min_retry_delay,
         )
@@ -131,6 +136,12 @@ class Pipeline:
         )
         self._spool_bytes = Gauge(
             sc.METRIC_SPOOL_BYTES, "Payload bytes held in the spool.", registry=self._registry
+        )
+        self._skipped = Counter(
+            _counter_name(sc.METRIC_PIPELINE_SKIPPED_ITEMS),
+            "Items not analysed: dropped from the analysis backlog to keep accepting data "
+            "(spool full) or past storage.retention.",
+            registry=self._registry,
         )
         self._stage_duration = Histogram(
             sc.METRIC_PIPELINE_BATCH_DURATION,
@@ -313,6 +324,10 @@ class Pipeline:
         for signal, n in self.spool.items().items():
             self._spool_items.labels(signal).set(n)
         self._spool_bytes.set(self.spool.bytes)
+        if self._stages:
+            skipped = self.spool.take_expired(ANALYSIS_CURSOR)
+            if skipped:
+                self._skipped.inc(skipped)
         for stage in (*self._stages, *self._forwarders):
             try:
                 stage.component.tick(now)

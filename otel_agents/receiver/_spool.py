@@ -111,6 +111,11 @@ class Spool:
         cursors: names of the readers; each starts at the current end on first use and resumes
             from its stored position afterwards.  Stored cursors not listed are removed, so a
             destination taken out of the configuration no longer pins rows.
+        lossy_cursors: readers (among ``cursors``) that must not make the spool refuse data:
+            when the byte cap is hit and they pin rows the others have passed, they skip ahead
+            to the slowest other reader, and the rows they skipped are counted (see
+            :meth:`take_expired`).  The analysis pipeline is one: forwarding is the guarantee,
+            analysis of an overload backlog is best effort.
         synchronous: SQLite ``synchronous`` pragma (``NORMAL`` or ``FULL``).
         retry_after: delay suggested to senders when the spool refuses data.
     """
@@ -122,6 +127,7 @@ class Spool:
         max_bytes: int = 1 << 30,
         retention: float = 0.0,
         cursors: Iterable[str] = (),
+        lossy_cursors: Iterable[str] = (),
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         retry_after: float = 1.0,
     ) -> None:
@@ -144,6 +150,7 @@ class Spool:
         self._positions: dict[str, int] = {}
         self._last_seq = 0
         self._expired: dict[str, int] = dict.fromkeys(self._cursor_names, 0)
+        self._lossy = frozenset(lossy_cursors) & set(self._cursor_names)
         self._open_or_degrade()
 
     # ------------------------------------------------------------------ opening / health
@@ -322,6 +329,8 @@ class Spool:
                 raise RetryableError(f"storage unavailable ({self._problem})", self._retry_after)
             if self._bytes + len(payload) > self.max_bytes:
                 self.compact()
+                if self._bytes + len(payload) > self.max_bytes and self._skip_lossy():
+                    self.compact()
                 if self._bytes + len(payload) > self.max_bytes:
                     self._full = True
                     raise RetryableError(
@@ -525,8 +534,35 @@ class Spool:
                 self._full = False
             return int(deleted)
 
+    def _skip_lossy(self) -> bool:
+        """Advance lossy readers to the slowest other reader; True if one moved."""
+        conn = self._conn
+        if not self._lossy or conn is None:
+            return False
+        others = [p for n, p in self._positions.items() if n not in self._lossy]
+        target = min(others, default=self._last_seq)
+        moved = False
+        for name in self._lossy:
+            pos = self._positions[name]
+            if pos >= target:
+                continue
+            try:
+                skipped = conn.execute(
+                    "SELECT COALESCE(SUM(items), 0) FROM batches WHERE seq > ? AND seq <= ?",
+                    (pos, target),
+                ).fetchone()[0]
+                conn.execute("UPDATE cursors SET seq=? WHERE name=?", (target, name))
+            except sqlite3.Error as exc:
+                _log.warning("spool: could not advance %r: %s", name, exc)
+                continue
+            self._positions[name] = target
+            self._expired[name] = self._expired.get(name, 0) + int(skipped)
+            _log.warning("spool full: %r skipped %d items to keep accepting data", name, skipped)
+            moved = True
+        return moved
+
     def take_expired(self, name: str) -> int:
-        """Items dropped by retention for reader ``name`` since the last call."""
+        """Items dropped for reader ``name`` (retention, or skipped as lossy) since the last call."""
         with self._lock:
             n = self._expired.get(name, 0)
             self._expired[name] = 0

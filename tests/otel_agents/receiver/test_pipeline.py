@@ -250,3 +250,33 @@ def test_health_reports_storage_trouble(tmp_path: Path, recorder_type: None) -> 
     ready, details = p.health()
     assert not ready and details["spool"] == "degraded: disk_full"
     p.spool.close()
+
+
+def test_a_stuck_stage_never_blocks_ingestion(tmp_path: Path, recorder_type: None) -> None:
+    """When analysis lags and the spool is full, the backlog is skipped (counted), not refused."""
+    p = _pipeline(
+        tmp_path,
+        {"recorder": {}},
+        **{"storage.max_bytes": "1MiB", "limits.max_request_bytes": "1MiB"},
+    )
+    release = threading.Event()
+    (rec,) = Recorder.instances
+    rec.process_traces = lambda batch: release.wait(10)  # type: ignore[method-assign]
+    p.start()
+    try:
+        for _ in range(120):  # ~16 KiB each: about twice the spool; none may be refused
+            b = make_traces(200)
+            p.ingest("traces", b.request, b.payload, 200)
+        release.set()
+        assert _wait(
+            lambda: (
+                (
+                    p.metrics_registry.get_sample_value("otel_agents_pipeline_skipped_items_total")
+                    or 0
+                )
+                > 0
+            )
+        )
+    finally:
+        release.set()
+        p.stop(drain_timeout=0)

@@ -192,3 +192,19 @@ def test_closed_spool_refuses_retryably(tmp_path: Path) -> None:
     spool.close()
     with pytest.raises(RetryableError):
         spool.append("traces", b"x", 1)
+
+
+def test_a_lossy_reader_skips_ahead_instead_of_making_the_spool_refuse(tmp_path: Path) -> None:
+    """A lagging lossy reader (analysis) is moved to the slowest other reader when the cap is hit,
+    with the skipped items counted; a lagging normal reader still makes the spool refuse."""
+    spool = Spool(tmp_path, cursors=["fwd", "analysis"], lossy_cursors=["analysis"], max_bytes=1000)
+    seqs = _fill(spool, 10)
+    spool.ack("fwd", seqs[-1])
+    seq = spool.append("traces", b"x" * 100, 1)  # accepted: analysis gave way
+    assert spool.position("analysis") == seqs[-1]
+    assert spool.take_expired("analysis") == 10
+    assert [r.seq for r in spool.cursor("analysis").read()] == [seq]
+    _fill(spool, 9)  # the forwarder does not ack these: now it pins the spool
+    with pytest.raises(RetryableError):
+        spool.append("traces", b"x" * 100, 1)
+    spool.close()
