@@ -65,6 +65,8 @@ def install(provider: object) -> str | None:
     except ImportError:
         pass
     # --- end issue 3 ---
-    mode = attach_to_provider(provider, enricher=SpanEnricher(), extra_processors=extra)
+    # Zero-code must not leave the app untraced over a bad prices file: log it, use bundled prices.
+    enricher = SpanEnricher(strict=False)
+    mode = attach_to_provider(provider, enricher=enricher, extra_processors=extra)
     logger.debug("otel_agents: %s (%s)", type(provider).__name__, mode)
     return None if mode == MODE_ALREADY else mode

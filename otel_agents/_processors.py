@@ -46,6 +46,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
 from otel_agents._cost import PriceBook
+from otel_agents._errors import ConfigError
 from otel_agents._normalize import DIALECT_KEYS as _DIALECT_KEYS
 from otel_agents._normalize import normalize_attributes
 from otel_agents._spans import current_agent, rate_limited
@@ -102,6 +103,11 @@ class SpanEnricher:
         pricebook: the price book; default ``PriceBook()`` (reads :envvar:`OTEL_AGENTS_PRICES_FILE`).
         cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
         normalize: translate dialect attributes (OpenInference, OpenLLMetry, ``gen_ai.system``).
+        strict: raise ``ConfigError`` for an invalid prices file (code-based set-up); when
+            ``False`` (zero-code), log it and price with the bundled data only.
+
+    Raises:
+        ConfigError: ``strict`` and the file named by :envvar:`OTEL_AGENTS_PRICES_FILE` is invalid.
     """
 
     def __init__(
@@ -110,9 +116,18 @@ class SpanEnricher:
         *,
         cost: bool | None = None,
         normalize: bool = True,
+        strict: bool = True,
     ) -> None:
         self._cost = _env_flag(OTEL_AGENTS_COST_ENABLED, True) if cost is None else cost
-        self._pricebook = (pricebook or PriceBook()) if self._cost else None
+        if self._cost and pricebook is None:
+            try:
+                pricebook = PriceBook()
+            except ConfigError:
+                if strict:
+                    raise
+                logger.exception("otel_agents: price overrides ignored; using genai-prices only")
+                pricebook = PriceBook({})
+        self._pricebook = pricebook if self._cost else None
         self._normalize = normalize
         self._lock = threading.Lock()
         self._unpriced_total = 0

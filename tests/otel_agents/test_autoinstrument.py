@@ -139,3 +139,22 @@ def test_install_is_idempotent_and_never_raises() -> None:
     assert len(priced) == 1  # enriched once, exported once
     assert priced[0].attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
     post_instrument()  # global provider is the API proxy here: nothing to attach, no error
+
+
+def test_bad_prices_file_degrades_to_bundled_prices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Zero-code with an invalid OTEL_AGENTS_PRICES_FILE logs the error and still enriches with genai-prices."""
+    bad = tmp_path / "prices.yaml"
+    bad.write_text("models:\n  m:\n    input: cheap\n")
+    monkeypatch.setenv("OTEL_AGENTS_PRICES_FILE", str(bad))
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with caplog.at_level("ERROR", logger="otel_agents"):
+        assert install(provider) is not None
+    assert any("models.m.input" in (r.exc_text or "") for r in caplog.records)
+    with otel_agents.chat("gpt-4o", tracer_provider=provider) as llm:
+        llm.record_usage(input_tokens=1000, output_tokens=0)
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.0025)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -227,3 +228,13 @@ def test_configure_after_zero_code_hook_does_not_attach_twice() -> None:
         assert span.attributes[sc.GEN_AI_USAGE_COST_SOURCE] == "local"
     finally:
         handle.shutdown()
+
+
+def test_bad_prices_file_fails_configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code-based set-up validates the prices file up front and names the bad key."""
+    bad = tmp_path / "prices.yaml"
+    bad.write_text("models:\n  m:\n    input: 1\n")
+    monkeypatch.setenv("OTEL_AGENTS_PRICES_FILE", str(bad))
+    provider, _ = provider_with_memory()
+    with pytest.raises(otel_agents.ConfigError, match="output"):
+        otel_agents.configure(tracer_provider=provider, metrics=False)
