@@ -622,6 +622,13 @@ def test_compose_mounts_existing_files_and_wires_the_stack() -> None:
         for t in sc["targets"]
     }
     assert hosts - {"localhost"} <= set(services)
+    am_targets = [
+        t
+        for am in prom["alerting"]["alertmanagers"]
+        for sc in am["static_configs"]
+        for t in sc["targets"]
+    ]
+    assert {t.split(":")[0] for t in am_targets} <= set(services)
 
 
 # --------------------------------------------------------------------------- label values

@@ -146,11 +146,20 @@ def samples(rx: RunningReceiver) -> dict[tuple[str, frozenset[tuple[str, str]]],
 
 
 def findings(rx: RunningReceiver) -> list[dict[str, Any]]:
-    """The receiver's findings."""
-    status, body = http_get(rx.admin_url + "/api/v1/findings?limit=10000")
-    assert status == 200, body[:300]
-    data = json.loads(body)
-    return data if isinstance(data, list) else data["findings"]
+    """All of the receiver's per-trace findings (every page of /api/v1/findings)."""
+    out: list[dict[str, Any]] = []
+    query = f"kind={','.join(sorted(PER_TRACE_FINDINGS))}&limit=1000"
+    for _ in range(50):  # bounded: 50 000 findings is far beyond this workload
+        status, body = http_get(f"{rx.admin_url}/api/v1/findings?{query}")
+        assert status == 200, body[:300]
+        page = json.loads(body)
+        out += page["findings"]
+        if not page.get("next_cursor"):
+            return out
+        query = (
+            f"kind={','.join(sorted(PER_TRACE_FINDINGS))}&limit=1000&cursor={page['next_cursor']}"
+        )
+    pytest.fail("more pages of findings than expected")
 
 
 @pytest.fixture(scope="module")

@@ -119,8 +119,10 @@ AGENTS = {  # the shape of the receiver's /api/v1/agents
         },
     ],
 }
-ALERTS = [
+ALERTS = [  # items of the receiver's /api/v1/alerts {"alerts": [...]}
     {
+        "alertname": "AgentToolLoop",
+        "severity": "critical",
         "labels": {"alertname": "AgentToolLoop", "severity": "critical", "agent": "researcher"},
         "annotations": {"summary": "researcher loops on fetch"},
         "state": "firing",
@@ -187,9 +189,9 @@ def parse(dom: str) -> _Dom:
 def fixture_server() -> Iterator[dict[str, Any]]:
     """Serves the page at / and fixed JSON at /api/v1/* on an ephemeral loopback port."""
     routes: dict[str, Any] = {
-        "/api/v1/findings": (200, FINDINGS),
+        "/api/v1/findings": (200, {"findings": FINDINGS, "next_cursor": None}),
         "/api/v1/agents": (200, AGENTS),
-        "/api/v1/alerts": (200, ALERTS),
+        "/api/v1/alerts": (200, {"alerts": ALERTS}),
     }
 
     class Handler(BaseHTTPRequestHandler):
