@@ -32,6 +32,7 @@ from otel_agents._configtypes import DURATION
 
 from ._anomaly import (
     A2A_LATENCY,
+    COST_PER_SESSION,
     COST_PER_TRACE,
     COST_RATE,
     ERROR_RATIO,
@@ -110,6 +111,8 @@ class AnalysisConfig:
         tool_loop_threshold: same (agent, tool, arguments) this many times in one trace.
         cost_per_trace_limit: USD; a trace above it is a critical ``cost_runaway`` (0 = off).
         cooldown: re-emit an unchanged finding at most this often.
+        anomaly_confirm: consecutive intervals a warning-level anomaly must hold before it is
+            a finding (critical ones are emitted at once).
         max_keys: cap on distinct keys tracked per table (label cardinality, B22).
         max_edges: cap on agent-graph edges.
         metrics: publish analysis metrics on the admin ``/metrics``.
@@ -121,6 +124,7 @@ class AnalysisConfig:
     tool_loop_threshold: int = 3
     cost_per_trace_limit: float = 0.0
     cooldown: float = dataclasses.field(default=300.0, metadata=DURATION)
+    anomaly_confirm: int = 2
     max_keys: int = 2000
     max_edges: int = 2000
     metrics: bool = True
@@ -206,6 +210,7 @@ class AgentAnalysis(Component):
         self._asm_seen: dict[str, int] = {}
         self._active: dict[tuple[str, str], AnomalyResult] = {}
         self._active_at: dict[tuple[str, str], float] = {}
+        self._streak: dict[tuple[str, str], int] = {}
         self._p95: tuple[float, dict[tuple[str, str, str], float]] | None = None
 
     # -- Component ---------------------------------------------------------------------------
@@ -290,7 +295,7 @@ class AgentAnalysis(Component):
         slow = self.bottleneck.slow_spans(done, p95, cfg.bottleneck.slow_span_factor, limit=5)
         cp, trace_cost = self.bottleneck.add(done, now)
         edges = self.graph.add(done)
-        self.anomaly.add_traces(done, trace_cost)
+        self.anomaly.add_traces(done, trace_cost, self.bottleneck.sessions)
         if self._metrics is not None:
             ak = analysis_keys(done.spans)
             secs = np.bincount(ak.inv, weights=cp / 1e9, minlength=len(ak.keys))
@@ -452,12 +457,19 @@ class AgentAnalysis(Component):
                     + _subject(c.key[1], c.key[2], c.key[0]),
                 )
             ak = (finding.kind, finding.key)
+            streak = self._streak[ak] = (
+                self._streak.get(ak, 0) + 1 if r.score >= BAND_WARNING else 0
+            )
             if r.score < BAND_WARNING:
                 # Hysteresis band: the episode ends only well below the warning threshold, so
                 # a score wobbling around 50 is one episode, not a stream of new ones.
                 if ak in self._active and r.score < BAND_WARNING * _CLEAR_RATIO:
                     del self._active[ak]
                     self.gate.clear(*ak)
+                continue
+            if r.severity != "critical" and streak < self.config.anomaly_confirm:
+                # Like Prometheus' `for`: a warning must hold for consecutive intervals, so a
+                # heavy-tailed metric's one-interval excursion is not an incident.
                 continue
             self._active[ak] = r
             self._active_at[ak] = now
@@ -467,6 +479,8 @@ class AgentAnalysis(Component):
         for ak in [k for k, t in self._active_at.items() if t < stale]:
             self._active.pop(ak, None)
             del self._active_at[ak]
+        if len(self._streak) > 4 * self.config.anomaly.max_keys:
+            self._streak = {k: v for k, v in self._streak.items() if v}
 
     def _anomaly_finding(
         self, r: AnomalyResult, shares: Mapping[tuple[str, str, str], float], now: float
@@ -478,7 +492,7 @@ class AgentAnalysis(Component):
         fkind = "anomaly"
         if det in (LATENCY, A2A_LATENCY):
             labels[_KIND_LABEL.get(kind, "name")] = name
-            what = f"{_subject(kind, name, agent)}: median latency {_fmt(r.value, 's')}"
+            what = f"{_subject(kind, name, agent)}: {r.statistic} latency {_fmt(r.value, 's')}"
             base = _fmt(r.baseline, "s")
             title = (
                 f"{'Slow' if kind == KIND_TOOL else 'Latency up:'} {_subject(kind, name, agent)}"
@@ -490,7 +504,9 @@ class AgentAnalysis(Component):
             title = f"Error burst: {_subject(kind, name, agent)}"
         elif det == TOKENS_PER_CALL:
             labels["model"] = name
-            what = f"{_subject(kind, name, agent)}: median {_fmt(r.value, 'n')} tokens per call"
+            what = (
+                f"{_subject(kind, name, agent)}: {r.statistic} {_fmt(r.value, 'n')} tokens per call"
+            )
             base = f"{_fmt(r.baseline, 'n')} tokens"
             title = f"Token spike: agent `{agent}` on model `{name}`"
         elif det == COST_PER_TRACE:
@@ -498,6 +514,11 @@ class AgentAnalysis(Component):
             what = f"runs of agent `{agent}` cost a median {_fmt(r.value, '$')} per trace"
             base = _fmt(r.baseline, "$")
             title = f"Cost runaway: agent `{agent}` (cost per trace)"
+        elif det == COST_PER_SESSION:
+            fkind = "cost_runaway"
+            what = f"a session run by agent `{agent}` reached {_fmt(r.value, '$')} in total"
+            base = _fmt(r.baseline, "$")
+            title = f"Cost runaway: agent `{agent}` (cost per session)"
         elif det == COST_RATE:
             fkind = "cost_runaway"
             what = f"agent `{agent}` spent {_fmt(r.value, '$')} on inference"

@@ -16,6 +16,7 @@ error_ratio        errors / calls (binomial z)                         (agent, k
 tool_error_rate    errors / calls of a tool                            (agent, tool, name)
 tokens_per_call    median input+output tokens per inference call       (agent, model, model)
 cost_per_trace     median cost of the traces an agent roots           (agent, trace, cost)
+cost_per_session   largest session total (cumulative cost) reached     (agent, session, cost)
 cost_rate          cost per interval of an agent's inference calls     (agent, rate, cost)
 process_resource   mean of a process metric's points                   (service, process, metric)
 =================  =================================================  ======================
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -69,10 +70,11 @@ TOOL_ERROR_RATE = "tool_error_rate"
 TOKENS_PER_CALL = "tokens_per_call"
 COST_PER_TRACE = "cost_per_trace"
 COST_RATE = "cost_rate"
+COST_PER_SESSION = "cost_per_session"
 PROCESS_RESOURCE = "process_resource"
 DETECTORS = (
     LATENCY, A2A_LATENCY, ERROR_RATIO, TOOL_ERROR_RATE, TOKENS_PER_CALL, COST_PER_TRACE,
-    COST_RATE, PROCESS_RESOURCE,
+    COST_PER_SESSION, COST_RATE, PROCESS_RESOURCE,
 )  # fmt: skip
 
 # Spread floors per detector (units of the statistic): below these a change is noise.
@@ -81,10 +83,14 @@ _ABS_FLOOR = {
     A2A_LATENCY: 0.005,
     TOKENS_PER_CALL: 5.0,
     COST_PER_TRACE: 1e-5,
+    COST_PER_SESSION: 1e-5,
     COST_RATE: 1e-4,
     PROCESS_RESOURCE: 1e-9,
 }
 _EXAMPLES = 3
+_DUAL = frozenset({LATENCY, A2A_LATENCY, TOKENS_PER_CALL})  # median and tail baselines
+_TAIL_Q = 0.8
+_TAIL_MIN_N = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +140,7 @@ class AnomalyResult:
     observations: int
     severity: str
     trace_ids: tuple[str, ...] = ()
+    statistic: str = "median"
 
     @property
     def agent(self) -> str:
@@ -165,6 +172,10 @@ class AnomalyEngine:
         self._tables = {d: BaselineTable(config.max_keys) for d in DETECTORS}
         self._rate_cfg = dataclasses.replace(
             config.baseline, min_effect=max(config.baseline.min_effect, 1.0)
+        )
+        # Sessions legitimately span several runs: only a multiple of the usual total is news.
+        self._session_cfg = dataclasses.replace(
+            config.baseline, min_effect=max(config.baseline.min_effect, 3.0)
         )
         self._next_eval: float | None = None
         self._cumulative: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[float, int]] = {}
@@ -230,24 +241,46 @@ class AnomalyEngine:
                 j = int(np.argmax(batch.cost[rows]))
                 a.example(float(batch.cost[rows][j]), bytes(tid[rows[j]]).hex())
 
-    def add_traces(self, traces: CompletedTraces, trace_cost: F64) -> None:
-        """Accumulate cost per trace by the agent that roots it (complete traces only)."""
-        if COST_PER_TRACE not in self._on or traces.n_traces == 0:
+    def add_traces(
+        self,
+        traces: CompletedTraces,
+        trace_cost: F64,
+        session_cost: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
+        """Accumulate cost per trace by the agent that roots it (complete traces only) and,
+        with ``session_cost`` (conversation ID → ``[cumulative cost, ...]``), the largest session
+        total each agent's runs reached in this interval."""
+        on_trace, on_session = COST_PER_TRACE in self._on, COST_PER_SESSION in self._on
+        if not (on_trace or on_session) or traces.n_traces == 0:
             return
         ok = (traces.root >= 0) & ~traces.late
         if not ok.any():
             return
         roots = traces.root[ok]
         agents = traces.spans.agent_name[roots]
+        convs = traces.spans.conversation_id[roots].tolist()
         costs = trace_cost[ok]
         tno = np.nonzero(ok)[0]
         keys, inv = group_keys(agents)
         for k, (agent,) in enumerate(keys):
             m = inv == k
-            a = self._acc_for(COST_PER_TRACE, (agent, "trace", "cost"))
-            a.values.append(costs[m])
             j = int(np.argmax(costs[m]))
-            a.example(float(costs[m][j]), traces.trace_id_hex(int(tno[m][j])))
+            example = traces.trace_id_hex(int(tno[m][j]))
+            if on_trace:
+                a = self._acc_for(COST_PER_TRACE, (agent, "trace", "cost"))
+                a.values.append(costs[m])
+                a.example(float(costs[m][j]), example)
+            if on_session and session_cost:
+                totals = [
+                    (session_cost.get(convs[i], (0.0,))[0], int(tno[i]))
+                    for i in np.nonzero(m)[0].tolist()
+                    if convs[i]
+                ]
+                if totals:
+                    top, t = max(totals)
+                    a = self._acc_for(COST_PER_SESSION, (agent, "session", "cost"))
+                    a.values.append(np.array([top]))
+                    a.example(top, traces.trace_id_hex(t))
 
     def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """Accumulate process resource metrics (gauge and sum points) by service."""
@@ -346,10 +379,16 @@ class AnomalyEngine:
                 value, n = float(vals.sum()), max(a.calls, 1)
             elif det == PROCESS_RESOURCE:
                 value, n = float(vals.mean()), int(vals.shape[0])
+            elif det == COST_PER_SESSION:
+                value, n = float(vals.max()), int(vals.shape[0])
+            elif det in _DUAL:
+                return self._evaluate_dual(det, key, a, vals, now)
             else:
                 value, n = float(np.median(vals)), int(vals.shape[0])
             if bl is None:
-                cfg = self._rate_cfg if det == COST_RATE else self.config.baseline
+                cfg = {COST_RATE: self._rate_cfg, COST_PER_SESSION: self._session_cfg}.get(
+                    det, self.config.baseline
+                )
                 bl = SeasonalBaseline(cfg, _ABS_FLOOR.get(det, 0.0))
             score, z, base = bl.score(value, now)
             bl.update(value, n, now)
@@ -367,6 +406,46 @@ class AnomalyEngine:
             trace_ids=examples,
         )
 
+    def _evaluate_dual(self, det: str, key: Key, a: _Acc, vals: F64, now: float) -> AnomalyResult:
+        """Median and upper-tail (p80) statistics against their own baselines.
+
+        The median cannot see a fault hitting a minority of calls (it is robust to up to half
+        of them); the p80 sees a fault on ≥ 20 % of calls but needs enough calls per interval
+        (``_TAIL_MIN_N``) not to be one call's noise.  The higher score wins.
+        """
+        table = self._tables[det]
+        pair: Any = table.get(key)
+        if pair is None:
+            floor = _ABS_FLOOR.get(det, 0.0)
+            pair = (
+                SeasonalBaseline(self.config.baseline, floor),
+                SeasonalBaseline(self.config.baseline, floor),
+            )
+        n = int(vals.shape[0])
+        med = float(np.median(vals))
+        best = (*pair[0].score(med, now, n), med, "median")
+        pair[0].update(med, n, now)
+        if n >= _TAIL_MIN_N:
+            tail = float(np.quantile(vals, _TAIL_Q))
+            cand = (*pair[1].score(tail, now, n), tail, f"p{round(_TAIL_Q * 100)}")
+            pair[1].update(tail, n, now)
+            if cand[0] > best[0]:
+                best = cand
+        table.put(key, pair)
+        score, z, base, value, stat = best
+        return AnomalyResult(
+            detector=det,
+            key=key,
+            value=value,
+            baseline=base,
+            score=round(score, 2),
+            z=z,
+            observations=n,
+            severity=severity_for(score),
+            trace_ids=tuple(t for _, t in sorted(a.examples, reverse=True)),
+            statistic=stat,
+        )
+
     # -- introspection ------------------------------------------------------------------------
 
     def states(self) -> Iterable[dict[str, Any]]:
@@ -374,7 +453,7 @@ class AnomalyEngine:
         for det, table in self._tables.items():
             for key, bl in table.items():
                 last = self.last.get((det, key))  # type: ignore[arg-type]
-                b: Any = bl
+                b: Any = bl[0] if isinstance(bl, tuple) else bl
                 yield {
                     "detector": det,
                     "key": list(cast("Key", key)),

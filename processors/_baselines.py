@@ -102,11 +102,12 @@ class BaselineConfig:
 class RobustBaseline:
     """Rolling median/MAD plus EWMA of one key's interval values."""
 
-    __slots__ = ("_buf", "_cfg", "_pos", "abs_floor", "ewma", "intervals", "observations")
+    __slots__ = ("_buf", "_cfg", "_nbuf", "_pos", "abs_floor", "ewma", "intervals", "observations")
 
     def __init__(self, config: BaselineConfig, abs_floor: float) -> None:
         self._cfg = config
         self._buf = np.empty(config.window, dtype=np.float64)
+        self._nbuf = np.empty(config.window, dtype=np.float64)  # observations per interval
         self._pos = 0
         self.intervals = 0
         self.observations = 0
@@ -128,14 +129,22 @@ class RobustBaseline:
         mad = float(np.median(np.abs(vals - med))) * _MAD_TO_SIGMA
         return med, max(mad, self._cfg.rel_floor * abs(med), self.abs_floor)
 
-    def score(self, value: float) -> tuple[float, float, float]:
-        """``(score, z, median)`` of ``value``; score 0 while warming up."""
+    def score(self, value: float, observations: int = 0) -> tuple[float, float, float]:
+        """``(score, z, median)`` of ``value``; score 0 while warming up.
+
+        An interval statistic over fewer observations than the baseline's typical interval is
+        noisier (its standard error grows as 1/√n), so its z is scaled by √(n / n_typical).
+        """
         med, spread = self.center_spread()
         if not self.ready:
             return 0.0, 0.0, med
-        if value <= med * (1.0 + self._cfg.min_effect) or value - med < self.abs_floor:
-            return 0.0, (value - med) / spread, med
         z = (value - med) / spread
+        if observations > 0:
+            typical = float(np.median(self._nbuf[: min(self.intervals, self._cfg.window)]))
+            if typical > observations:
+                z *= math.sqrt(observations / typical)
+        if value <= med * (1.0 + self._cfg.min_effect) or value - med < self.abs_floor:
+            return 0.0, z, med
         return score_from_z(z, self._cfg.z_half), z, med
 
     def update(self, value: float, observations: int) -> None:
@@ -143,6 +152,7 @@ class RobustBaseline:
         if not math.isfinite(value):
             return
         self._buf[self._pos] = value
+        self._nbuf[self._pos] = observations
         self._pos = (self._pos + 1) % self._cfg.window
         self.intervals += 1
         self.observations += observations
@@ -226,9 +236,9 @@ class SeasonalBaseline:
         """The global baseline is warm."""
         return self.glob.ready
 
-    def score(self, value: float, now: float) -> tuple[float, float, float]:
+    def score(self, value: float, now: float, observations: int = 0) -> tuple[float, float, float]:
         """See :meth:`RobustBaseline.score`."""
-        return self.active(now).score(value)
+        return self.active(now).score(value, observations)
 
     def update(self, value: float, observations: int, now: float) -> None:
         """Learn into the global ring and the current seasonal bucket."""

@@ -52,15 +52,16 @@ class GenSpan:
 class TraceGen:
     """Deterministic generator of planner/researcher traces (seeded)."""
 
-    def __init__(self, seed: int = 1, *, sender_cost: bool = True) -> None:
+    def __init__(self, seed: int = 1, *, sender_cost: bool = True, jitter: float = 0.15) -> None:
         self.rng = random.Random(seed)
         self.sender_cost = sender_cost
+        self.jitter = jitter  # sigma of the log-normal factor on every duration
 
     def _id(self, n: int) -> bytes:
         return self.rng.getrandbits(8 * n).to_bytes(n, "big") or b"\1" * n
 
-    def _jit(self, ms: float, sigma: float = 0.15) -> int:
-        return max(1, int(ms * self.rng.lognormvariate(0.0, sigma) * MS))
+    def _jit(self, ms: float) -> int:
+        return max(1, int(ms * self.rng.lognormvariate(0.0, self.jitter) * MS))
 
     def _span(
         self,

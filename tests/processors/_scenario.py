@@ -29,13 +29,14 @@ class Scenario:
 
     tmp: Path
     seed: int = 7
+    jitter: float = 0.15
     config: dict[str, object] = dataclasses.field(default_factory=lambda: dict(FAST))
 
     def __post_init__(self) -> None:
         self.host = TestHost(self.tmp)
         self.stage = AgentAnalysis(decode(AnalysisConfig, self.config))
         self.stage.start(self.host)
-        self.gen = TraceGen(self.seed)
+        self.gen = TraceGen(self.seed, jitter=self.jitter)
         self.rng = random.Random(self.seed + 1)
 
     def run(self, seconds: int, fault: str | None = None, fault_share: float = 1.0) -> None:

@@ -133,3 +133,15 @@ def test_process_resources_cumulative_cpu_is_a_rate() -> None:
     assert all(r["process.memory.usage"].score == 0 for r in results)
     cpu_jump = results[50]["process.cpu.time"]
     assert cpu_jump.severity == "critical" and cpu_jump.value == pytest.approx(0.9)
+
+
+def test_fewer_observations_than_usual_weigh_less() -> None:
+    """The same jump scores lower when the interval had a quarter of the usual observations."""
+    b = RobustBaseline(BaselineConfig(warmup_intervals=3, warmup_observations=3), abs_floor=0.0)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        b.update(float(rng.normal(1.0, 0.1)), 40)
+    full = b.score(1.6, 40)
+    few = b.score(1.6, 10)
+    assert few[1] == pytest.approx(full[1] / 2)
+    assert few[0] < full[0]
