@@ -40,7 +40,7 @@ from otel_agents import _demo_faults as faults_mod
 from otel_agents import semconv as sc
 from otel_agents._component import Finding
 from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess
-from otel_agents._demo_agents import Pace, RunSpec, Telemetry, run_planner
+from otel_agents._demo_agents import PLANNER, Pace, RunSpec, Telemetry, run_planner
 from otel_agents._demo_faults import FaultSet
 from otel_agents._errors import OtelAgentsError
 
@@ -110,7 +110,10 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
     ).start()
     try:
         telemetry = Telemetry.start(
-            service_name=PLANNER_SERVICE, endpoint=options.endpoint, protocol=options.protocol
+            service_name=PLANNER_SERVICE,
+            endpoint=options.endpoint,
+            protocol=options.protocol,
+            main_agent=PLANNER,
         )
     except BaseException:
         researcher.stop()

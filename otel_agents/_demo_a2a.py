@@ -36,6 +36,7 @@ from otel_agents import _demo_faults as faults_mod
 from otel_agents._a2a import a2a_client_span, a2a_server_span
 from otel_agents._demo_agents import (
     RESEARCHER,
+    RESEARCHER_DESCRIPTION,
     Pace,
     ResearchRequest,
     ResearchResult,
@@ -61,7 +62,7 @@ _INTERNAL_ERROR = -32603
 
 RESEARCHER_CARD: dict[str, Any] = {
     "name": RESEARCHER,
-    "description": "Finds and reads sources, returns a sourced summary",
+    "description": RESEARCHER_DESCRIPTION,
     "version": "1.0.0",
     "capabilities": {"streaming": False, "pushNotifications": False},
     "defaultInputModes": ["text/plain"],
@@ -373,7 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     telemetry = Telemetry.start(
-        service_name="demo-researcher", endpoint=args.endpoint, protocol=args.protocol
+        service_name="demo-researcher",
+        endpoint=args.endpoint,
+        protocol=args.protocol,
+        main_agent=RESEARCHER,
     )
     server = _Server(Pace(args.time_scale))
     serving = threading.Thread(

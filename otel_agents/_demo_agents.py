@@ -44,6 +44,7 @@ from otel_agents import (
     record_decision,
 )
 from otel_agents import _demo_faults as faults_mod
+from otel_agents import semconv as sc
 from otel_agents._demo_faults import FaultSet
 from otel_agents._metrics import install_metrics
 
@@ -70,6 +71,10 @@ __all__ = [
 PLANNER = "planner"
 RESEARCHER = "researcher"
 WORKFLOW = "research_report"
+PLANNER_ID = "agent_planner_01"
+RESEARCHER_ID = "agent_researcher_01"
+PLANNER_DESCRIPTION = "Plans research reports and delegates the reading"
+RESEARCHER_DESCRIPTION = "Finds and reads sources, returns a sourced summary"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,8 +285,8 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
     rng = spec.rng(RESEARCHER)
     with invoke_agent(
         RESEARCHER,
-        agent_id="agent_researcher_01",
-        description="Finds and reads sources, returns a sourced summary",
+        agent_id=RESEARCHER_ID,
+        description=RESEARCHER_DESCRIPTION,
         conversation_id=spec.conversation_id(),
     ):
         _llm(
@@ -387,8 +392,8 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
         invoke_workflow(WORKFLOW),
         invoke_agent(
             PLANNER,
-            agent_id="agent_planner_01",
-            description="Plans research reports and delegates the reading",
+            agent_id=PLANNER_ID,
+            description=PLANNER_DESCRIPTION,
             conversation_id=spec.conversation_id(),
         ),
     ):
@@ -547,14 +552,31 @@ class Telemetry:
 
     @classmethod
     def start(
-        cls, *, service_name: str, endpoint: str, protocol: str, metric_interval_s: float = 2.0
+        cls,
+        *,
+        service_name: str,
+        endpoint: str,
+        protocol: str,
+        main_agent: str,
+        metric_interval_s: float = 2.0,
     ) -> Telemetry:
-        """Build both providers (resource: ``service.name``, ``process.pid``), set them global."""
+        """Build both providers and set them global.
+
+        The resource names the service, the process (``process.pid``: the two demo processes
+        differ) and the process's main agent (``gen_ai.main_agent.*``, PLANNER or RESEARCHER).
+        """
+        agent_id, description = {
+            PLANNER: (PLANNER_ID, PLANNER_DESCRIPTION),
+            RESEARCHER: (RESEARCHER_ID, RESEARCHER_DESCRIPTION),
+        }[main_agent]
         resource = Resource.create(
             {
                 SERVICE_NAME: service_name,
                 SERVICE_NAMESPACE: "otel-agents-demo",
                 PROCESS_PID: os.getpid(),
+                sc.GEN_AI_MAIN_AGENT_NAME: main_agent,
+                sc.GEN_AI_MAIN_AGENT_ID: agent_id,
+                sc.GEN_AI_MAIN_AGENT_DESCRIPTION: description,
             }
         )
         reader = PeriodicExportingMetricReader(

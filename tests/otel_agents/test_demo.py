@@ -204,6 +204,8 @@ class TestDemoTelemetry:
             pids = {s.service_name: s.resource["process.pid"] for s in spans}
             assert set(pids) == {PLANNER_SERVICE, RESEARCHER_SERVICE}
             assert pids[PLANNER_SERVICE] != pids[RESEARCHER_SERVICE]
+            main_agents = {s.service_name: s.resource[sc.GEN_AI_MAIN_AGENT_NAME] for s in spans}
+            assert main_agents == {PLANNER_SERVICE: "planner", RESEARCHER_SERVICE: "researcher"}
             (server,) = [s for s in spans if s.name == "SendMessage" and s.kind == SERVER]
             client = by_id[server.parent_span_id]
             assert (client.name, client.kind, client.service_name) == (
