@@ -32,4 +32,11 @@ with tracer.start_as_current_span(
         attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"},
     ):
         pass
+try:  # introspection only: did opentelemetry-instrument load the a2a-sdk instrumentor?
+    from a2a.client.transports.jsonrpc import JsonRpcTransport
+
+    wrapped = hasattr(JsonRpcTransport.send_message, "__otel_agents_wrapped__")
+    print(f"a2a-instrumented={wrapped}", flush=True)
+except ImportError:
+    print("a2a-instrumented=absent", flush=True)
 print("ok", flush=True)
