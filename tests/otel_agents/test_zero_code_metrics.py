@@ -158,3 +158,30 @@ def test_zero_code_survives_broken_agent_card(tmp_path: Path) -> None:
     assert sc.GEN_AI_MAIN_AGENT_NAME not in res
     assert res["process.pid"] > 0  # the rest of the detector still ran
     assert "otel-agents resource detector" in proc.stderr
+
+
+def test_zero_code_survives_broken_psutil(tmp_path: Path) -> None:
+    """With psutil failing to import, the detector and the process metrics degrade (logged) while
+    the app, the span-derived metrics and the rest of the resource keep working."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "psutil.py").write_text('raise ImportError("psutil broken for this test")\n')
+    with OtlpSink() as sink:
+        proc = _run(
+            sink,
+            tmp_path,
+            OTEL_AGENTS_AGENT_NAME="planner",
+            PYTHONPATH=str(shadow),
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert proc.stdout.strip().splitlines()[-1] == "ok"
+        assert sink.wait_for(
+            lambda: sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE in _metrics(sink), timeout=20
+        ), proc.stderr[-4000:]
+        metrics = _metrics(sink)
+        res = attrs(next(r for r, _ in sink.spans() if _ours(r)).attributes)
+    assert sc.METRIC_PROCESS_MEMORY_USAGE not in metrics
+    assert sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION in metrics
+    assert res[sc.GEN_AI_MAIN_AGENT_NAME] == "planner"
+    assert res["process.pid"] > 0 and "process.parent_pid" not in res  # psutil facts skipped
+    assert "process metrics unavailable" in proc.stderr
