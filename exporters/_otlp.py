@@ -306,9 +306,15 @@ class _GrpcSender:
     def __init__(self, config: OtlpExporterConfig) -> None:
         scheme, host, port, _ = _target(config)
         target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        retry = config.retry_on_failure
         options = [
             ("grpc.max_send_message_length", -1),
             ("grpc.max_receive_message_length", 4 << 20),
+            # gRPC's own reconnect backoff grows to 120 s; a channel still waiting would fail
+            # our retries fast long after the destination came back. Keep it within our policy.
+            ("grpc.initial_reconnect_backoff_ms", max(100, int(retry.initial_interval * 1000))),
+            ("grpc.min_reconnect_backoff_ms", max(100, int(retry.initial_interval * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(100, int(retry.max_interval * 1000))),
         ]
         if scheme == "https":
             roots = None
