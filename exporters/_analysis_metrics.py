@@ -238,8 +238,10 @@ class AnalysisMetrics:
                 self.g_seconds.observe_counts(key, e.buckets, e.seconds)
 
     def set_scores(self, results: Iterable[AnomalyResult]) -> None:
-        """Latest anomaly scores."""
+        """The last interval's anomaly scores (keys without data this interval disappear, so a
+        score never stays up after its key went quiet)."""
         with self._lock:
+            self.score.values.clear()
             for r in results:
                 self.score.set((r.detector, r.key[0], r.key[2]), r.score)
 

@@ -387,6 +387,7 @@ def _price(
             cache_read_tokens=cols["cache_read_tokens"][i],
             cache_creation_tokens=cols["cache_creation_tokens"][i],
             reasoning_tokens=cols["reasoning_tokens"][i],
+            timestamp=cols["start_ns"][i] or None,  # price at the time of the call
         )
     except Exception:  # a pricing bug must not stop analysis of the batch
         _log.exception("pricing %r failed", model)
