@@ -34,8 +34,10 @@ _log = logging.getLogger(__name__)
 #: Distribution names of agent frameworks and model SDKs reported when installed.
 KNOWN_FRAMEWORKS: tuple[str, ...] = (
     "a2a-sdk",
+    "ag2",
     "agno",
     "anthropic",
+    "autogen",
     "autogen-agentchat",
     "autogen-core",
     "pyautogen",
