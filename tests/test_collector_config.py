@@ -165,7 +165,8 @@ def substitute_macros(expr: str, variables: Mapping[str, str] | None = None) -> 
             raise KeyError(f"undefined template variable ${name} in {expr!r}")
         return values[name]
 
-    return re.sub(r"\$\{([a-z_]+)\}|\$([a-z_]+)", var, expr)
+    # ${var}, ${var:format} (pipe/regex/raw: identical for the values used here), $var
+    return re.sub(r"\$\{([a-z_]+)(?::[a-z]+)?\}|\$([a-z_]+)", var, expr)
 
 
 _SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
