@@ -169,11 +169,46 @@ def _has(msg: Any, field: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# Optional agent event records (instrument(emit_events=True))
+# --------------------------------------------------------------------------------------------
+class _EventSettings:
+    enabled = False
+    logger_provider: Any = None
+
+
+def _emit_a2a_event(handle: A2ASpan, sent: bool) -> None:
+    """``agent.a2a.sent`` / ``agent.a2a.received`` record correlated with the A2A span."""
+    if not _EventSettings.enabled:
+        return
+    try:
+        from otel_agents import semconv as sc
+        from otel_agents._events import emit_agent_event
+
+        attrs = getattr(handle.span, "attributes", None) or {}
+        emit_agent_event(
+            sc.AGENT_EVENT_A2A_SENT if sent else sc.AGENT_EVENT_A2A_RECEIVED,
+            {
+                sc.A2A_METHOD_NAME: handle.method,
+                sc.A2A_MESSAGE_ID: attrs.get(sc.A2A_MESSAGE_ID),
+                sc.A2A_TASK_ID: attrs.get(sc.A2A_TASK_ID),
+                sc.GEN_AI_CONVERSATION_ID: attrs.get(sc.GEN_AI_CONVERSATION_ID),
+                sc.AGENT_A2A_PEER_AGENT: attrs.get(sc.AGENT_A2A_PEER_AGENT),
+                # on a SERVER span the card attributes are this agent's own
+                sc.GEN_AI_AGENT_NAME: None if sent else attrs.get(sc.GEN_AI_AGENT_NAME),
+            },
+            logger_provider=_EventSettings.logger_provider,
+            context=handle.context,
+        )
+    except Exception:
+        _log.debug("a2a instrumentor: event failed", exc_info=True)
+
+
+# --------------------------------------------------------------------------------------------
 # Client wrappers
 # --------------------------------------------------------------------------------------------
 def _start_client(self: Any, method: str, request: Any, tp: Any) -> A2ASpan | None:
     try:
-        return start_client_span(
+        handle = start_client_span(
             method,
             _request_message(request),
             peer_card=getattr(self, "agent_card", None),
@@ -183,6 +218,8 @@ def _start_client(self: Any, method: str, request: Any, tp: Any) -> A2ASpan | No
     except Exception:
         _log.debug("a2a instrumentor: client span failed", exc_info=True)
         return None
+    _emit_a2a_event(handle, sent=True)
+    return handle
 
 
 def _inject_headers(handle: A2ASpan, kwargs: dict[str, Any]) -> None:
@@ -296,7 +333,7 @@ def _start_server(
             has_md = False
         if not has_md:
             carrier = _header_carrier(call_context)
-        return start_server_span(
+        handle = start_server_span(
             method,
             message,
             agent_card=getattr(self, "_agent_card", None),
@@ -307,6 +344,8 @@ def _start_server(
     except Exception:
         _log.debug("a2a instrumentor: server span failed", exc_info=True)
         return None
+    _emit_a2a_event(handle, sent=False)
+    return handle
 
 
 def _wrap_server(original: Callable[..., Any], method: str, tp: Any) -> Callable[..., Any]:
@@ -506,6 +545,9 @@ class A2AInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     Keyword Args (to ``instrument``):
         tracer_provider: the provider for the A2A spans; the global one when omitted.
+        emit_events: also emit ``agent.a2a.sent`` / ``agent.a2a.received`` event records
+            (off by default: one log record per A2A call).
+        logger_provider: the provider for those records; the global one when omitted.
     """
 
     _patched: list[tuple[type, str, Any]]
@@ -523,6 +565,8 @@ class A2AInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         tp = kwargs.get("tracer_provider")
+        _EventSettings.enabled = bool(kwargs.get("emit_events", False))
+        _EventSettings.logger_provider = kwargs.get("logger_provider")
         for cls in _client_classes():
             for attr, method in _CLIENT_METHODS.items():
                 maker = _wrap_client_stream if attr in _CLIENT_STREAMING else _wrap_client
@@ -564,6 +608,8 @@ class A2AInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        _EventSettings.enabled = False
+        _EventSettings.logger_provider = None
         while self._patched:
             cls, attr, original = self._patched.pop()
             try:

@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry import _logs
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
 
 from otel_agents import semconv as sc
 
@@ -46,6 +47,7 @@ def emit_agent_event(
     severity: SeverityNumber = SeverityNumber.INFO,
     exception: BaseException | None = None,
     logger_provider: _logs.LoggerProvider | None = None,
+    context: Context | None = None,
 ) -> None:
     """Emits one agent event as a log record correlated with the current span.
 
@@ -56,10 +58,13 @@ def emit_agent_event(
         severity: severity number; INFO by default.
         exception: an exception to attach (``exception.*`` attributes).
         logger_provider: provider to use; the global one when None.
+        context: the context whose span the record is correlated with; the current one when
+            None.
     """
     try:
         logger = _logs.get_logger(_SCOPE, logger_provider=logger_provider)
         logger.emit(
+            context=context,
             event_name=name,
             severity_number=severity,
             severity_text=severity.name,

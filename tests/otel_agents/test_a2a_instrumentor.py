@@ -404,3 +404,47 @@ def test_push_notifications_are_linked_not_parented(
         assert format(link.context.span_id, "016x") in sent
     states = {attrs(s.attributes).get(sc.A2A_TASK_STATE) for s in sent.values()}
     assert "TASK_STATE_COMPLETED" in states
+
+
+def test_opt_in_a2a_event_records(server: tuple[OtlpSink, str]) -> None:
+    """instrument(emit_events=True) adds an agent.a2a.sent record correlated with the CLIENT
+    span; without it no record is emitted."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        SimpleLogRecordProcessor,
+    )
+
+    _, url = server
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    records = InMemoryLogRecordExporter()
+    logs = LoggerProvider()
+    logs.add_log_record_processor(SimpleLogRecordProcessor(records))
+    inst = A2AInstrumentor()
+    inst.instrument(tracer_provider=provider, emit_events=True, logger_provider=logs)
+    try:
+        assert asyncio.run(_send(url, context_id="conv-events")) == "3"
+    finally:
+        inst.uninstrument()
+    inst.instrument(tracer_provider=provider, logger_provider=logs)  # events off by default
+    try:
+        assert asyncio.run(_send(url, context_id="conv-quiet")) == "3"
+    finally:
+        inst.uninstrument()
+        provider.shutdown()
+    (rec,) = [r.log_record for r in records.get_finished_logs()]
+    logs.shutdown()
+    (span,) = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "SendMessage"
+        and (s.attributes or {}).get(sc.GEN_AI_CONVERSATION_ID) == "conv-events"
+    ]
+    assert rec.event_name == sc.AGENT_EVENT_A2A_SENT
+    assert (rec.trace_id, rec.span_id) == (span.context.trace_id, span.context.span_id)
+    a = dict(rec.attributes or {})
+    assert a[sc.A2A_METHOD_NAME] == "SendMessage"
+    assert a[sc.GEN_AI_CONVERSATION_ID] == "conv-events"
+    assert a[sc.AGENT_A2A_PEER_AGENT] == "researcher"
