@@ -18,9 +18,10 @@ given function with a :class:`BudgetStatus`, ``"refuse"`` (opt-in) makes every l
 :func:`check_budget` for that agent raise :class:`~otel_agents.BudgetExceededError`.  Every
 policy also emits an ``agent.budget.exceeded`` event log record.
 
-The spans API's ``inference()`` calls ``check_budget(agent_name)`` before it starts an LLM span;
-that raise is the one deliberate exception this package sends into application code, and only
-for budgets whose policy is ``"refuse"``.
+``check_budget(agent_name)`` is the hook for the spans API's ``inference()`` entry (before it
+starts an LLM span) and for applications that call models without it; its raise is the one
+deliberate exception this package sends into application code, and only for budgets whose
+policy is ``"refuse"``.
 """
 
 from __future__ import annotations
