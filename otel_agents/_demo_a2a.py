@@ -32,9 +32,11 @@ from typing import IO, Any
 
 from opentelemetry import trace
 
+from otel_agents import AgentEvents
 from otel_agents import _demo_faults as faults_mod
 from otel_agents._a2a import a2a_client_span, a2a_server_span
 from otel_agents._demo_agents import (
+    PLANNER,
     RESEARCHER,
     RESEARCHER_DESCRIPTION,
     Pace,
@@ -131,13 +133,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except (KeyError, TypeError, ValueError) as exc:
                 a2a.set_error(_INVALID_PARAMS, str(exc))
                 return _rpc_error(rpc_id, _INVALID_PARAMS, f"bad demo message: {exc}")
+            events = AgentEvents(RESEARCHER)
+            task_id = _task_id(message)
+            events.a2a_received(METHOD, message_id=message.get("messageId"), peer=PLANNER)
+            events.task_start(task_id, conversation_id=message.get("contextId"))
             try:
                 result = run_researcher(request, self.server.pace)
             except Exception as exc:  # the agent failed: the client gets a FAILED task
                 _log.exception("researcher failed")
                 a2a.set_error(type(exc).__qualname__, str(exc))
+                events.task_error(task_id, exc)
                 task = _task(message, "TASK_STATE_FAILED", None)
             else:
+                events.task_complete(task_id)
                 task = _task(message, "TASK_STATE_COMPLETED", result)
             a2a.set_task(task)
             return {"jsonrpc": "2.0", "id": rpc_id, "result": {"task": task}}
@@ -155,10 +163,14 @@ def _rpc_error(rpc_id: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}}
 
 
+def _task_id(message: dict[str, Any]) -> str:
+    # deterministic: derived from the message id the planner drew from the run's seed
+    return "task-" + str(message.get("messageId", ""))[-12:]
+
+
 def _task(message: dict[str, Any], state: str, result: ResearchResult | None) -> dict[str, Any]:
     task: dict[str, Any] = {
-        # deterministic: derived from the message id the planner drew from the run's seed
-        "id": "task-" + str(message.get("messageId", ""))[-12:],
+        "id": _task_id(message),
         "contextId": message.get("contextId", ""),
         "status": {"state": state},
     }
@@ -220,6 +232,7 @@ class A2AResearcherClient:
         with a2a_client_span(METHOD, message, peer_card=self.card) as a2a:
             if faults_mod.A2A_BREAK in spec.faults:
                 _break_trace_context(message, rng)
+            AgentEvents(PLANNER).a2a_sent(METHOD, message_id=message["messageId"], peer=RESEARCHER)
             payload = {
                 "jsonrpc": "2.0",
                 "id": spec.run,

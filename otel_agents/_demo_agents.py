@@ -26,7 +26,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
@@ -62,6 +64,7 @@ __all__ = [
     "SearchBackendUnavailable",
     "Telemetry",
     "deterministic_uuid",
+    "otlp_log_exporter",
     "otlp_metric_exporter",
     "otlp_span_exporter",
     "run_planner",
@@ -484,6 +487,23 @@ def otlp_metric_exporter(endpoint: str, protocol: str) -> MetricExporter:
     raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
 
 
+def otlp_log_exporter(endpoint: str, protocol: str) -> LogRecordExporter:
+    """The SDK's OTLP log exporter for ``protocol`` (``/v1/logs`` appended for HTTP)."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
+            OTLPLogExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+            OTLPLogExporter as HttpExporter,
+        )
+
+        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/logs")
+    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
+
+
 class _CountingExporter(SpanExporter):
     """Passes spans to the OTLP exporter and counts the ones it acknowledged."""
 
@@ -531,23 +551,31 @@ def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
 
 
 class Telemetry:
-    """The tracer and meter providers of one demo process, exporting OTLP, installed globally.
+    """The tracer, meter and logger providers of one demo process, exporting OTLP, global.
 
     Spans go through the otel-agents composition — agent identity on start, a normalized and
     priced copy to the OTLP span exporter and to the span-derived GenAI metrics
     (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``, cost...) — and the
     metrics, with the process metrics, are exported over OTLP every ``metric_interval_s``.
 
+    Agent events (``agent.task.*``, ``agent.a2a.*``) go out as OTLP log records.
+
     Attributes:
         provider: the SDK tracer provider.
         meter_provider: the SDK meter provider.
+        logger_provider: the SDK logger provider.
     """
 
     def __init__(
-        self, provider: TracerProvider, meter_provider: MeterProvider, counter: _CountingExporter
+        self,
+        provider: TracerProvider,
+        meter_provider: MeterProvider,
+        logger_provider: LoggerProvider,
+        counter: _CountingExporter,
     ) -> None:
         self.provider = provider
         self.meter_provider = meter_provider
+        self.logger_provider = logger_provider
         self._counter = counter
 
     @classmethod
@@ -584,6 +612,12 @@ class Telemetry:
             export_interval_millis=metric_interval_s * 1000,
         )
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(
+                otlp_log_exporter(endpoint, protocol), schedule_delay_millis=500
+            )
+        )
         provider = TracerProvider(resource=resource)
         counter = _CountingExporter(otlp_span_exporter(endpoint, protocol))
         nexts: list[SpanProcessor] = [BatchSpanProcessor(counter, schedule_delay_millis=500)]
@@ -594,7 +628,8 @@ class Telemetry:
         provider.add_span_processor(EnrichingSpanProcessor(nexts))
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(meter_provider)
-        return cls(provider, meter_provider, counter)
+        _logs.set_logger_provider(logger_provider)
+        return cls(provider, meter_provider, logger_provider, counter)
 
     @property
     def spans_exported(self) -> int:
@@ -611,4 +646,5 @@ class Telemetry:
         self.provider.force_flush(30_000)
         self.provider.shutdown()
         self.meter_provider.shutdown()  # a last collection and export
+        self.logger_provider.shutdown()
         return self._counter.exported

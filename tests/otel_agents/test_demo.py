@@ -47,6 +47,7 @@ class DemoRun:
     spans: list[ReceivedSpan]
     trace_ids: list[str]  # in run order
     metric_names: set[str]
+    log_records: list[Any]  # opentelemetry.proto.logs.v1.LogRecord
 
     def trace(self, run: int) -> list[ReceivedSpan]:
         """Spans of the 0-based run ``run``."""
@@ -92,7 +93,7 @@ def run_demo(
     # both processes flushed before exiting: everything they counted as acknowledged is here
     spans = sink.wait_for_spans(expected, timeout=10)
     assert len(spans) == expected
-    return DemoRun(proc.stdout, spans, trace_ids, sink.metric_names())
+    return DemoRun(proc.stdout, spans, trace_ids, sink.metric_names(), sink.log_records())
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +236,19 @@ class TestDemoTelemetry:
             sc.METRIC_AGENT_DECISIONS,
         } <= grpc_run.metric_names
         assert "process.cpu.time" in grpc_run.metric_names
+
+    def test_agent_events_are_log_records_in_the_run_traces(self, grpc_run: DemoRun) -> None:
+        """A2A and task events go out as OTLP log records correlated with each run's trace."""
+        by_trace: dict[str, set[str]] = collections.defaultdict(set)
+        for record in grpc_run.log_records:
+            by_trace[record.trace_id.hex()].add(record.event_name)
+        expected = {
+            sc.AGENT_EVENT_A2A_SENT,
+            sc.AGENT_EVENT_A2A_RECEIVED,
+            sc.AGENT_EVENT_TASK_START,
+            sc.AGENT_EVENT_TASK_COMPLETE,
+        }
+        assert {t: expected for t in grpc_run.trace_ids} == dict(by_trace)
 
     def test_prints_where_telemetry_went(self, grpc_run: DemoRun, sink: OtlpSink) -> None:
         """The last paragraph names the protocol, the endpoint and both processes."""
