@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared fixtures for real-component tests: the skip-or-fail rule, Prometheus on a free port
-with a private data dir, headless Chromium, and the receiver started in-process.
+"""Shared helpers and fixtures for real-component tests: the skip-or-fail rule, polling, Prometheus
+on a free port with a private data dir (``launch_prometheus``), headless Chromium, the receiver
+in-process (``run_receiver``), the demo in a child process (``run_demo``), and ``agent_stack``:
+one receiver fed by the demo and scraped by Prometheus, shared by the whole session.
 
 A missing component skips its tests, unless ``OTEL_AGENTS_E2E=1`` (CI, after scripts/e2e-setup)
 where it fails them: CI must never go green by skipping.
@@ -122,9 +124,6 @@ class Prometheus:
         return result
 
 
-PrometheusFactory = Callable[..., Prometheus]
-
-
 def launch_prometheus(
     work: Path, config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
 ) -> Prometheus:
@@ -180,28 +179,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
-
-
-@pytest.fixture
-def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
-    """``start_prometheus(config_text, rules_dir=None, extra_args=())`` → :class:`Prometheus`.
-
-    Every process started is stopped at teardown.
-    """
-    started: list[Prometheus] = []
-
-    def start(
-        config_text: str, rules_dir: Path | None = None, extra_args: tuple[str, ...] = ()
-    ) -> Prometheus:
-        prom = launch_prometheus(
-            tmp_path_factory.mktemp("prometheus"), config_text, rules_dir, extra_args
-        )
-        started.append(prom)
-        return prom
-
-    yield start
-    for prom in started:
-        stop_process(prom.process)
 
 
 # --------------------------------------------------------------------------- Chromium
