@@ -297,8 +297,8 @@ def where_it_went(options: DemoOptions, result: DemoResult, *, label: str | None
         f"Telemetry: {len(result.trace_ids)} traces, spans from 2 processes — "
         f"{PLANNER_SERVICE} (pid {result.planner_pid}): {result.planner_spans}, "
         f"{RESEARCHER_SERVICE} (pid {result.researcher_pid}): {researcher} — "
-        f"exported over OTLP/{options.protocol} to {options.endpoint}"
-        + (f" ({label})" if label else ""),
+        f"with their metrics and agent-event logs, exported over OTLP/{options.protocol} to "
+        f"{options.endpoint}" + (f" ({label})" if label else ""),
     ]
     if result.failed_spans:
         lines.append(f"  warning: {result.failed_spans} spans could not be exported")
