@@ -675,3 +675,29 @@ def test_selected_label_values_are_the_ones_the_receiver_emits() -> None:
     var = next(v for v in graph["templating"]["list"] if v["name"] == "connection_type")
     assert set(var["query"].split(",")) == allowed["connection_type"]
     assert set(var["allValue"].split("|")) == allowed["connection_type"]
+
+
+def test_dockerfile_copies_existing_sources_and_ships_the_page() -> None:
+    """The receiver image copies paths that exist and links the packaged web page compose serves."""
+    dockerfile = (CONFIG / "otel-agents" / "Dockerfile").read_text()
+    for src in re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, re.MULTILINE):
+        for path in src.split():
+            assert (ROOT / path).exists(), f"COPY {path}: missing"
+    page = yaml.safe_load((CONFIG / "otel-agents" / "receiver.yaml").read_text())["admin"][
+        "page_file"
+    ]
+    assert page in dockerfile and "webpage.html" in page
+    assert (ROOT / "otel_agents" / "receiver" / "webpage.html").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"*.html"' in pyproject, "webpage.html must be package data"
+
+
+def test_readme_documents_every_alert_and_dashboard() -> None:
+    """collector-config/README.md names every alert rule and every dashboard file."""
+    readme = (CONFIG / "README.md").read_text()
+    for group in rule_groups():
+        for rule in group["rules"]:
+            if "alert" in rule:
+                assert f"| {rule['alert']} |" in readme, rule["alert"]
+    for path in DASHBOARDS:
+        assert load_dashboard(path)["title"].split(" / ", 1)[1] in readme, path.name
