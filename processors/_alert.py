@@ -193,6 +193,7 @@ class _State:
     resolved_at: float | None = None
     last_true: float = 0.0
     suppressed: bool = False  # resolved by a person: ignore until the condition clears
+    hold_until: float = 0.0  # restored after a restart: no data yet is not "condition false"
     generator_url: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -221,10 +222,13 @@ class AlertEngine(Component):
         self._route = config.build_route()
         self._receiver_cfgs = config.receiver_configs()
         self._policy = UrlPolicy(config.egress)
-        inhibit = [ir.build(f"inhibit_rules[{i}]") for i, ir in enumerate(config.inhibit_rules)]
+        self._inhibit = [
+            ir.build(f"inhibit_rules[{i}]") for i, ir in enumerate(config.inhibit_rules)
+        ]
         self._notifiers: dict[str, list[Notifier]] = {}
         self._send_resolved: dict[str, bool] = {}
-        self.dispatcher = Dispatcher(self._route, inhibit)
+        # rebuilt in start() once the receivers' send_resolved settings are known
+        self.dispatcher = Dispatcher(self._route, self._inhibit)
         self._states: dict[str, _State] = {}
         self._lock = threading.RLock()
         self._last_eval = -math.inf
@@ -254,11 +258,7 @@ class AlertEngine(Component):
         self._send_resolved = {
             name: any(n.send_resolved for n in items) for name, items in self._notifiers.items()
         }
-        self.dispatcher = Dispatcher(
-            self._route,
-            [ir.build(f"inhibit_rules[{i}]") for i, ir in enumerate(self.config.inhibit_rules)],
-            send_resolved=self._send_resolved,
-        )
+        self.dispatcher = Dispatcher(self._route, self._inhibit, send_resolved=self._send_resolved)
         for p in self._pushers:
             try:
                 p.check()
@@ -280,6 +280,7 @@ class AlertEngine(Component):
                 )
             except (KeyError, ValueError, ConfigError):
                 _log.warning("skipping an unreadable stored silence")
+        self._restore(now)
         self.worker.start()
         host.subscribe_findings(self.on_finding)
         # A second, named stage (``alert/eu``) serves its own routes: /api/v1/alerts-eu...
@@ -291,6 +292,39 @@ class AlertEngine(Component):
         host.register_api(f"/api/v1/alerts{sfx}/test", self.api_test_receiver)
         host.register_api(f"/api/v1/silences{sfx}", self.api_silences)
         host.register_api(f"/api/v1/silences{sfx}/expire", self.api_expire_silence)
+
+    def _restore(self, now: float) -> None:
+        """Take over the alerts the store says were active before a restart.
+
+        Their rules decide at the next evaluation whether they still hold; an alert whose rule
+        no longer exists resolves now. Firing ones re-enter the dispatcher (the notification
+        log is in memory, so a receiver may hear about them once more — rather that than a
+        resolution nobody is told about).
+        """
+        assert self.store is not None
+        rules = {r.name: r for r in self.rules}
+        for row in self.store.active():
+            st = _State(
+                dict(row["labels"]), row["fingerprint"], row["alertname"], row["state"],
+                row["active_at"], math.nan if row["value"] is None else float(row["value"]),
+                dict(row["annotations"]), fired_at=row["starts_at"], last_true=row["updated_at"],
+                generator_url=row["generator_url"] or "",
+            )  # fmt: skip
+            rule = rules.get(st.rule)
+            if rule is None:
+                st.state, st.resolved_at = "resolved", now
+                self.store.upsert({**st.to_json(), "updated_at": now})
+                self.store.record(
+                    st.fingerprint, st.rule, now, "resolved", "", {"rule_removed": True}
+                )
+                continue
+            c = rule.config
+            st.hold_until = now + (
+                c.resolve_after if c.kind in ("anomaly", "finding") else rule.max_window
+            )
+            self._states[st.fingerprint] = st
+            if st.state == "firing":
+                self.dispatcher.put(self._alert(st), now)
 
     def shutdown(self) -> None:
         """Deliver queued notifications (bounded) and close the store."""
@@ -343,49 +377,42 @@ class AlertEngine(Component):
         with self._lock:
             for ev in self._evaluators:
                 rule = ev.rule
+                seen: set[str] = set()
                 for sample in ev.evaluate(now):
                     labels = {**self.config.external_labels, **sample.labels}
                     fp = fingerprint(labels)
+                    seen.add(fp)
                     st = self._states.get(fp)
+                    if not sample.active:
+                        if st is not None:
+                            self._inactive(st, rule, sample.value, now, changes)
+                        continue
+                    if st is not None and st.suppressed:
+                        continue
                     annotations = self._annotations(sample.annotations, labels, sample.trace_ids)
-                    if sample.active:
-                        if st is not None and st.suppressed:
-                            continue
-                        if st is None or st.state == "resolved":
-                            st = _State(
-                                labels, fp, rule.name, "pending", now, sample.value, annotations
-                            )
-                            st.generator_url = annotations.get("trace_url") or self._generator_url(
-                                fp
-                            )
-                            self._states[fp] = st
-                            changes.append(self._change(st, "pending", now))
-                        st.value = sample.value
-                        st.annotations = annotations
-                        st.last_true = now
-                        if st.state == "pending" and now - st.active_at >= rule.config.for_ - 1e-9:
-                            st.state = "firing"
-                            st.fired_at = now
-                            changes.append(self._change(st, "firing", now))
-                            self.dispatcher.put(self._alert(st), now)
-                    else:
-                        if st is None:
-                            continue
-                        if st.suppressed:
-                            st.suppressed = False
-                            continue
-                        if st.state == "pending":
-                            del self._states[fp]
-                            changes.append(self._change(st, "inactive", now))
-                        elif st.state == "firing":
-                            if now - st.last_true < rule.config.keep_firing_for:
-                                continue
-                            st.state = "resolved"
-                            st.resolved_at = now
-                            if not math.isnan(sample.value):
-                                st.value = sample.value
-                            changes.append(self._change(st, "resolved", now))
-                            self.dispatcher.put(self._alert(st), now)
+                    if st is None or st.state == "resolved":
+                        st = _State(
+                            labels, fp, rule.name, "pending", now, sample.value, annotations
+                        )
+                        st.generator_url = annotations.get("trace_url") or self._generator_url(fp)
+                        self._states[fp] = st
+                        changes.append(self._change(st, "pending", now))
+                    st.value = sample.value
+                    st.annotations = annotations
+                    st.last_true = now
+                    if st.state == "pending" and now - st.active_at >= rule.config.for_ - 1e-9:
+                        st.state = "firing"
+                        st.fired_at = now
+                        changes.append(self._change(st, "firing", now))
+                        self.dispatcher.put(self._alert(st), now)
+                # An active alert whose group produced no sample at all (its data aged out
+                # earlier, or it was restored after a restart) has a false condition.
+                for st in [s for s in self._states.values() if s.rule == rule.name]:
+                    if st.fingerprint in seen or st.state not in ("pending", "firing"):
+                        continue
+                    if now < st.hold_until:
+                        continue  # windows refill after a restart before "no data" counts
+                    self._inactive(st, rule, math.nan, now, changes)
             # forget resolved states after a while (the store keeps history)
             for fp in [
                 fp
@@ -397,6 +424,26 @@ class AlertEngine(Component):
                 del self._states[fp]
             self._publish(changes, now)
         return changes
+
+    def _inactive(
+        self, st: _State, rule: Rule, value: float, now: float, changes: list[dict[str, Any]]
+    ) -> None:
+        """The rule's condition is false for ``st`` at ``now``."""
+        if st.suppressed:
+            st.suppressed = False  # the condition cleared once: a hand-resolved alert may re-fire
+            return
+        if st.state == "pending":
+            del self._states[st.fingerprint]
+            changes.append(self._change(st, "inactive", now))
+        elif st.state == "firing":
+            if now - st.last_true < rule.config.keep_firing_for:
+                return
+            st.state = "resolved"
+            st.resolved_at = now
+            if not math.isnan(value):
+                st.value = value
+            changes.append(self._change(st, "resolved", now))
+            self.dispatcher.put(self._alert(st), now)
 
     def _annotations(
         self, base: Mapping[str, str], labels: Mapping[str, str], trace_ids: Sequence[str]

@@ -316,3 +316,29 @@ def test_receiver_test_endpoint_sends_through_the_policy(
     assert msg.body["groupKey"] == '{}:{receiver="hook"}'
     assert msg.body["alerts"][0]["labels"]["alertname"] == "TestNotification"
     assert msg.body["alerts"][0]["annotations"]["summary"] == "Test notification requested by eve"
+
+
+def test_restart_restores_active_alerts_and_resolves_them_later(
+    tmp_path: Path, sink: WebhookSink
+) -> None:
+    """After a restart the store's firing alerts are taken over, and resolve once the rule's
+    window has passed without the condition (not at the first evaluation)."""
+    host = TestHost(tmp_path, now=T0)
+    first = AlertEngine(_config(sink))
+    first.start(host)
+    _errors(first, host)
+    _advance(first, host, 6)
+    first.shutdown()
+    host.routes.clear()
+    second = AlertEngine(_config(sink))
+    second.start(host)
+    try:
+        (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+        assert a["state"] == "firing"
+        _advance(second, host, 30)
+        assert [x["state"] for x in host.get("/api/v1/alerts")[1]["alerts"]] == ["firing"]
+        _advance(second, host, 40)
+        assert host.get("/api/v1/alerts")[1]["alerts"] == []
+        assert host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"][0]["state"] == "resolved"
+    finally:
+        second.shutdown()
