@@ -183,6 +183,7 @@ METRIC_RECEIVER_REFUSED_ITEMS: Final = "otel_agents_receiver_refused_items_total
 METRIC_RECEIVER_REJECTED_ITEMS: Final = "otel_agents_receiver_rejected_items_total"
 METRIC_RECEIVER_REQUESTS: Final = "otel_agents_receiver_requests_total"
 METRIC_RECEIVER_REQUEST_DURATION: Final = "otel_agents_receiver_request_duration_seconds"
+METRIC_RECEIVER_INFLIGHT_BYTES: Final = "otel_agents_receiver_inflight_bytes"
 METRIC_SPOOL_ITEMS: Final = "otel_agents_spool_items"
 METRIC_SPOOL_BYTES: Final = "otel_agents_spool_bytes"
 METRIC_FORWARDER_PENDING_ITEMS: Final = "otel_agents_forwarder_pending_items"

@@ -350,6 +350,8 @@ class ExportHandler:
         self.limits = limits or LimitsConfig()
         self.admission = admission
         self.telemetry = telemetry or ReceiverTelemetry()
+        if admission is not None:
+            self.telemetry.watch_inflight(lambda: admission.inflight_bytes)
 
     def admit(self, nbytes: int) -> Ticket | _NullTicket:
         """Reserve in-flight bytes.

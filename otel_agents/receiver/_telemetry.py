@@ -10,9 +10,10 @@ request carried are counted only when known, i.e. after decoding; refusals befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from otel_agents import semconv as sc
 
@@ -64,6 +65,16 @@ class ReceiverTelemetry:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+
+        self.inflight: Any = Gauge(
+            sc.METRIC_RECEIVER_INFLIGHT_BYTES,
+            "Request bytes admitted and not yet answered (admission control's budget in use).",
+            registry=r,
+        )
+
+    def watch_inflight(self, read: Callable[[], float]) -> None:
+        """Report ``read()`` (the admission controller's in-flight bytes) at scrape time."""
+        self.inflight.set_function(read)
 
     def request(self, signal: str, transport: str, code: str, seconds: float) -> None:
         """Count one answered request."""

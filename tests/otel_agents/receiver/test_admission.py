@@ -155,6 +155,8 @@ def test_overload_answers_retryable_on_the_wire(transport: str) -> None:
                 assert blocking.entered.wait(5)
                 refused = grpc_call(stack.grpc_target, body)
                 assert refused.code == grpc.StatusCode.UNAVAILABLE
+                gauge = stack.registry.get_sample_value("otel_agents_receiver_inflight_bytes")
+                assert gauge == len(body)  # the held request's bytes
                 rich, trailer = retry_delay(refused)
                 assert rich is not None and rich >= 0.5 and trailer == rich
                 blocking.release.set()
@@ -167,6 +169,7 @@ def test_overload_answers_retryable_on_the_wire(transport: str) -> None:
                 blocking.release.set()
                 assert first_http.result(10).status == 200
         assert wait_for(lambda: ctl.inflight_bytes == 0)
+        assert stack.registry.get_sample_value("otel_agents_receiver_inflight_bytes") == 0
         assert blocking.items == 50
     finally:
         blocking.release.set()
