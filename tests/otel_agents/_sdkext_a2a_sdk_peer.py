@@ -41,7 +41,11 @@ def server(endpoint: str) -> None:
     from a2a.server.agent_execution import AgentExecutor, RequestContext
     from a2a.server.events import EventQueue
     from a2a.server.request_handlers import DefaultRequestHandler
-    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+    from a2a.server.routes import (
+        create_agent_card_routes,
+        create_jsonrpc_routes,
+        create_rest_routes,
+    )
     from a2a.server.tasks import (
         BasePushNotificationSender,
         InMemoryPushNotificationConfigStore,
@@ -82,7 +86,12 @@ def server(endpoint: str) -> None:
         supported_interfaces=[
             AgentInterface(
                 url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
-            )
+            ),
+            AgentInterface(
+                url=f"http://127.0.0.1:{port}/rest",
+                protocol_binding="HTTP+JSON",
+                protocol_version="1.0",
+            ),
         ],
         capabilities=AgentCapabilities(streaming=True, push_notifications=True),
         default_input_modes=["text/plain"],
@@ -97,7 +106,13 @@ def server(endpoint: str) -> None:
         push_config_store=push_store,
         push_sender=BasePushNotificationSender(httpx.AsyncClient(timeout=5), push_store),
     )
-    app = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/")])
+    app = Starlette(
+        routes=[
+            *create_agent_card_routes(card),
+            *create_rest_routes(handler, path_prefix="/rest"),
+            *create_jsonrpc_routes(handler, "/"),
+        ]
+    )
     config = uvicorn.Config(app, log_level="warning", lifespan="off")
     srv = uvicorn.Server(config)
 
