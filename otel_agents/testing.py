@@ -33,6 +33,7 @@ import dataclasses
 import gzip
 import http.server
 import json
+import math
 import threading
 import time
 import zlib
@@ -41,8 +42,10 @@ from concurrent import futures
 from typing import Any, Literal, TypeVar
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import any_pb2, json_format
 from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2  # type: ignore[import-untyped]
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2,
@@ -242,6 +245,9 @@ class OtlpSink:
         self._want_http = http
         self._lock = threading.Condition()
         self._requests: list[ReceivedRequest] = []
+        self._to_refuse = 0
+        self._refused = 0
+        self._retry_after = 1.0
         self._grpc_server: Any = None
         self._http_server: _HttpServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -345,6 +351,40 @@ class OtlpSink:
                     out.extend(sl.log_records)
         return out
 
+    def refuse_next(self, count: int = 1, *, retry_after: float = 1.0) -> None:
+        """Refuse the next ``count`` export requests as retryable, to test an exporter's retries.
+
+        As the OTLP specification says for a server that is temporarily unable to accept data:
+        gRPC answers ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` (in the rich status and in
+        the ``google.rpc.retryinfo-bin`` trailer the Python exporter reads); HTTP answers 503
+        with ``Retry-After`` (whole seconds, rounded up). Refused requests are not recorded;
+        :attr:`refused` counts them.
+
+        Args:
+            count: how many of the next requests (any signal, any transport) to refuse.
+            retry_after: the retry delay to advertise, seconds.
+        """
+        if count < 0 or retry_after < 0:
+            raise ValueError("refuse_next: count and retry_after must not be negative")
+        with self._lock:
+            self._to_refuse = count
+            self._retry_after = retry_after
+
+    @property
+    def refused(self) -> int:
+        """Requests refused so far (see :meth:`refuse_next`)."""
+        with self._lock:
+            return self._refused
+
+    def _take_refusal(self) -> float | None:
+        """The retry delay when this request must be refused, else ``None``."""
+        with self._lock:
+            if self._to_refuse <= 0:
+                return None
+            self._to_refuse -= 1
+            self._refused += 1
+            return self._retry_after
+
     def clear(self) -> None:
         """Forget everything recorded so far."""
         with self._lock:
@@ -410,16 +450,19 @@ class OtlpSink:
 
         class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
+                _refuse_if_asked(sink, context)
                 sink._record("traces", "grpc", request, metadata(context))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
+                _refuse_if_asked(sink, context)
                 sink._record("metrics", "grpc", request, metadata(context))
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
+                _refuse_if_asked(sink, context)
                 sink._record("logs", "grpc", request, metadata(context))
                 return logs_service_pb2.ExportLogsServiceResponse()
 
@@ -444,6 +487,25 @@ class OtlpSink:
             daemon=True,
         )
         self._http_thread.start()
+
+
+def _refuse_if_asked(sink: OtlpSink, context: Any) -> None:
+    delay = sink._take_refusal()
+    if delay is None:
+        return
+    retry = RetryInfo()
+    retry.retry_delay.FromNanoseconds(int(delay * 1e9))
+    detail = any_pb2.Any()
+    detail.Pack(retry)
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="unavailable")
+    status.details.append(detail)
+    context.set_trailing_metadata(
+        (
+            ("google.rpc.retryinfo-bin", retry.SerializeToString()),
+            ("grpc-status-details-bin", status.SerializeToString()),
+        )
+    )
+    context.abort(grpc.StatusCode.UNAVAILABLE, "unavailable")
 
 
 class _HttpServer(http.server.ThreadingHTTPServer):
@@ -473,6 +535,15 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             self._reply(413, "text/plain", b"body too large")
             return
         body = self.rfile.read(length)
+        delay = self.server.sink._take_refusal()
+        if delay is not None:
+            self.send_response(503)
+            self.send_header("Retry-After", str(math.ceil(delay)))
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "11")
+            self.end_headers()
+            self.wfile.write(b"unavailable")
+            return
         encoding = (self.headers.get("Content-Encoding") or "identity").lower()
         content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         try:

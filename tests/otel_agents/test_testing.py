@@ -215,6 +215,44 @@ class TestOtlpSink:
         with pytest.raises(RuntimeError):
             _ = sink.http_port
 
+    def test_refusal_makes_the_grpc_exporter_retry_after_the_advertised_delay(
+        self, sink: OtlpSink
+    ) -> None:
+        """A refused gRPC export gets UNAVAILABLE + RetryInfo; the SDK exporter waits and retries."""
+        sink.refuse_next(1, retry_after=0.3)
+        started = time.monotonic()
+        _emit_trace(GrpcSpanExporter(endpoint=sink.grpc_endpoint, insecure=True, timeout=10))
+        elapsed = time.monotonic() - started
+        assert sink.refused == 1
+        assert len(sink.wait_for_spans(2)) == 2  # the retry delivered, once
+        assert len(sink.requests("traces")) == 2  # one per span (SimpleSpanProcessor), none lost
+        assert elapsed >= 0.3  # the exporter honoured the RetryInfo delay
+
+    def test_refusal_over_http_is_503_with_retry_after(self, sink: OtlpSink) -> None:
+        """A refused HTTP export is 503 with Retry-After in whole seconds, and is not recorded."""
+        sink.refuse_next(1, retry_after=0.2)
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        req = urllib.request.Request(
+            f"{sink.http_endpoint}/v1/traces",
+            data=request.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 503
+        assert refused.value.headers["Retry-After"] == "1"
+        refused.value.close()
+        assert sink.requests() == [] and sink.refused == 1
+        assert (
+            _post(
+                f"{sink.http_endpoint}/v1/traces",
+                request.SerializeToString(),
+                {"Content-Type": "application/x-protobuf"},
+            )[0]
+            == 200
+        )
+
     def test_needs_a_transport(self) -> None:
         """Disabling both transports is a constructor error."""
         with pytest.raises(ValueError, match="at least one"):
