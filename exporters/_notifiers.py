@@ -803,8 +803,21 @@ class _Job:
     enqueued: float
 
 
+class _Lane:
+    """One integration's queue and thread."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.q: queue.Queue[_Job | None] = queue.Queue(maxsize=size)
+        self.thread: threading.Thread | None = None
+        self.name = name
+
+
 class NotifierWorker:
-    """One thread delivering notifications with retries; ``submit`` never blocks."""
+    """Delivers notifications with retries; one thread per integration, ``submit`` never blocks.
+
+    Each integration (``team/slack[0]``, ``alertmanager[0]``...) has its own bounded queue and
+    thread, so a dead webhook backing off never delays Slack or PagerDuty.
+    """
 
     def __init__(
         self,
@@ -814,31 +827,45 @@ class NotifierWorker:
         on_delivered: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.retry = retry or RetryConfig()
-        self._q: queue.Queue[_Job | None] = queue.Queue(maxsize=self.retry.queue_size)
         self._on_outcome = on_outcome or (lambda _n, _o: None)
         self._on_delivered = on_delivered or (lambda _n, _k, _o: None)
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._thread = threading.Thread(target=self._loop, name="otel-agents-notifier", daemon=True)
+        self._lanes: dict[str, _Lane] = {}
         self._rng = random.Random()
         self._started = False
         self._pending = 0
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the thread (idempotent)."""
-        if not self._started:
+        """Allow deliveries (threads start lazily, one per integration)."""
+        with self._lock:
             self._started = True
-            self._thread.start()
+            for lane in self._lanes.values():
+                self._start_lane(lane)
+
+    def _start_lane(self, lane: _Lane) -> None:
+        if lane.thread is None and self._started and not self._stop.is_set():
+            lane.thread = threading.Thread(
+                target=self._loop,
+                args=(lane,),
+                name=f"otel-agents-notifier-{lane.name}",
+                daemon=True,
+            )
+            lane.thread.start()
 
     def submit(self, name: str, kind: str, run: Callable[[], None]) -> bool:
-        """Queue a delivery; ``False`` (and outcome ``dropped``) when the queue is full."""
+        """Queue a delivery; ``False`` (and outcome ``dropped``) when that queue is full."""
         with self._lock:
+            lane = self._lanes.get(name)
+            if lane is None:
+                lane = self._lanes[name] = _Lane(name, self.retry.queue_size)
+            self._start_lane(lane)
             self._pending += 1
             self._idle.clear()
         try:
-            self._q.put_nowait(_Job(name, kind, run, time.monotonic()))
+            lane.q.put_nowait(_Job(name, kind, run, time.monotonic()))
         except queue.Full:
             self._done()
             self._on_outcome(kind, "dropped")
@@ -857,9 +884,9 @@ class NotifierWorker:
         """Wait until every queued delivery finished (tests, shutdown)."""
         return self._idle.wait(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, lane: _Lane) -> None:
         while True:
-            job = self._q.get()
+            job = lane.q.get()
             if job is None:
                 return
             try:
@@ -908,11 +935,18 @@ class NotifierWorker:
         self._on_delivered(job.name, job.kind, "failed")
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued within ``timeout``, then stop the thread."""
+        """Deliver what is queued within ``timeout``, then stop every thread."""
         if not self._started:
+            self._stop.set()
             return
         self._idle.wait(timeout)
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._q.put_nowait(None)
-        self._thread.join(timeout)
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            with contextlib.suppress(queue.Full):
+                lane.q.put_nowait(None)
+        deadline = time.monotonic() + timeout
+        for lane in lanes:
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))

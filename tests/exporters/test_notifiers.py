@@ -10,6 +10,7 @@ import email
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,29 @@ def test_email_over_smtp_with_starttls_and_auth(
         assert len(smtp.messages) == 1
     finally:
         smtp.close()
+
+
+def test_a_failing_target_does_not_delay_the_others(sink: WebhookSink) -> None:
+    """Each integration has its own lane: a target backing off never holds up another."""
+    dead = start_sink()
+    try:
+        outcomes: list[tuple[str, str]] = []
+        w = NotifierWorker(RetryConfig(initial_interval=1.0, max_interval=1.0, max_attempts=3),
+                           on_outcome=lambda k, o: outcomes.append((k, o)))  # fmt: skip
+        w.start()
+        bad = WebhookNotifier("dead", 0, WebhookConfig(url=f"{dead.url}/wh"), LOOPBACK)
+        good = SlackNotifier("team", 0, SlackConfig(url=f"{sink.url}/slack"), LOOPBACK)
+        dead.respond(503, 503, 503)
+        w.submit(bad.name, bad.kind, lambda: bad.notify(_note(_snap())))
+        dead.wait_for(1)
+        t0 = time.monotonic()
+        w.submit(good.name, good.kind, lambda: good.notify(_note(_snap())))
+        sink.wait_for(1, timeout=5)
+        # one shared thread would hold it behind two backoffs of at least 0.5 s each
+        assert time.monotonic() - t0 < 0.9
+        assert w.wait_idle(15)
+        w.shutdown()
+        assert ("slack", "success") in outcomes and ("webhook", "failed") in outcomes
+    finally:
+        dead.server.shutdown()
+        dead.server.server_close()
