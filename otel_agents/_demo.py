@@ -237,6 +237,9 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
         parser.error(
             f"unsupported OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r}: use grpc or http/protobuf"
         )
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        # the OTLP exporter specification: the endpoint is a URL; the scheme decides TLS
+        parser.error(f"endpoint {endpoint!r}: expected a URL such as http://127.0.0.1:4317")
     inject = [v for v in args.inject if v.strip().lower() != "none"]
     if not args.inject and endpoint is None:
         inject = list(faults_mod.DEFAULT_MAIN_JOB_FAULTS)

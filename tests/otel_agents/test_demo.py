@@ -343,6 +343,18 @@ class TestCommandLine:
         assert proc.returncode == 2
         assert "unknown fault 'meteor'" in proc.stderr and "tool-loop" in proc.stderr
 
+    def test_endpoint_must_be_a_url(self) -> None:
+        """An endpoint without http:// or https:// is a usage error (the scheme decides TLS)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "otel_agents._cli", "demo", "--endpoint", "localhost:4317"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode == 2
+        assert "expected a URL such as http://127.0.0.1:4317" in proc.stderr
+
     def test_forward_requires_the_embedded_receiver(self) -> None:
         """--forward with an explicit endpoint is refused (the demo exports only to its endpoint)."""
         proc = subprocess.run(
