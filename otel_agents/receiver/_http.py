@@ -127,6 +127,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._expect_continue = True
         return True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The stdlib answers a malformed request line with a bare HTML page (HTTP/0.9 style,
+        # no status line); answer every protocol error with a real HTTP/1.1 status and close.
+        self.close_connection = True
+        text = message or http.HTTPStatus(code).phrase
+        body = text.encode("utf-8", "replace") + b"\n"
+        self._send(code, "text/plain; charset=utf-8", body, [])
+
     def log_message(self, format: str, *args: Any) -> None:
         _log.debug("otlp-http %s: " + format, self.address_string(), *args)
 
@@ -237,7 +245,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(204, "text/plain", b"", headers)
 
     def _cors_origin(self) -> str | None:
-        origin = self.headers.get("Origin")
+        headers = getattr(self, "headers", None)  # unset when the request line was malformed
+        origin = headers.get("Origin") if headers is not None else None
         allowed = self.server.owner.config.cors_allowed_origins
         if not origin or not allowed:
             return None

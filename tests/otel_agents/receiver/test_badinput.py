@@ -390,3 +390,32 @@ def test_property_mutated_valid_requests(data: st.DataObject) -> None:
     for span in ingestor.spans():
         assert len(span.trace_id) == 16 and any(span.trace_id)
         assert len(span.span_id) == 8 and any(span.span_id)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    head=st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda m, p, h: m + b" " + p + b" HTTP/1.1\r\n" + h + b"\r\n\r\n",
+            st.sampled_from([b"POST", b"GET", b"PUT", b"BREW", b""]),
+            st.sampled_from([b"/v1/traces", b"/v1/logs", b"/x", b"*", b"/v1/traces?x=1"]),
+            st.binary(max_size=120),
+        ),
+    )
+)
+def test_property_raw_http_garbage_never_breaks_the_server(stack: Stack, head: bytes) -> None:
+    """Arbitrary bytes on the HTTP socket get an HTTP answer or a close, never a hang or a
+    crash, and the next valid request succeeds."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.http.port), timeout=5) as s:
+        s.sendall(head)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply == b"" or reply.startswith(b"HTTP/1.")
+    _valid_still_works(stack, "http")
