@@ -3,9 +3,10 @@
 
 Receivers are configured with Alertmanager's names (``receivers: [{name, webhook_configs,
 slack_configs, pagerduty_configs, email_configs}]``) so the same block routes our alerts and a
-real Alertmanager's. Delivery runs on one worker thread with a bounded queue (the pipeline never
-waits on the network), retries with exponential backoff and jitter, and goes through the single
-egress policy of :mod:`._ssrf` (a refused target fails permanently, never retried).
+real Alertmanager's. Delivery runs on worker threads, one bounded lane per integration (the
+pipeline never waits on the network; a dead target never delays the others), retries with
+exponential backoff and jitter, and goes through the single egress policy of :mod:`._ssrf` (a
+refused target fails permanently, never retried).
 
 Secrets (webhook URLs that embed tokens, PagerDuty routing keys, SMTP passwords) come from the
 config, an environment variable (``*_env``) or a file (``*_file``); they are held in
