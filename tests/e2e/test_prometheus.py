@@ -6,13 +6,23 @@ the recording and alerting rules on its real metrics.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, AgentStack, require_binary
+from tests.e2e.conftest import (
+    ROOT,
+    AgentStack,
+    http_get,
+    listening_ports,
+    require_binary,
+    stop_process,
+    wait_until,
+)
 from tests.test_collector_config import metric_catalogue
 
 pytestmark = pytest.mark.e2e
@@ -151,3 +161,73 @@ def test_alert_rules_catch_the_demos_error_burst(agent_stack: AgentStack) -> Non
     )
     assert status == 200 and body["data"]["result"]
     assert all(float(s["value"][1]) == 0.0 for s in body["data"]["result"])
+
+
+def test_alertmanager_config_inhibits_warnings_of_a_down_receiver(tmp_path: Path) -> None:
+    """With collector-config's alertmanager.yml, a down receiver silences its own warnings, not others'."""
+    binary = require_binary("prometheus-alertmanager", "apt-get install prometheus-alertmanager")
+    log = (tmp_path / "am.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={ROOT / 'collector-config' / 'alertmanager' / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            "--web.listen-address=127.0.0.1:0",
+            "--cluster.listen-address=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        port = wait_until(lambda: listening_ports(proc.pid), timeout=20, what="alertmanager")[0]
+        url = f"http://127.0.0.1:{port}/api/v2/alerts"
+        alerts = [
+            {
+                "labels": {
+                    "alertname": "OtelAgentsReceiverDown",
+                    "severity": "critical",
+                    "instance": "r1:4319",
+                }
+            },
+            {
+                "labels": {
+                    "alertname": "OtelAgentsForwarderBacklog",
+                    "severity": "warning",
+                    "instance": "r1:4319",
+                    "destination": "otlp/jaeger",
+                }
+            },
+            {
+                "labels": {
+                    "alertname": "OtelAgentsForwarderBacklog",
+                    "severity": "warning",
+                    "instance": "r2:4319",
+                    "destination": "otlp/jaeger",
+                }
+            },
+        ]
+        req = urllib.request.Request(
+            url, data=json.dumps(alerts).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+
+        def states() -> dict[str, str]:
+            status, body = http_get(url)
+            if status != 200:
+                return {}
+            got = {
+                a["labels"]["instance"] + "/" + a["labels"]["alertname"]: a["status"]["state"]
+                for a in json.loads(body)
+            }
+            return got if len(got) == 3 and "unprocessed" not in got.values() else {}
+
+        got = wait_until(states, timeout=10, what="alerts processed")
+        assert got == {
+            "r1:4319/OtelAgentsReceiverDown": "active",
+            "r1:4319/OtelAgentsForwarderBacklog": "suppressed",
+            "r2:4319/OtelAgentsForwarderBacklog": "active",
+        }
+    finally:
+        stop_process(proc)
+        log.close()
