@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -163,10 +162,6 @@ class TestDemoTelemetry:
                 assert span.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
                 assert span.attributes[sc.GEN_AI_PROVIDER_NAME] in {"openai", "anthropic"}
 
-    @pytest.mark.skipif(
-        importlib.util.find_spec("otel_agents._processors") is None,
-        reason="cost enrichment (otel_agents._processors, SDK core) has not landed yet",
-    )
     def test_cost_on_inference_spans_only(self, grpc_run: DemoRun) -> None:
         """Every inference span has a positive cost with its currency, and no other span has one."""
         for span in grpc_run.spans:
