@@ -2,9 +2,9 @@
 """a2a-sdk server / client run as separate OS processes by ``test_a2a_instrumentor.py``.
 
 Neither side has tracing code beyond the SDK set-up: the A2A spans and the trace-context
-propagation come from ``A2AInstrumentor``.  ``server ENDPOINT`` serves a real a2a-sdk JSON-RPC
-agent on an ephemeral loopback port (printed on stdout) until stdin closes; ``client ENDPOINT
-URL`` sends one message and polls the task once.
+propagation come from ``A2AInstrumentor``.  ``server ENDPOINT`` serves a real a2a-sdk agent
+(JSON-RPC, REST and gRPC bindings) on ephemeral loopback ports (the HTTP one printed on stdout)
+until stdin closes; ``client ENDPOINT URL`` sends one message and polls the task once.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ def _provider(service: str, endpoint: str) -> TracerProvider:
 
 
 def server(endpoint: str) -> None:
+    import grpc
     import httpx
     import uvicorn
     from a2a.helpers.proto_helpers import new_task_from_user_message, new_text_message
     from a2a.server.agent_execution import AgentExecutor, RequestContext
     from a2a.server.events import EventQueue
-    from a2a.server.request_handlers import DefaultRequestHandler
+    from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
     from a2a.server.routes import (
         create_agent_card_routes,
         create_jsonrpc_routes,
@@ -52,6 +53,7 @@ def server(endpoint: str) -> None:
         InMemoryTaskStore,
         TaskUpdater,
     )
+    from a2a.types import a2a_pb2_grpc
     from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
     from starlette.applications import Starlette
 
@@ -78,51 +80,76 @@ def server(endpoint: str) -> None:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # accept (queue) connections before uvicorn starts serving
     port = sock.getsockname()[1]
-    card = AgentCard(
-        name="researcher",
-        description="Finds things",
-        version="1.0.0",
-        supported_interfaces=[
-            AgentInterface(
-                url=f"http://127.0.0.1:{port}/", protocol_binding="JSONRPC", protocol_version="1.0"
-            ),
-            AgentInterface(
-                url=f"http://127.0.0.1:{port}/rest",
-                protocol_binding="HTTP+JSON",
-                protocol_version="1.0",
-            ),
-        ],
-        capabilities=AgentCapabilities(streaming=True, push_notifications=True),
-        default_input_modes=["text/plain"],
-        default_output_modes=["text/plain"],
-        skills=[AgentSkill(id="research", name="research", description="research", tags=["r"])],
-    )
-    push_store = InMemoryPushNotificationConfigStore()
-    handler = DefaultRequestHandler(
-        agent_executor=Researcher(),
-        task_store=InMemoryTaskStore(),
-        agent_card=card,
-        push_config_store=push_store,
-        push_sender=BasePushNotificationSender(httpx.AsyncClient(timeout=5), push_store),
-    )
-    app = Starlette(
-        routes=[
-            *create_agent_card_routes(card),
-            *create_rest_routes(handler, path_prefix="/rest"),
-            *create_jsonrpc_routes(handler, "/"),
-        ]
-    )
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
+    stop = threading.Event()
 
     def watch_stdin() -> None:
         sys.stdin.read()  # returns when the test closes our stdin
-        srv.should_exit = True
+        stop.set()
+
+    async def serve() -> None:
+        # grpc.aio objects belong to the running loop: create them inside it
+        grpc_server = grpc.aio.server()
+        grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+        card = AgentCard(
+            name="researcher",
+            description="Finds things",
+            version="1.0.0",
+            supported_interfaces=[
+                AgentInterface(
+                    url=f"http://127.0.0.1:{port}/",
+                    protocol_binding="JSONRPC",
+                    protocol_version="1.0",
+                ),
+                AgentInterface(
+                    url=f"http://127.0.0.1:{port}/rest",
+                    protocol_binding="HTTP+JSON",
+                    protocol_version="1.0",
+                ),
+                AgentInterface(
+                    url=f"127.0.0.1:{grpc_port}", protocol_binding="GRPC", protocol_version="1.0"
+                ),
+            ],
+            capabilities=AgentCapabilities(streaming=True, push_notifications=True),
+            default_input_modes=["text/plain"],
+            default_output_modes=["text/plain"],
+            skills=[AgentSkill(id="research", name="research", description="research", tags=["r"])],
+        )
+        push_store = InMemoryPushNotificationConfigStore()
+        handler = DefaultRequestHandler(
+            agent_executor=Researcher(),
+            task_store=InMemoryTaskStore(),
+            agent_card=card,
+            push_config_store=push_store,
+            push_sender=BasePushNotificationSender(httpx.AsyncClient(timeout=5), push_store),
+        )
+        app = Starlette(
+            routes=[
+                *create_agent_card_routes(card),
+                *create_rest_routes(handler, path_prefix="/rest"),
+                *create_jsonrpc_routes(handler, "/"),
+            ]
+        )
+        a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), grpc_server)
+        srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+        async def stopper() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            srv.should_exit = True
+
+        await grpc_server.start()
+        stopping = asyncio.ensure_future(stopper())
+        try:
+            await srv.serve(sockets=[sock])
+        finally:
+            stopping.cancel()
+            await grpc_server.stop(grace=None)
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     print(port, flush=True)
-    srv.run(sockets=[sock])
+    asyncio.run(serve())
     provider.shutdown()
 
 

@@ -500,3 +500,58 @@ def test_rest_binding_client_and_server(
         lambda: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
     )
     assert attrs(remote("SendMessage")[0].attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-rest"
+
+
+def test_grpc_binding_client_and_server(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """Over the gRPC binding, GetTask (no message) is connected through the gRPC metadata."""
+    import grpc
+    import httpx
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types.a2a_pb2 import GetTaskRequest, Role, SendMessageRequest
+
+    sink, url = server
+    _, exporter = instrumented
+
+    async def run() -> str:
+        async with httpx.AsyncClient(timeout=10) as http:
+            client = await create_client(
+                url,
+                client_config=ClientConfig(
+                    streaming=False,
+                    httpx_client=http,
+                    supported_protocol_bindings=["GRPC"],
+                    grpc_channel_factory=grpc.aio.insecure_channel,
+                ),
+            )
+            msg = new_text_message("via grpc", context_id="conv-grpc", role=Role.ROLE_USER)
+            task_id = ""
+            async for event in client.send_message(SendMessageRequest(message=msg)):
+                task_id = event.task.id
+            await client.get_task(GetTaskRequest(id=task_id))
+            await client.close()
+            return task_id
+
+    task_id = asyncio.run(run())
+    ours = {
+        s.name: s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    }
+    assert set(ours) == {"SendMessage", "GetTask"}
+    assert (ours["GetTask"].attributes or {})[sc.A2A_TASK_ID] == task_id
+
+    def remote(name: str) -> list[Any]:
+        parent = ours[name].context.span_id.to_bytes(8, "big")
+        return [
+            s
+            for _, s in sink.spans()
+            if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
+        ]
+
+    assert sink.wait_for(
+        lambda: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
+    )
+    assert attrs(remote("GetTask")[0].attributes)[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
