@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -261,6 +262,19 @@ def _as_float(v: Any) -> float | None:
     return None
 
 
+# Label-like columns repeat a few values across many spans: interning makes every span share
+# one string object (less memory while traces wait for decision_wait, cached hashes for the
+# dict-based grouping).  Interned strings are freed with their last reference.
+_LOW_CARDINALITY = frozenset(
+    {"operation", "agent_name", "tool_name", "request_model", "response_model", "provider",
+     "error_type", "a2a_method", "a2a_peer"}
+)  # fmt: skip
+
+
+def _as_label(v: Any) -> str:
+    return sys.intern(_as_str(v))
+
+
 def _as_str(v: Any) -> str:
     if v is None:
         return ""
@@ -298,7 +312,7 @@ def build_span_batch(
     names, services, kinds = cols["name"], cols["service_name"], cols["kind"]
     starts, ends, status = cols["start_ns"], cols["end_ns"], cols["status_code"]
     targets: list[tuple[str, list[Any], Callable[[Any], Any]]] = [
-        (k, cols[c], _as_str) for k, c in _STR_KEYS.items()
+        (k, cols[c], _as_label if c in _LOW_CARDINALITY else _as_str) for k, c in _STR_KEYS.items()
     ]
     targets += [(k, cols[c], _as_int) for k, c in _INT_KEYS.items()]
     target_of = {k: (col, conv) for k, col, conv in targets}
@@ -306,19 +320,20 @@ def build_span_batch(
     needs_normalizing = _norm.has_dialect_keys
     normalize = _norm.normalize_attributes
     inference_ops = sc.INFERENCE_OPERATIONS
+    op_key, system_key = sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_SYSTEM
     i = 0
     for rs in request.resource_spans:
         service = ""
         for kv in rs.resource.attributes:
             if kv.key == "service.name":
-                service = _as_str(_any_value(kv.value))
+                service = _as_label(_any_value(kv.value))
                 break
         for ss in rs.scope_spans:
             for span in ss.spans:
                 trace_id[i] = span.trace_id
                 span_id[i] = span.span_id
                 parent_id[i] = span.parent_span_id
-                names[i] = span.name
+                names[i] = sys.intern(span.name)
                 services[i] = service
                 kinds[i] = span.kind
                 starts[i] = span.start_time_unix_nano
@@ -326,8 +341,9 @@ def build_span_batch(
                 status[i] = span.status.code
                 attrs: dict[str, Any] = {}
                 for kv in span.attributes:
-                    if kv.key in wanted:
-                        attrs[kv.key] = _any_value(kv.value)  # duplicate keys: last wins
+                    key = kv.key
+                    if key in wanted:
+                        attrs[key] = _any_value(kv.value)  # duplicate keys: last wins
                 if attrs:
                     if needs_normalizing(attrs):
                         attrs = normalize(attrs)
@@ -335,7 +351,8 @@ def build_span_batch(
                         t = target_of.get(key)
                         if t is not None:
                             t[0][i] = t[1](value)
-                    _extras(attrs, cols, i, pricebook, inference_ops)
+                    if op_key in attrs or system_key in attrs:
+                        _extras(attrs, cols, i, pricebook, inference_ops)
                 i += 1
     return _from_lists(cols, received_at)
 
