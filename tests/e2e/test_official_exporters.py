@@ -216,3 +216,68 @@ def test_js_sdk_otlp_json_round_trip(stack: Stack) -> None:
         "ok": "bool_value",
     }
     assert root.events[0].name == "agent.decision"
+
+
+JS_JSON_METRICS_LOGS = """
+import { AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from "@opentelemetry/sdk-logs";
+import { JsonLogsSerializer, JsonMetricsSerializer } from "@opentelemetry/otlp-transformer";
+const mexp = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+const reader = new PeriodicExportingMetricReader({ exporter: mexp, exportIntervalMillis: 60000 });
+const meters = new MeterProvider({ readers: [reader] });
+const meter = meters.getMeter("json-e2e");
+meter.createCounter("gen_ai.client.token.usage.count").add(1200, { "gen_ai.token.type": "input" });
+meter.createHistogram("gen_ai.client.operation.duration", { unit: "s" }).record(0.42, { "gen_ai.operation.name": "chat" });
+await reader.forceFlush();
+const mbody = JsonMetricsSerializer.serializeRequest(mexp.getMetrics()[0]);
+const lexp = new InMemoryLogRecordExporter();
+const logs = new LoggerProvider({ processors: [new SimpleLogRecordProcessor({ exporter: lexp })] });
+logs.getLogger("json-e2e").emit({ severityNumber: 9, severityText: "INFO", body: { task: "plan", steps: [1, 2] }, attributes: { "event.name": "agent.task.start" } });
+await logs.forceFlush();
+const lbody = JsonLogsSerializer.serializeRequest(lexp.getFinishedLogRecords());
+const out = {};
+for (const [signal, body, ser] of [["metrics", mbody, JsonMetricsSerializer], ["logs", lbody, JsonLogsSerializer]]) {
+  const res = await fetch(process.env.BASE + "/v1/" + signal, { method: "POST", headers: { "content-type": "application/json" }, body });
+  out[signal] = { status: res.status, ctype: res.headers.get("content-type"),
+    answer: ser.deserializeResponse(new Uint8Array(await res.arrayBuffer())) };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_js_sdk_otlp_json_metrics_and_logs(stack: Stack) -> None:
+    """OTLP/JSON metrics (int64 as strings, integer temporality, histogram buckets) and logs
+    (kvlist body) from the official JS serializers decode into the expected protobuf."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    node = _node_with_otel()
+    out = subprocess.run(
+        [node, "--input-type=module", "-e", JS_JSON_METRICS_LOGS],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BASE": f"http://127.0.0.1:{stack.http.port}"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for signal in ("metrics", "logs"):
+        assert result[signal] == {"status": 200, "ctype": "application/json", "answer": {}}
+    stored = {b[0]: b[1] for b in stack.ingestor.batches}
+    metrics = ExportMetricsServiceRequest.FromString(stored["metrics"])
+    by_name = {m.name: m for m in metrics.resource_metrics[0].scope_metrics[0].metrics}
+    counter = by_name["gen_ai.client.token.usage.count"].sum
+    assert counter.aggregation_temporality == 2 and counter.is_monotonic
+    assert counter.data_points[0].as_double == 1200 or counter.data_points[0].as_int == 1200
+    hist = by_name["gen_ai.client.operation.duration"].histogram.data_points[0]
+    assert hist.count == 1 and hist.sum == 0.42
+    assert len(hist.bucket_counts) == len(hist.explicit_bounds) + 1
+    logs = ExportLogsServiceRequest.FromString(stored["logs"])
+    rec = logs.resource_logs[0].scope_logs[0].log_records[0]
+    assert rec.severity_number == 9 and rec.severity_text == "INFO"
+    body = {kv.key: kv.value for kv in rec.body.kvlist_value.values}
+    assert body["task"].string_value == "plan"
+    assert [v.int_value for v in body["steps"].array_value.values] == [1, 2]
