@@ -233,10 +233,12 @@ def _plain_attributes(span: ReadableSpan) -> dict[str, AttributeValue]:
     public ``BoundedAttributes.copy()``, a C-level dict copy, so every later lookup is a dict one.
     """
     attrs = span.attributes
-    if not attrs:
+    if attrs is None:
         return {}
-    copy = getattr(attrs, "copy", None)
-    plain = copy() if copy is not None else attrs
+    try:
+        plain = attrs.copy()  # type: ignore[attr-defined]
+    except AttributeError:  # a Mapping without copy()
+        return dict(attrs)
     return plain if type(plain) is dict else dict(plain)
 
 
@@ -334,6 +336,11 @@ class EnrichingSpanProcessor(SpanProcessor):
             if not isinstance(p, SpanProcessor):
                 raise TypeError(f"next_processor: expected a SpanProcessor, got {type(p).__name__}")
         self._next: tuple[SpanProcessor, ...] = cast(tuple[SpanProcessor, ...], nexts)
+        # Only processors that override the experimental hook are called from it (per span).
+        base_hook = getattr(SpanProcessor, "_on_ending", None)
+        self._ending = tuple(
+            p for p in self._next if getattr(type(p), "_on_ending", base_hook) is not base_hook
+        )
         self.enricher = enricher or SpanEnricher(pricebook, cost=cost, normalize=normalize)
 
     @property
@@ -350,12 +357,9 @@ class EnrichingSpanProcessor(SpanProcessor):
                 rate_limited.exception(logger, f"{type(p).__name__}.on_start")
 
     def _on_ending(self, span: Span) -> None:
-        for p in self._next:
-            hook = getattr(p, "_on_ending", None)
-            if hook is None:
-                continue
+        for p in self._ending:
             try:
-                hook(span)
+                p._on_ending(span)
             except Exception:
                 rate_limited.exception(logger, f"{type(p).__name__}._on_ending")
 
