@@ -34,6 +34,9 @@ from ._findings_store import FindingsStoreConfig as FindingsStoreConfig
 # --- end analysis outputs ---
 
 # --- alerting (notifiers) ---
+# Notifiers, the egress policy, alert outputs and the alert/event stores are used by the
+# ``alert`` and ``audit`` processors; import them from their modules: _notifiers, _ssrf,
+# _alert_outputs (render_alerts for the demo report), _alert_store, _events_store.
 # --- end alerting ---
 
 FACTORIES: dict[str, Factory[Any]] = {}

@@ -18,9 +18,13 @@ from ._analysis import AnalysisConfig as AnalysisConfig
 from ._batch import SpanBatch as SpanBatch
 from ._batch import build_span_batch as build_span_batch
 from ._report import render_report as render_report
+
 # --- end analysis ---
 
 # --- alerting ---
+# Alerting is registered by a function in its factories block (no module-level imports here,
+# so this block does not merge into the analysis block's import section). Public names live in
+# otel_agents.processors._alert, _alert_rules, _alert_state and _audit.
 # --- end alerting ---
 
 FACTORIES: dict[str, Factory[Any]] = {}
@@ -34,7 +38,17 @@ FACTORIES["agent_analysis"] = Factory(
 )
 # --- end analysis factories ---
 
+
 # --- alerting factories ---
+def _register_alerting() -> None:
+    from ._alert import AlertConfig, create_alert_engine
+    from ._audit import AuditConfig, create_audit_trail
+
+    FACTORIES["alert"] = Factory("alert", AlertConfig, create_alert_engine)
+    FACTORIES["audit"] = Factory("audit", AuditConfig, create_audit_trail)
+
+
+_register_alerting()
 # --- end alerting factories ---
 
 __all__ = ["FACTORIES"]  # each block above extends this list
