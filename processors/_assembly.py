@@ -38,6 +38,7 @@ BoolA = npt.NDArray[np.bool_]
 ORPHAN_MISSING_PARENT = "missing_parent"
 ORPHAN_A2A_SERVER = "a2a_server_without_client"
 ORPHAN_A2A_CLIENT = "a2a_client_without_server"
+_ZERO_ID = b"\0" * 8
 _MAX_DEPTH = 64  # pointer-jumping rounds: resolves ancestor chains up to 2**64 deep
 
 
@@ -129,9 +130,13 @@ def ids_to_u64(ids: npt.NDArray[np.object_]) -> U64:
     n = ids.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    joined = b"".join(ids.tolist())
-    if len(joined) != 8 * n:  # roots (b"") or malformed lengths: pad/cut each one
-        joined = b"".join(bytes(x).ljust(8, b"\0")[:8] for x in ids.tolist())
+    items = ids.tolist()
+    joined = b"".join(items)
+    if len(joined) != 8 * n:  # roots (b""): zero; then any malformed length is padded/cut
+        items = [x or _ZERO_ID for x in items]
+        joined = b"".join(items)
+        if len(joined) != 8 * n:
+            joined = b"".join(bytes(x).ljust(8, b"\0")[:8] for x in items)
     return np.frombuffer(joined, dtype=">u8").astype(np.uint64)
 
 
