@@ -16,6 +16,7 @@ the API from a browser — and answers 401 otherwise.
 
 from __future__ import annotations
 
+import gzip
 import http.cookies
 import http.server
 import json
@@ -124,7 +125,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(405, {"error": "use GET"}, [("Allow", "GET")])
             return
         encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
-        self._send(200, ctype, encoder(self.server.owner.registry))
+        body = encoder(self.server.owner.registry)
+        if "gzip" in (self.headers.get("Accept-Encoding") or ""):  # Prometheus asks for gzip
+            self._send(200, ctype, gzip.compress(body, 6), [("Content-Encoding", "gzip")])
+            return
+        self._send(200, ctype, body)
 
     def _api(self, path: str, raw_query: str) -> None:
         owner = self.server.owner

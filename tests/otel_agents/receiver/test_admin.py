@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 from collections.abc import Iterator, Mapping
@@ -97,6 +98,9 @@ def test_metrics_exposition(admin: AdminServer) -> None:
     )
     assert headers["content-type"].startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
+    status, headers, body = _get(admin, "/metrics", {"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip"
+    assert b"demo_things_total 3.0" in gzip.decompress(body)
 
 
 def test_api_routes_and_subpaths(admin: AdminServer) -> None:
