@@ -180,7 +180,7 @@ def test_same_stream_same_notifications(
     for labels in firing:
         push(labels, now, None, now)
     resolved = False
-    deadline = now + 9.5
+    deadline = now + 5.5  # flushes at +1 s (first) and +4 s (resolve); margin for the second
     while time.time() < deadline:
         t = time.time()
         if not resolved and t >= now + 2.5:
