@@ -348,3 +348,26 @@ def test_on_ending_probe_matches_sdk_behaviour() -> None:
     (span,) = exporter.get_finished_spans()
     added = span.attributes.get(sc.GEN_AI_PROVIDER_NAME) == "openai"
     assert added is on_ending_can_mutate()
+
+
+def test_on_ending_processor_adds_attributes_to_a_writable_span() -> None:
+    """Given a span that is still writable (as OnEnding specifies), the processor adds canonical and cost keys."""
+    provider, exporter = TracerProvider(), InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    processor = EnrichOnEndingSpanProcessor(enricher=SpanEnricher())
+    span = provider.get_tracer("x").start_span(
+        "llm",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.prompt_tokens": 1000,
+        },
+    )
+    processor._on_ending(span)  # what an SDK implementing OnEnding before end-time would do
+    span.end()
+    (done,) = exporter.get_finished_spans()
+    assert done.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert done.attributes["gen_ai.system"] == "openai"  # can only add: the dialect key stays
+    assert done.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 1000
+    assert done.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.0025)
