@@ -196,6 +196,7 @@ METRIC_FORWARDER_REDACTED_VALUES: Final = "otel_agents_forwarder_redacted_values
 METRIC_TRACES_COMPLETED: Final = "otel_agents_traces_completed_total"
 METRIC_PIPELINE_BATCH_DURATION: Final = "otel_agents_pipeline_batch_duration_seconds"
 METRIC_PIPELINE_SKIPPED_ITEMS: Final = "otel_agents_pipeline_skipped_items_total"
+METRIC_SPOOL_REDACTED_VALUES: Final = "otel_agents_spool_redacted_values_total"
 
 # --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)

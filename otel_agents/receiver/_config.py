@@ -102,6 +102,10 @@ class StorageConfig:
         retention: longest a spooled request waits for a destination that does not take it
             before it is dropped for that destination (counted as ``reason="expired"``);
             ``0`` = wait forever (then only ``max_bytes`` bounds the spool).
+        redact_secrets: mask the default secret deny set (credential keys such as
+            ``authorization`` / ``*password*`` / ``*_token``, and ``sk-...`` / ``Bearer ...``
+            values; see ``otel_agents.exporters._redact``) before a request is stored, so
+            neither the spool nor the analysis nor any destination ever sees them.
         synchronous: SQLite ``synchronous``: ``NORMAL`` survives process crashes, ``FULL`` also
             power loss (one fsync per request).
     """
@@ -110,6 +114,7 @@ class StorageConfig:
     max_bytes: int = dataclasses.field(default=1 << 30, metadata=SIZE)
     retention: float = dataclasses.field(default=86400.0, metadata=DURATION)
     synchronous: str = "NORMAL"
+    redact_secrets: bool = True
 
     def validate(self) -> list[str]:
         """Key paths with a problem, for ``decode``."""

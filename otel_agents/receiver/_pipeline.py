@@ -44,6 +44,7 @@ from otel_agents.receiver._spool import Row, Signal, Spool, SpoolCursor
 
 if TYPE_CHECKING:
     from otel_agents._cost import PriceBook
+    from otel_agents.exporters._redact import Redactor
 
 __all__ = ["ANALYSIS_CURSOR", "Pipeline"]
 
@@ -136,6 +137,16 @@ class Pipeline:
         )
         self._spool_bytes = Gauge(
             sc.METRIC_SPOOL_BYTES, "Payload bytes held in the spool.", registry=self._registry
+        )
+        self._redactor: Redactor | None = None
+        if config.storage.redact_secrets:
+            from otel_agents.exporters._redact import RedactionConfig, Redactor
+
+            self._redactor = Redactor(RedactionConfig(secrets=True))
+        self._redacted = Counter(
+            _counter_name(sc.METRIC_SPOOL_REDACTED_VALUES),
+            "Secret-looking attribute values masked before storage (storage.redact_secrets).",
+            registry=self._registry,
         )
         self._skipped = Counter(
             _counter_name(sc.METRIC_PIPELINE_SKIPPED_ITEMS),
@@ -231,10 +242,16 @@ class Pipeline:
         if signal not in _REQUEST_TYPES:
             raise ValueError(f"unknown signal {signal!r}")
         sig: Signal = signal  # type: ignore[assignment]
+        cache: Message | None = request
+        if self._redactor is not None:
+            payload, masked = self._redactor.apply(signal, payload)
+            if masked:
+                cache = None  # analysis must see the masked request: parsed from the spool
+                self._redacted.inc(masked)
         seq = self.spool.append(sig, payload, items, received_at=self.now())
-        if self._stages:
+        if self._stages and cache is not None:
             with self._decoded_lock:
-                self._decoded[seq] = request
+                self._decoded[seq] = cache
                 while len(self._decoded) > _DECODED_CACHE:
                     self._decoded.popitem(last=False)
 

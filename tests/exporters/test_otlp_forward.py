@@ -415,8 +415,10 @@ def test_shutdown_drains_what_is_spooled(tmp_path: Path, sinks: list[RecordingSi
     assert sink.received == _keys(batches)
 
 
-def test_secrets_are_masked_before_forwarding(tmp_path: Path, sinks: list[RecordingSink]) -> None:
-    """Default redaction masks credential attributes in what the destination receives."""
+def test_secrets_are_masked_before_storage_and_forwarding(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """By default secrets are masked at ingest: the spool and the destination never see them."""
     sink = _sink(sinks)
     p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
     try:
@@ -426,6 +428,27 @@ def test_secrets_are_masked_before_forwarding(tmp_path: Path, sinks: list[Record
         assert sink.wait_for(lambda: sink.received == _keys(batches))
         assert b"abcdefghijkl" not in sink.bodies[0]
         assert b"[REDACTED]" in sink.bodies[0]
+        stored = b"".join(f.read_bytes() for f in tmp_path.glob("spool.db*"))  # db + WAL
+        assert b"fwd-test" in stored and b"abcdefghijkl" not in stored
+        assert _metric(p, "otel_agents_spool_redacted_values_total") == 1
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def test_forwarder_masks_secrets_when_storage_keeps_them(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """With storage.redact_secrets off, each destination's own redaction still masks them."""
+    sink = _sink(sinks)
+    p = _pipeline(
+        tmp_path,
+        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}},
+        redact_secrets=False,
+    )
+    try:
+        batches = _ingest(p, 1, spans=1, **{"db.password": "hunter2"})
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert b"hunter2" not in sink.bodies[0]
         assert _metric(p, "otel_agents_forwarder_redacted_values_total", destination="otlp/a") == 1
     finally:
         p.stop(drain_timeout=1)

@@ -280,3 +280,24 @@ def test_a_stuck_stage_never_blocks_ingestion(tmp_path: Path, recorder_type: Non
     finally:
         release.set()
         p.stop(drain_timeout=0)
+
+
+def test_stages_see_secrets_masked_at_ingest(tmp_path: Path, recorder_type: None) -> None:
+    """storage.redact_secrets masks before the commit, so analysis gets the masked request too."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    p = _pipeline(tmp_path, {"recorder": {}})
+    p.start()
+    try:
+        logs = make_logs(1)
+        record = logs.resource_logs[0].scope_logs[0].log_records[0]
+        record.attributes.append(
+            KeyValue(key="user.password", value=AnyValue(string_value="hunter2"))
+        )
+        p.ingest("logs", logs, logs.SerializeToString(), 1)
+        (rec,) = Recorder.instances
+        assert _wait(lambda: rec.logs)
+        got = rec.logs[0].resource_logs[0].scope_logs[0].log_records[0].attributes[0]
+        assert got.value.string_value == "[REDACTED]"
+    finally:
+        p.stop(drain_timeout=0)
