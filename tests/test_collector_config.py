@@ -561,6 +561,7 @@ def test_findings_link_to_the_trace_in_tempo_and_jaeger() -> None:
     dash = load_dashboard(GRAFANA / "dashboards" / "agents-overview.json")
     panel = next(p for p in iter_panels(dash["panels"]) if p["title"].startswith("Findings ("))
     assert panel["targets"][0]["url"] == "/api/v1/findings"
+    assert panel["targets"][0]["root_selector"].startswith("findings.{")  # the API wraps the list
     links = [
         link
         for o in panel["fieldConfig"]["overrides"]
