@@ -179,7 +179,8 @@ class Spool:
             self._degrade("cannot_open", exc)
 
     def _open(self) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
+        # Spooled requests are telemetry of other people's systems: owner-only when we create it.
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self._path, timeout=5.0, isolation_level=None, check_same_thread=False
         )
@@ -283,7 +284,7 @@ class Spool:
             if self._path.exists():
                 # Another file was put in place: never overwrite it; keep refusing data.
                 raise FileExistsError(f"{self._path} was replaced by another file")
-            self._dir.mkdir(parents=True, exist_ok=True)
+            self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 rescue.unlink()
             dst = sqlite3.connect(rescue)

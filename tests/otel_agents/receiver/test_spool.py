@@ -279,3 +279,10 @@ class SpoolMachine(RuleBasedStateMachine):
 
 TestSpoolMachine = SpoolMachine.TestCase
 TestSpoolMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_a_data_dir_it_creates_is_owner_only(tmp_path: Path) -> None:
+    """The spool creates its directory with mode 0700 (it holds other systems' telemetry)."""
+    spool = Spool(tmp_path / "new", cursors=["a"])
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    spool.close()
