@@ -28,11 +28,9 @@ processors in front of an ``InMemorySpanExporter`` (no network, synchronous)::
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import gzip
 import http.server
-import json
 import math
 import threading
 import time
@@ -42,7 +40,7 @@ from concurrent import futures
 from typing import Any, Literal, TypeVar
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
@@ -60,6 +58,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_agents._cost import PriceBook
+from otel_agents._errors import OtelAgentsError
 from otel_agents._processors import AgentIdentitySpanProcessor, EnrichingSpanProcessor
 
 __all__ = [
@@ -99,8 +98,6 @@ _HTTP_PATHS: dict[str, Signal] = {
     "/v1/metrics": "metrics",
     "/v1/logs": "logs",
 }
-# OTLP/JSON encodes these ids as hex, where protobuf's canonical JSON mapping expects base64.
-_HEX_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
 _MAX_BODY = 64 * 1024 * 1024
 
 
@@ -558,13 +555,16 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
             if content_type == "application/x-protobuf":
                 request.ParseFromString(body)
             elif content_type == "application/json":
-                json_format.ParseDict(_hex_ids_to_base64(json.loads(body)), request)
+                # the receiver's spec-exact OTLP/JSON codec (hex ids, integer enums, camelCase)
+                from otel_agents.receiver._otlp_json import decode as decode_json
+
+                request = decode_json(body, _REQUEST_TYPES[signal])
             else:
                 self._reply(415, "text/plain", f"unsupported content type {content_type}".encode())
                 return
         except (
             DecodeError,
-            json_format.ParseError,
+            OtelAgentsError,
             ValueError,
             OSError,
             EOFError,
@@ -576,7 +576,9 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.server.sink._record(signal, "http", request, headers)
         response = _RESPONSE_TYPES[signal]()
         if content_type == "application/json":
-            self._reply(200, "application/json", json_format.MessageToJson(response).encode())
+            from otel_agents.receiver._otlp_json import encode as encode_json
+
+            self._reply(200, "application/json", encode_json(response))
         else:
             self._reply(200, "application/x-protobuf", response.SerializeToString())
 
@@ -586,21 +588,6 @@ class _HttpHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-
-def _hex_ids_to_base64(node: Any) -> Any:
-    """Turn OTLP/JSON hex trace/span ids into the base64 the protobuf JSON parser reads."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key in _HEX_ID_FIELDS and isinstance(value, str):
-                out[key] = base64.b64encode(bytes.fromhex(value)).decode() if value else ""
-            else:
-                out[key] = _hex_ids_to_base64(value)
-        return out
-    if isinstance(node, list):
-        return [_hex_ids_to_base64(v) for v in node]
-    return node
 
 
 def _iter_spans(requests: Sequence[ReceivedRequest]) -> Iterator[ReceivedSpan]:
