@@ -259,7 +259,7 @@ def test_render_alerts_lists_what_fired(
     engine: tuple[AlertEngine, TestHost], sink: WebhookSink
 ) -> None:
     """The demo report's table lists every alert that fired, resolved ones included."""
-    from otel_agents.exporters import render_alerts
+    from otel_agents.exporters._alert_outputs import render_alerts
 
     eng, host = engine
     assert (
