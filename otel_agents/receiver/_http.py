@@ -120,7 +120,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Once it starts: the whole request line + headers within read_header_timeout.
         self._deadline.deadline = time.monotonic() + cfg.read_header_timeout
         self._expect_continue = False
-        super().handle_one_request()
+        owner = self.server.owner
+        with owner._conn_lock:
+            owner._busy.add(self.connection)  # stop() lets busy connections finish
+        try:
+            super().handle_one_request()
+        finally:
+            with owner._conn_lock:
+                owner._busy.discard(self.connection)
+            if owner._stopping:
+                self.close_connection = True
 
     def handle_expect_100(self) -> bool:
         # Send "100 Continue" only after auth and size checks (in do_POST).
@@ -363,6 +372,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             lines.append(f"Access-Control-Allow-Origin: {origin}")
             if origin != "*":
                 lines.append("Vary: Origin")
+        if self.server.owner._stopping:
+            self.close_connection = True  # tell the client before it reuses the connection
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -569,6 +580,8 @@ class HttpServer:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[Any] = set()
+        self._busy: set[Any] = set()
+        self._stopping = False
         self._conn_lock = threading.Lock()
         self.port = 0
 
@@ -605,23 +618,30 @@ class HttpServer:
         _log.info("OTLP/HTTP listening on %s (port %d)", cfg.endpoint, self.port)
 
     def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting, wait up to ``grace`` seconds for requests, close connections."""
+        """Stop accepting; let requests in progress finish for up to ``grace`` seconds (their
+        connections then close); close idle keep-alive connections at once."""
         server = self._server
         if server is None:
             return
         self._server = None
+        self._stopping = True
         server.shutdown()
         server.server_close()
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+        while True:
             with self._conn_lock:
                 conns = list(self._conns)
+                busy = set(self._busy)
             if not conns:
                 break
-            # Idle keep-alive connections would wait for their idle timeout: wake them.
+            expired = time.monotonic() >= deadline
             for conn in conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RD)
+                if expired or conn not in busy:
+                    # Idle keep-alive connections would wait for their idle timeout: wake them.
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR if expired else socket.SHUT_RD)
+            if expired:
+                break
             time.sleep(0.02)
         if self._thread is not None:
             self._thread.join(grace)

@@ -391,3 +391,35 @@ def test_malformed_chunk_header_is_400(stack: Stack) -> None:
         )
         assert s.recv(4096).startswith(b"HTTP/1.1 400")
     assert http_post(stack, "/v1/traces", trace_request(1).SerializeToString()).status == 200
+
+
+def test_stop_lets_an_upload_in_progress_finish() -> None:
+    """stop() closes idle connections at once but lets a request mid-body finish and answer."""
+    import threading
+
+    gen = stack_fixture()
+    stack = next(gen)
+    body = trace_request(3).SerializeToString()
+    idle = socket.create_connection(("127.0.0.1", stack.http.port), timeout=5)
+    busy = socket.create_connection(("127.0.0.1", stack.http.port), timeout=5)
+    try:
+        busy.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        assert wait_for(lambda: len(stack.http._busy) == 1)
+        stopper = threading.Thread(target=stack.http.stop, args=(5.0,))
+        stopper.start()
+        assert idle.recv(1024) == b""  # the idle keep-alive connection is closed promptly
+        assert stopper.is_alive()  # still waiting for the upload
+        busy.sendall(body[10:])
+        reply = busy.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply
+        stopper.join(5)
+        assert not stopper.is_alive()
+        assert stack.ingestor.items == 3
+    finally:
+        idle.close()
+        busy.close()
+        gen.close()
