@@ -394,18 +394,27 @@ class _HttpSender:
 
     def send(self, signal: str, payload: bytes) -> Outcome:
         body = gzip.compress(payload, compresslevel=5) if self._gzip else payload
-        try:
-            conn = self._connection()
-            conn.request("POST", self._base + HTTP_PATHS[signal], body=body, headers=self._headers)
-            response = conn.getresponse()
-            data = response.read()
-            status = response.status
-            retry_after = response.getheader("Retry-After")
-            if response.getheader("Connection", "").lower() == "close":
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                conn = self._connection()
+                conn.request(
+                    "POST", self._base + HTTP_PATHS[signal], body=body, headers=self._headers
+                )
+                response = conn.getresponse()
+                data = response.read()
+                status = response.status
+                retry_after = response.getheader("Retry-After")
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                break
+            except (OSError, http.client.HTTPException) as exc:
                 self.close()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            return Outcome("retry", "connection", message=str(exc) or type(exc).__name__)
+                if reused and attempt == 1 and not isinstance(exc, TimeoutError):
+                    # The server closed an idle keep-alive connection: not a failure of the
+                    # destination, so try once more at once on a fresh connection.
+                    continue
+                return Outcome("retry", "connection", message=str(exc) or type(exc).__name__)
         if 200 <= status < 300:
             return _parse_ok(signal, data)
         message = _status_message(data)

@@ -115,6 +115,8 @@ class RecordingSink:
         self.headers: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
         self._released = threading.Event()
+        #: Close every HTTP connection after its response without saying so (idle timeouts).
+        self.drop_idle_connections = False
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self.grpc_port = 0
@@ -296,6 +298,8 @@ class RecordingSink:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
+                if sink.drop_idle_connections:
+                    self.close_connection = True  # silently, as an idle timeout would
 
         server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         server.daemon_threads = True

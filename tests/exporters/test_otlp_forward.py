@@ -641,3 +641,30 @@ def test_tls_with_an_unknown_ca_never_delivers(tmp_path: Path, sinks: list[Recor
         assert sink.received == set()
     finally:
         p.stop(drain_timeout=0)
+
+
+def test_http_keep_alive_closed_by_the_server_is_not_a_failure(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """A keep-alive connection the server closed while idle is replaced at once, no backoff."""
+    sink = _sink(sinks, http=True)
+    sink.drop_idle_connections = True
+    p = _pipeline(
+        tmp_path,
+        {
+            "otlp/h": {
+                "endpoint": f"http://127.0.0.1:{sink.http_port}",
+                "protocol": "http/protobuf",
+                "retry_on_failure": {"initial_interval": "5s", "max_interval": "5s"},
+            }
+        },
+    )
+    try:
+        first = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(first))
+        time.sleep(0.1)  # the server has closed the idle connection by now
+        second = _ingest(p, 1)
+        assert sink.wait_for(lambda: sink.received == _keys(first + second), timeout=3)
+        assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/h") == 0
+    finally:
+        p.stop(drain_timeout=1)
