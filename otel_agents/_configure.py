@@ -46,7 +46,7 @@ __all__ = ["Configured", "configure"]
 logger = logging.getLogger(__name__)
 
 _PROTOCOLS = ("grpc", "http/protobuf")
-_EXPORTERS = ("otlp", "console", "none")
+_BUILTIN_EXPORTERS = frozenset({"otlp", "otlp_proto_grpc", "otlp_proto_http", "console", "none"})
 
 
 class Configured:
@@ -141,8 +141,10 @@ def configure(
         tracer_provider: attach to this provider instead of the global one.
         span_exporter: export through this exporter (wrapped for enrichment) instead of one
             built from the environment; also added to an existing provider when given.
-        exporter: ``otlp``, ``console`` or ``none``; default ``OTEL_TRACES_EXPORTER`` or ``otlp``.
-            Only used when we create the provider.
+        exporter: comma list of span exporter names (``otlp``, ``otlp_proto_grpc``,
+            ``otlp_proto_http``, ``console``, ``none`` or any ``opentelemetry_traces_exporter``
+            entry point); default ``OTEL_TRACES_EXPORTER`` or ``otlp``. Only used when we
+            create the provider.
         endpoint: OTLP base endpoint (as ``OTEL_EXPORTER_OTLP_ENDPOINT``; ``/v1/traces`` is
             appended for HTTP). Default: the exporter reads the environment.
         protocol: ``grpc`` or ``http/protobuf``; default ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``,
@@ -171,8 +173,12 @@ def configure(
         if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             _current = Configured(None, False, None, "disabled")
             return _current
-        exporter_name = _exporter_name(exporter, span_exporter)
-        protocol_name = _protocol(protocol) if exporter_name == "otlp" else None
+        # Arguments are validated up front; variables only when an exporter is built from them
+        # (attaching to someone else's provider must not fail over their exporter choice).
+        if protocol is not None:
+            _protocol(protocol)
+        if exporter is not None:
+            _exporter_names(exporter, "exporter")
         enricher = SpanEnricher(pricebook, cost=cost)
 
         provider: Any = tracer_provider
@@ -196,9 +202,13 @@ def configure(
         extra = _extra_processors(metrics, meter_provider, provider)
         added: list[SpanProcessor] = []
         if created or span_exporter is not None:
+            exporters = (
+                [span_exporter]
+                if span_exporter is not None
+                else _build_exporters(exporter, protocol, endpoint, headers)
+            )
             fresh = mark_attached(provider)
-            exp = span_exporter or _build_exporter(exporter_name, protocol_name, endpoint, headers)
-            nexts: list[SpanProcessor] = [BatchSpanProcessor(exp)] if exp is not None else []
+            nexts: list[SpanProcessor] = [BatchSpanProcessor(e) for e in exporters]
             if fresh:  # else identity and metrics are already on this provider
                 nexts.extend(extra)
                 identity = AgentIdentitySpanProcessor()
@@ -220,19 +230,29 @@ def configure(
         return _current
 
 
-def _exporter_name(explicit: str | None, span_exporter: SpanExporter | None) -> str:
-    if span_exporter is not None:
-        return "custom"
-    raw = explicit or os.environ.get("OTEL_TRACES_EXPORTER", "") or "otlp"
-    # The variable is a comma list; we build one exporter, the first supported one.
+def _exporter_names(raw: str, source: str) -> list[str]:
+    """The names of a comma list (``none`` → no exporter), checked against known exporters."""
     names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if names == ["none"] or not names:
+        return []
     for name in names:
-        if name in ("otlp_proto_grpc", "otlp_proto_http"):
-            return name
-        if name in _EXPORTERS:
-            return name
-    source = "exporter" if explicit else "OTEL_TRACES_EXPORTER"
-    raise ConfigError(f"{source}: expected one of {', '.join(_EXPORTERS)}, got {raw!r}")
+        if name in _BUILTIN_EXPORTERS:
+            continue
+        if _entry_point(name) is None:
+            raise ConfigError(
+                f"{source}: unknown span exporter {name!r} (built in: "
+                f"{', '.join(sorted(_BUILTIN_EXPORTERS))}; others are looked up in the "
+                "opentelemetry_traces_exporter entry points)"
+            )
+    return [n for n in names if n != "none"]
+
+
+def _entry_point(name: str) -> Any:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="opentelemetry_traces_exporter", name=name):
+        return ep
+    return None
 
 
 def _protocol(explicit: str | None) -> str:
@@ -254,27 +274,44 @@ def _resource(service_name: str | None) -> Resource:
     return resource
 
 
-def _build_exporter(
-    name: str, protocol: str | None, endpoint: str | None, headers: Mapping[str, str] | None
-) -> SpanExporter | None:
-    if name == "none":
-        return None
-    if name == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+def _build_exporters(
+    explicit: str | None,
+    protocol: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+) -> list[SpanExporter]:
+    """Exporters named by ``explicit`` or ``OTEL_TRACES_EXPORTER`` (default ``otlp``).
 
-        return ConsoleSpanExporter()
-    if name == "otlp_proto_grpc" or (name == "otlp" and protocol == "grpc"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
+    ``otlp`` follows ``protocol`` / ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (specification default
+    ``http/protobuf``); ``otlp_proto_grpc`` / ``otlp_proto_http`` / ``console`` are built in;
+    any other name is loaded from the ``opentelemetry_traces_exporter`` entry points, as the SDK's
+    own configurator does, and built without arguments (it reads its own variables).
+    """
+    source = "exporter" if explicit else "OTEL_TRACES_EXPORTER"
+    raw = explicit or os.environ.get("OTEL_TRACES_EXPORTER", "") or "otlp"
+    out: list[SpanExporter] = []
+    hdrs = dict(headers) if headers else None
+    for name in _exporter_names(raw, source):
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return GrpcExporter(endpoint=endpoint, headers=dict(headers) if headers else None)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
+            out.append(ConsoleSpanExporter())
+        elif name == "otlp_proto_grpc" or (name == "otlp" and _protocol(protocol) == "grpc"):
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
 
-    url = None if endpoint is None else endpoint.rstrip("/") + "/v1/traces"
-    return HttpExporter(endpoint=url, headers=dict(headers) if headers else None)
+            out.append(GrpcExporter(endpoint=endpoint, headers=hdrs))
+        elif name in ("otlp", "otlp_proto_http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpExporter,
+            )
+
+            url = None if endpoint is None else endpoint.rstrip("/") + "/v1/traces"
+            out.append(HttpExporter(endpoint=url, headers=hdrs))
+        else:
+            out.append(_entry_point(name).load()())
+    return out
 
 
 def _extra_processors(

@@ -88,13 +88,19 @@ def test_agent_metrics_are_chained_behind_the_enricher() -> None:
 
 
 def test_invalid_protocol_and_exporter_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unknown protocol or exporter names fail fast with ConfigError naming the setting."""
+    """Unknown protocol or exporter arguments fail fast with ConfigError naming the value."""
     provider, _ = provider_with_memory()
     with pytest.raises(otel_agents.ConfigError, match="protocol"):
         otel_agents.configure(tracer_provider=provider, protocol="carrier-pigeon")
+    with pytest.raises(otel_agents.ConfigError, match="zipkin_json"):
+        otel_agents.configure(tracer_provider=provider, exporter="otlp,zipkin_json")
+    # A variable meant for someone else's exporter set-up is not ours to reject when attaching.
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin_json")
-    with pytest.raises(otel_agents.ConfigError, match="OTEL_TRACES_EXPORTER"):
-        otel_agents.configure(tracer_provider=provider)
+    handle = otel_agents.configure(tracer_provider=provider, metrics=False)
+    try:
+        assert handle.mode in ("wrapped", "on_ending")
+    finally:
+        handle.shutdown()
 
 
 def test_sdk_disabled_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,3 +244,26 @@ def test_bad_prices_file_fails_configure(tmp_path: Path, monkeypatch: pytest.Mon
     provider, _ = provider_with_memory()
     with pytest.raises(otel_agents.ConfigError, match="output"):
         otel_agents.configure(tracer_provider=provider, metrics=False)
+
+
+def test_exporter_list_from_env_builds_each_exporter(sink: OtlpSink) -> None:
+    """OTEL_TRACES_EXPORTER=console,otlp_proto_http exports every span to both, enriched."""
+    out = run_app(
+        """
+        import otel_agents
+        handle = otel_agents.configure(metrics=False)
+        with otel_agents.chat("gpt-4o", "openai") as llm:
+            llm.record_usage(input_tokens=100, output_tokens=0)
+        handle.shutdown()
+        """,
+        OTEL_TRACES_EXPORTER="console,otlp_proto_http",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{sink.http_port}/v1/traces",
+        OTEL_SERVICE_NAME="svc-two-exporters",
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"gen_ai.usage.cost.amount"' in out.stdout  # the console exporter's JSON
+    spans = sink.wait_for(
+        lambda ss: any(s.resource.get("service.name") == "svc-two-exporters" for s in ss)
+    )
+    (chat,) = [s for s in spans if s.resource.get("service.name") == "svc-two-exporters"]
+    assert chat.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(100 * 2.5e-6)
