@@ -19,18 +19,20 @@ reaches it through a :class:`Delegate` callable.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -64,9 +66,7 @@ __all__ = [
     "SearchBackendUnavailable",
     "Telemetry",
     "deterministic_uuid",
-    "otlp_log_exporter",
-    "otlp_metric_exporter",
-    "otlp_span_exporter",
+    "otlp_exporter",
     "run_planner",
     "run_researcher",
 ]
@@ -470,38 +470,35 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
 # --------------------------------------------------------------------------------------------
 # Telemetry of one demo process
 # --------------------------------------------------------------------------------------------
-def otlp_metric_exporter(endpoint: str, protocol: str) -> MetricExporter:
-    """The SDK's OTLP metric exporter for ``protocol`` (``/v1/metrics`` appended for HTTP)."""
+#: ``(signal, protocol)`` → the SDK exporter class, by module path (imported on use).
+_OTLP_EXPORTERS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("traces", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "OTLPSpanExporter"),
+    ("metrics", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc.metric_exporter", "OTLPMetricExporter"),
+    ("logs", "grpc"): ("opentelemetry.exporter.otlp.proto.grpc._log_exporter", "OTLPLogExporter"),
+    ("traces", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    ("metrics", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+    ("logs", "http/protobuf"): ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+}  # fmt: skip
+
+
+def otlp_exporter(signal: str, endpoint: str, protocol: str) -> Any:
+    """The SDK's OTLP exporter of ``signal`` (``traces``, ``metrics``, ``logs``) for ``protocol``.
+
+    ``endpoint`` is the base URL, as in ``OTEL_EXPORTER_OTLP_ENDPOINT``: gRPC takes it as it
+    is (the scheme decides TLS), HTTP appends the signal path ``/v1/<signal>``, as the OTLP
+    exporter specification says.
+
+    Raises:
+        ValueError: an unknown signal or protocol.
+    """
+    try:
+        module, name = _OTLP_EXPORTERS[(signal, protocol)]
+    except KeyError:
+        raise ValueError(f"no OTLP exporter for {signal} over {protocol!r}") from None
+    exporter_class = getattr(importlib.import_module(module), name)
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpExporter,
-        )
-
-        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics")
-    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
-
-
-def otlp_log_exporter(endpoint: str, protocol: str) -> LogRecordExporter:
-    """The SDK's OTLP log exporter for ``protocol`` (``/v1/logs`` appended for HTTP)."""
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
-            OTLPLogExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-            OTLPLogExporter as HttpExporter,
-        )
-
-        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/logs")
-    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
+        return exporter_class(endpoint=endpoint)
+    return exporter_class(endpoint=f"{endpoint.rstrip('/')}/v1/{signal}")
 
 
 class _CountingExporter(SpanExporter):
@@ -527,27 +524,6 @@ class _CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)
-
-
-def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
-    """The SDK's OTLP span exporter for ``protocol`` (``grpc`` or ``http/protobuf``).
-
-    ``endpoint`` is the base URL, as in ``OTEL_EXPORTER_OTLP_ENDPOINT``; for HTTP the signal
-    path ``/v1/traces`` is appended as the OTLP exporter specification says.
-    """
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-    if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-
-        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
-    raise ValueError(f"unsupported OTLP protocol {protocol!r} (grpc or http/protobuf)")
 
 
 class Telemetry:
@@ -608,18 +584,18 @@ class Telemetry:
             }
         )
         reader = PeriodicExportingMetricReader(
-            otlp_metric_exporter(endpoint, protocol),
+            otlp_exporter("metrics", endpoint, protocol),
             export_interval_millis=metric_interval_s * 1000,
         )
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
         logger_provider = LoggerProvider(resource=resource)
         logger_provider.add_log_record_processor(
             BatchLogRecordProcessor(
-                otlp_log_exporter(endpoint, protocol), schedule_delay_millis=500
+                otlp_exporter("logs", endpoint, protocol), schedule_delay_millis=500
             )
         )
         provider = TracerProvider(resource=resource)
-        counter = _CountingExporter(otlp_span_exporter(endpoint, protocol))
+        counter = _CountingExporter(otlp_exporter("traces", endpoint, protocol))
         nexts: list[SpanProcessor] = [BatchSpanProcessor(counter, schedule_delay_millis=500)]
         agent_metrics = install_metrics(meter_provider, tracer_provider=provider, attach=False)
         if agent_metrics is not None:
