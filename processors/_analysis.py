@@ -166,6 +166,7 @@ def _key_str(parts: Mapping[str, str]) -> str:
 
 
 def _subject(kind: str, name: str, agent: str) -> str:
+    agent = agent or "(unnamed)"
     if kind == KIND_TOOL:
         return f"tool `{name}` under agent `{agent}`"
     if kind == KIND_MODEL:
