@@ -92,3 +92,61 @@ def test_phoenix_stores_forwarded_spans_with_secrets_masked(
             assert attrs.get("db.password") == "[REDACTED]"
     finally:
         receiver.stop(drain_timeout=2)
+
+
+def test_phoenix_refusing_metrics_is_a_counted_permanent_error(
+    phoenix: Phoenix, tmp_path: Path
+) -> None:
+    """Phoenix takes traces only: metrics forwarded to it get 405, are dropped once and counted,
+    while the traces in the same spool still arrive."""
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    config = load_config(
+        None,
+        {
+            "storage.data_dir": str(tmp_path / "data"),
+            "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
+            "receivers.otlp.protocols.http.enabled": False,
+            "admin.endpoint": "127.0.0.1:0",
+            "exporters": {
+                "otlp/phoenix": {
+                    "endpoint": f"http://127.0.0.1:{phoenix.http_port}",
+                    "protocol": "http/protobuf",
+                }
+            },
+            "pipeline.processors": [],
+            "pipeline.exporters": ["otlp/phoenix"],
+        },
+    )
+    receiver = Receiver(config, analysis=False)
+    receiver.start()
+    try:
+        reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=receiver.grpc_endpoint, insecure=True),
+            export_interval_millis=60_000,
+        )
+        meters = MeterProvider(metric_readers=[reader])
+        meters.get_meter("e2e").create_counter("agent.runs").add(1)
+        meters.shutdown()  # flushes one metrics export
+        names = ["invoke_agent phoenix-405"]
+        _send(receiver, "phoenix-e2e-405", names, {})
+
+        def failed() -> float:
+            return (
+                receiver.registry.get_sample_value(
+                    "otel_agents_forwarder_failed_items_total",
+                    {"destination": "otlp/phoenix", "signal": "metrics", "reason": "http_405"},
+                )
+                or 0.0
+            )
+
+        wait_until(failed, timeout=15, what="metrics counted as failed with http_405")
+        wait_until(
+            lambda: [s for s in phoenix.spans() if s.get("name") in names],
+            timeout=30,
+            what="the trace after the refused metrics",
+        )
+    finally:
+        receiver.stop(drain_timeout=2)
