@@ -220,3 +220,28 @@ def test_telemetry_counts_requests(stack: Stack) -> None:
         )
         == 2
     )
+
+
+def test_serve_noop_main_for_benchmarks() -> None:
+    """serve_noop_main runs the servers with a no-op ingestor in a process and prints ports."""
+    import signal
+    import subprocess
+    import sys
+
+    code = "from otel_agents.receiver._common import serve_noop_main; serve_noop_main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        ports = dict(kv.split("=") for kv in proc.stdout.readline().decode().split())
+        body = trace_request(512).SerializeToString()
+        assert grpc_call(f"127.0.0.1:{ports['grpc']}", body).code == grpc.StatusCode.OK
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
