@@ -31,26 +31,25 @@ from typing import Any
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.environment_variables import OTEL_BSP_SCHEDULE_DELAY
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otel_agents import _demo_faults as faults_mod
 from otel_agents import (
-    AgentIdentitySpanProcessor,
-    EnrichingSpanProcessor,
     chat,
+    configure,
     execute_tool,
     invoke_agent,
     invoke_workflow,
     plan,
     record_decision,
 )
-from otel_agents import _demo_faults as faults_mod
 from otel_agents import semconv as sc
 from otel_agents._demo_faults import FaultSet
-from otel_agents._metrics import install_metrics
 
 __all__ = [
     "MODELS",
@@ -529,7 +528,7 @@ class _CountingExporter(SpanExporter):
 class Telemetry:
     """The tracer, meter and logger providers of one demo process, exporting OTLP, global.
 
-    Spans go through the otel-agents composition — agent identity on start, a normalized and
+    :func:`otel_agents.configure` wires the spans: agent identity on start, a normalized and
     priced copy to the OTLP span exporter and to the span-derived GenAI metrics
     (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``, cost...) — and the
     metrics, with the process metrics, are exported over OTLP every ``metric_interval_s``.
@@ -596,12 +595,17 @@ class Telemetry:
         )
         provider = TracerProvider(resource=resource)
         counter = _CountingExporter(otlp_exporter("traces", endpoint, protocol))
-        nexts: list[SpanProcessor] = [BatchSpanProcessor(counter, schedule_delay_millis=500)]
-        agent_metrics = install_metrics(meter_provider, tracer_provider=provider, attach=False)
-        if agent_metrics is not None:
-            nexts.append(agent_metrics)  # behind the enricher: it sees priced spans
-        provider.add_span_processor(AgentIdentitySpanProcessor())
-        provider.add_span_processor(EnrichingSpanProcessor(nexts))
+        # Export every half second (unless the user chose otherwise): the receiver's analysis
+        # counts in 1 s intervals of arrival time, so spans should arrive as a stream.
+        os.environ.setdefault(OTEL_BSP_SCHEDULE_DELAY, "500")
+        # The otel-agents set-up, as an application does it: agent identity on every span, and
+        # normalized, priced copies to the exporter and to the span-derived metrics.
+        configure(
+            tracer_provider=provider,
+            span_exporter=counter,
+            meter_provider=meter_provider,
+            logger_provider=logger_provider,
+        )
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(meter_provider)
         _logs.set_logger_provider(logger_provider)
