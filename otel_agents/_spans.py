@@ -43,6 +43,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
+from otel_agents._budget import check_budget
 from otel_agents._content import capture_content_on_spans
 
 __all__ = [
@@ -460,8 +461,13 @@ class SpanScope(Generic[_H]):
             # Exiting in another context than the one entered (misuse across tasks/threads).
             rate_limited.exception(logger, "restoring the context after a span")
 
+    def _admit(self) -> None:
+        """Runs before a span starts; may refuse the operation (only on purpose, see
+        :class:`_InferenceScope`). The default admits everything."""
+
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> _H:
+        self._admit()
         handle, active = self._start()
         if active is None:
             active = _Active(handle.span, None, None)
@@ -523,6 +529,7 @@ class SpanScope(Generic[_H]):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                self._admit()
                 handle, active = self._start()
                 if signature is not None:
                     _record_call_arguments(handle, signature, args, kwargs)
@@ -540,6 +547,7 @@ class SpanScope(Generic[_H]):
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self._admit()
             handle, active = self._start()
             if signature is not None:
                 _record_call_arguments(handle, signature, args, kwargs)
@@ -652,6 +660,18 @@ def invoke_workflow(
         AgentSpan,
         tracer_provider=tracer_provider,
     )
+
+
+class _InferenceScope(SpanScope[InferenceSpan]):
+    """Inference spans consult the budget guard before the LLM call starts."""
+
+    __slots__ = ()
+
+    def _admit(self) -> None:
+        # BudgetExceededError is raised on purpose (a policy the user opted into); check_budget
+        # swallows every other failure, so nothing else can reach the application from here.
+        agent = _CURRENT_AGENT.get()
+        check_budget(agent.name if agent is not None else None)
 
 
 class _PlanScope(SpanScope[AgentSpan]):
@@ -780,7 +800,7 @@ def inference(
         base[sc.SERVER_PORT] = server_port
     if conversation_id is not None:
         base[sc.GEN_AI_CONVERSATION_ID] = conversation_id
-    return SpanScope(
+    return _InferenceScope(
         f"{operation} {model}" if model else operation,
         SpanKind.CLIENT,
         _merge(base, attributes),
