@@ -32,14 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from otel_agents import _demo_faults as faults_mod
 from otel_agents import semconv as sc
 from otel_agents._component import Finding
-from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess
+from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess, loopback_opener
 from otel_agents._demo_agents import PLANNER, Pace, RunSpec, Telemetry, run_planner
 from otel_agents._demo_faults import FaultSet
 from otel_agents._errors import OtelAgentsError
@@ -447,8 +446,7 @@ def _sample(receiver: Any, name: str, labels: dict[str, str] | None = None) -> f
 
 
 def _get_json(url: str) -> Any:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=10) as response:
+    with loopback_opener().open(url, timeout=10) as response:
         return json.loads(response.read())
 
 

@@ -49,7 +49,7 @@ from otel_agents._demo_agents import (
 )
 from otel_agents._demo_faults import FaultSet
 
-__all__ = ["RESEARCHER_CARD", "A2AResearcherClient", "ResearcherProcess", "main"]
+__all__ = ["RESEARCHER_CARD", "A2AResearcherClient", "ResearcherProcess", "loopback_opener", "main"]
 
 _log = logging.getLogger(__name__)
 
@@ -259,22 +259,22 @@ class A2AResearcherClient:
         req = urllib.request.Request(
             self.url, data=data, headers={"Content-Type": "application/json"}, method="POST"
         )
-        with _no_proxy().open(req, timeout=self.timeout_s) as response:
+        with loopback_opener().open(req, timeout=self.timeout_s) as response:
             reply = json.loads(response.read())
         if not isinstance(reply, dict):
             raise RuntimeError("researcher sent a non-object JSON-RPC reply")
         return reply
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        with _no_proxy().open(url, timeout=self.timeout_s) as response:
+        with loopback_opener().open(url, timeout=self.timeout_s) as response:
             card = json.loads(response.read())
         if not isinstance(card, dict):
             raise RuntimeError("researcher sent a non-object agent card")
         return card
 
 
-def _no_proxy() -> urllib.request.OpenerDirector:
-    # loopback only: an HTTP(S)_PROXY in the environment must not capture the A2A hop
+def loopback_opener() -> urllib.request.OpenerDirector:
+    """A urllib opener that ignores HTTP(S)_PROXY: the demo talks to loopback only."""
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
