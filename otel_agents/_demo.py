@@ -135,7 +135,11 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoResult:
             if outcome.research is None:
                 notes.append("delegation failed")
             marker = f"  [{'; '.join(notes)}]" if notes else ""
-            print(f"  run {run + 1:>3}/{options.runs}  trace {outcome.trace_id}{marker}", file=out)
+            print(
+                f"  run {run + 1:>3}/{options.runs}  trace {outcome.trace_id}{marker}",
+                file=out,
+                flush=True,
+            )
     finally:
         wall = time.monotonic() - started
         planner_spans = telemetry.shutdown()
