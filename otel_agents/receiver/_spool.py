@@ -185,6 +185,9 @@ class Spool:
             self._path, timeout=5.0, isolation_level=None, check_same_thread=False
         )
         try:
+            # Must precede table creation (no effect on an existing file): lets compact() give
+            # freed pages back, so the file stays near max_bytes instead of its high-water mark.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
@@ -533,7 +536,20 @@ class Spool:
                 self._bytes -= int(nbytes)
             if deleted:
                 self._full = False
+                self._shrink(conn)
             return int(deleted)
+
+    @staticmethod
+    def _shrink(conn: sqlite3.Connection) -> None:
+        """Return free pages to the filesystem once they are a quarter of the file."""
+        try:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            if free > 256 and free * 4 > pages:
+                # executescript steps the pragma to completion (execute() frees one page).
+                conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as exc:  # space is reclaimed next time; data is unaffected
+            _log.debug("spool: incremental vacuum failed: %s", exc)
 
     def _skip_lossy(self) -> bool:
         """Advance lossy readers to the slowest other reader; True if one moved."""

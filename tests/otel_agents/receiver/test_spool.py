@@ -286,3 +286,18 @@ def test_a_data_dir_it_creates_is_owner_only(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "new", cursors=["a"])
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
     spool.close()
+
+
+def test_compaction_gives_freed_pages_back(tmp_path: Path) -> None:
+    """After readers pass a large backlog the file shrinks (auto_vacuum=INCREMENTAL)."""
+    spool = Spool(tmp_path, cursors=["a"])
+    seqs = _fill(spool, 200, size=20_000)
+    conn = spool._conn
+    assert conn is not None
+    before = conn.execute("PRAGMA page_count").fetchone()[0]
+    spool.ack("a", seqs[-1])
+    spool.compact()
+    after = conn.execute("PRAGMA page_count").fetchone()[0]
+    assert after < before / 4
+    spool.close()
+    assert (tmp_path / DB_NAME).stat().st_size < 1_000_000
