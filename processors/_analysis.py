@@ -88,6 +88,8 @@ class BottleneckConfig:
         top: at most this many bottleneck findings per report.
         slow_span_factor: a span slower than this × its operation's window p95 is an outlier.
         slow_span_min_count: observations an operation needs before outliers are judged.
+        slow_span_warning_factor: an outlier this many × the p95 is a warning, not info (with
+            log-normal latencies of σ = 0.6, 10 × p95 is a 5.5 σ event: not noise).
     """
 
     bucket: float = dataclasses.field(default=10.0, metadata=DURATION)
@@ -98,6 +100,7 @@ class BottleneckConfig:
     top: int = 3
     slow_span_factor: float = 3.0
     slow_span_min_count: int = 50
+    slow_span_warning_factor: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +169,8 @@ def _key_str(parts: Mapping[str, str]) -> str:
 
 
 def _subject(kind: str, name: str, agent: str) -> str:
+    if kind == KIND_A2A and not agent:
+        return f"A2A calls to `{name}`"
     agent = agent or "(unnamed)"
     if kind == KIND_TOOL:
         return f"tool `{name}` under agent `{agent}`"
@@ -311,7 +316,11 @@ class AgentAnalysis(Component):
                 Finding(
                     kind="slow_span",
                     key=_key_str(labels),
-                    severity="info",
+                    severity=(
+                        "warning"
+                        if s.p95 and s.seconds >= cfg.bottleneck.slow_span_warning_factor * s.p95
+                        else "info"
+                    ),
                     score=min(100.0, 25.0 * s.seconds / s.p95) if s.p95 else 100.0,
                     title=f"Slow {_subject(s.kind, s.name, s.agent)}",
                     explanation=(
@@ -407,7 +416,7 @@ class AgentAnalysis(Component):
         if cfg.cost_per_trace_limit > 0:
             over = np.nonzero((trace_cost > cfg.cost_per_trace_limit) & (done.root >= 0))[0]
             for t in over.tolist()[:5]:
-                agent = str(done.spans.agent_name[int(done.root[t])])
+                agent = str(done.root_agent[t])
                 labels = {"agent": agent, "detector": "cost_per_trace_limit"}
                 self._emit(
                     Finding(

@@ -257,7 +257,7 @@ class AnomalyEngine:
         if not ok.any():
             return
         roots = traces.root[ok]
-        agents = traces.spans.agent_name[roots]
+        agents = traces.root_agent[ok]
         convs = traces.spans.conversation_id[roots].tolist()
         costs = trace_cost[ok]
         tno = np.nonzero(ok)[0]

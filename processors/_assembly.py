@@ -86,6 +86,8 @@ class CompletedTraces:
         evicted: per trace, completed early because the open-trace table was full.
         duplicates: spans dropped as duplicates of an earlier ``(trace_id, span_id)``.
         completed_at: receiver time of completion.
+        root_agent: per trace, the agent the run belongs to (the root span's agent, else the
+            top-most agent under the root; ``""`` if none).
     """
 
     spans: SpanBatch
@@ -99,6 +101,9 @@ class CompletedTraces:
     evicted: BoolA
     duplicates: int
     completed_at: float
+    root_agent: npt.NDArray[np.object_] = dataclasses.field(
+        default_factory=lambda: np.empty(0, dtype=object)
+    )
 
     @property
     def n_traces(self) -> int:
@@ -328,6 +333,21 @@ class TraceAssembler:
             agent_name=inherit(spans.agent_name, parent),
             conversation_id=inherit(spans.conversation_id, parent),
         )
+        # The agent a run belongs to: the root's, else the top-most agent below a root that
+        # has none (a workflow or HTTP root span) — the first such span by start time.
+        agent = spans.agent_name
+        has_parent_agent = (parent >= 0) & (agent[np.maximum(parent, 0)] != "")
+        top = np.nonzero((agent != "") & ~has_parent_agent)[0]
+        root_agent = np.full(n_tr, "", dtype=object)
+        if top.shape[0]:
+            o = top[np.lexsort((spans.start_ns[top], trace_no[top]))]
+            tn = trace_no[o]
+            firsts = np.ones(o.shape[0], dtype=np.bool_)
+            firsts[1:] = tn[1:] != tn[:-1]
+            root_agent[tn[firsts]] = agent[o[firsts]]
+        has_root = root >= 0
+        root_own = np.where(has_root, agent[np.maximum(root, 0)], "")
+        root_agent = np.where(root_own != "", root_own, root_agent).astype(object)
         return CompletedTraces(
             spans=spans,
             offsets=offsets,
@@ -340,6 +360,7 @@ class TraceAssembler:
             evicted=evicted,
             duplicates=dups,
             completed_at=now,
+            root_agent=root_agent,
         )
 
 

@@ -354,7 +354,20 @@ def build_span_batch(
                     if op_key in attrs or system_key in attrs:
                         _extras(attrs, cols, i, pricebook, inference_ops)
                 i += 1
-    return _from_lists(cols, received_at)
+    batch = _from_lists(cols, received_at)
+    _a2a_client_roles(batch)
+    return batch
+
+
+def _a2a_client_roles(batch: SpanBatch) -> None:
+    """On an A2A CLIENT span ``gen_ai.agent.name`` names the *remote* agent (the SDK copies it
+    from the peer's Agent Card, as GenAI CLIENT spans do): move it to ``a2a_peer`` and leave
+    ``agent_name`` empty, so that assembly fills in the calling agent from the span's parent."""
+    m = (batch.kind == SPAN_KIND_CLIENT) & (batch.a2a_method != "") & (batch.agent_name != "")
+    if m.any():
+        no_peer = m & (batch.a2a_peer == "")
+        batch.a2a_peer[no_peer] = batch.agent_name[no_peer]
+        batch.agent_name[m] = ""
 
 
 def _extras(

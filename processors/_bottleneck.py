@@ -239,9 +239,8 @@ class BottleneckState:
                     cur[i] += float(sums[i][k])
             self._add_sessions(s.conversation_id[idx], s.cost[idx], now)
         for t in np.nonzero(ok)[0].tolist():
-            root = int(traces.root[t])
             _push_top(
-                b.top, (float(trace_cost[t]), traces.trace_id_hex(t), str(s.agent_name[root]))
+                b.top, (float(trace_cost[t]), traces.trace_id_hex(t), str(traces.root_agent[t]))
             )
         return cp, trace_cost
 

@@ -185,7 +185,8 @@ class TraceGen:
         if fault != "a2a-break":  # the CLIENT span is lost: the SERVER span is an orphan
             self._span_with_id(out, p, tid, root_id, client_id, "message/send", CLIENT, a2a_start,
                                client_end,
-                               {sc.A2A_METHOD_NAME: "message/send", sc.GEN_AI_AGENT_NAME: "planner",
+                               # as the SDK does: the CLIENT span names the remote agent
+                               {sc.A2A_METHOD_NAME: "message/send", sc.GEN_AI_AGENT_NAME: "researcher",
                                 sc.AGENT_A2A_PEER_AGENT: "researcher"})  # fmt: skip
         t = self._chat(out, p, tid, root_id, "planner", "gpt-4o", client_end + MS,
                        self.rng.randint(1500, 2000), self.rng.randint(200, 400), 700)  # fmt: skip

@@ -158,3 +158,23 @@ def test_warning_needs_consecutive_intervals(tmp_path: Path) -> None:
     stage._anomalies([result(60, "a")], now + 10)
     stage._anomalies([result(60, "a")], now + 15)
     assert [f.labels["tool"] for f in sc.host.findings if f.kind == "anomaly"] == ["b", "a"]
+
+
+def test_one_call_hanging_is_a_slow_span_warning(tmp_path: Path) -> None:
+    """A single web_search taking 40x its usual time (too rare to move any interval statistic)
+    is reported as a slow_span warning naming the agent and tool."""
+    from ._gen import MS, request
+
+    sc = Scenario(tmp_path)
+    sc.run(WARMUP_S)
+    start = sc.host.clock
+    spans = sc.gen.trace(int(start * 1e9) - 3000 * MS)
+    for g in spans:
+        if g.span.name == "execute_tool web_search":
+            g.span.end_time_unix_nano = g.span.start_time_unix_nano + 12_000 * MS
+            break
+    sc.stage.process_traces(build_span_batch(request(spans), pricebook=None, received_at=start))
+    sc.run(10)
+    hits = [f for f in sc.host.findings if f.kind == "slow_span" and f.severity == "warning"]
+    assert hits and hits[0].labels == {"agent": "researcher", "tool": "web_search"}
+    assert hits[0].observed_at - start <= DEADLINE_S and hits[0].value == pytest.approx(12.0)

@@ -110,3 +110,29 @@ def test_inherit_fills_from_nearest_ancestor() -> None:
     values = np.array(["a", "", "", "b", "", ""], dtype=object)
     parent = np.array([-1, 0, 1, 2, 3, -1], dtype=np.int64)
     assert inherit(values, parent).tolist() == ["a", "a", "a", "b", "b", ""]
+
+
+def test_root_agent_falls_back_to_top_most_agent() -> None:
+    """A run under a workflow root (no agent) belongs to its top-most agent."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from otel_agents import semconv as sc
+
+    from ._gen import GenSpan, kv
+
+    spans = TraceGen(8).trace(T0)
+    root = next(g for g in spans if g.span.parent_span_id == b"")
+    wf = Span(
+        trace_id=root.span.trace_id,
+        span_id=b"\x77" * 8,
+        name="invoke_workflow research",
+        start_time_unix_nano=T0 - 10,
+        end_time_unix_nano=root.span.end_time_unix_nano + 10,
+        attributes=[kv(sc.GEN_AI_OPERATION_NAME, "invoke_workflow")],
+    )
+    root.span.parent_span_id = wf.span_id
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(_batch([*spans, GenSpan("planner-svc", wf)]), now=0.0)
+    done = asm.collect(2.0)
+    assert done is not None and done.spans.name[int(done.root[0])] == "invoke_workflow research"
+    assert done.root_agent.tolist() == ["planner"]

@@ -38,7 +38,12 @@ def test_generated_trace_decodes_into_equal_length_columns() -> None:
     assert batch.n == len(spans) == 10
     assert batch.received_at == 123.0
     assert set(batch.service_name.tolist()) == {"planner-svc", "researcher-svc"}
-    assert sorted(set(batch.agent_name.tolist())) == ["planner", "researcher"]
+    # The A2A CLIENT span's agent name (the remote agent) moved to a2a_peer; the caller is
+    # filled in from its parent during assembly.
+    assert sorted(set(batch.agent_name.tolist())) == ["", "planner", "researcher"]
+    client = (batch.kind == 3) & (batch.a2a_method != "")
+    assert batch.agent_name[client].tolist() == [""]
+    assert batch.a2a_peer[client].tolist() == ["researcher"]
     assert (batch.parent_span_id == b"").sum() == 1
     tools = batch.tool_name[batch.operation == sc.OP_EXECUTE_TOOL].tolist()
     assert sorted(tools) == ["summarize", "web_search", "web_search"]
