@@ -342,3 +342,40 @@ def test_restart_restores_active_alerts_and_resolves_them_later(
         assert host.get("/api/v1/alerts", {"state": ["all"]})[1]["alerts"][0]["state"] == "resolved"
     finally:
         second.shutdown()
+
+
+def test_finding_alert_carries_trace_dashboard_and_runbook_links(
+    tmp_path: Path, sink: WebhookSink
+) -> None:
+    """A finding-based alert links to an example trace, a dashboard and its runbook."""
+    from otel_agents._component import Finding
+
+    host = TestHost(tmp_path, now=T0)
+    cfg = _config(sink, default_rules=True, rules=[], dashboard_url="https://grafana.example/d/agents?var-agent={agent}",
+                  external_url="http://127.0.0.1:4319/")  # fmt: skip
+    eng = AlertEngine(cfg)
+    eng.start(host)
+    try:
+        host.emit_finding(Finding(kind="tool_loop", key="agent=r,tool=t", severity="warning", score=80,
+                                  title="Tool loop: t", explanation="t called 6 times with the same arguments",
+                                  labels={"agent": "r", "tool": "t"}, trace_ids=("ab" * 16,)))  # fmt: skip
+        _advance(eng, host, 2)
+        (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+        assert a["labels"] == {
+            "alertname": "ToolLoopDetected",
+            "severity": "warning",
+            "agent": "r",
+            "tool": "t",
+        }
+        ann = a["annotations"]
+        assert ann["summary"] == "Tool loop: t"
+        assert ann["trace_url"] == "http://jaeger.example/trace/" + "ab" * 16
+        assert ann["dashboard_url"] == "https://grafana.example/d/agents?var-agent=r"
+        assert ann["runbook_url"].endswith("docs/alerting.md#toolloopdetected")
+        assert a["generator_url"] == ann["trace_url"]
+        (msg,) = sink.wait_for(1)
+        assert msg.body["alerts"][0]["generatorURL"] == ann["trace_url"]
+        _advance(eng, host, 61)  # resolve_after 1m without a new finding
+        assert host.get("/api/v1/alerts")[1]["alerts"] == []
+    finally:
+        eng.shutdown()
