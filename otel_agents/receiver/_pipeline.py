@@ -51,6 +51,8 @@ __all__ = ["ANALYSIS_CURSOR", "Pipeline"]
 _log = logging.getLogger(__name__)
 
 ANALYSIS_CURSOR = "analysis"
+#: Exporter types that read the spool themselves (kept when analysis is off).
+FORWARDER_TYPES = frozenset({"otlp"})
 _REQUEST_TYPES: dict[str, type[Message]] = {
     "traces": ExportTraceServiceRequest,
     "metrics": ExportMetricsServiceRequest,
@@ -105,6 +107,8 @@ class Pipeline:
             if kind == "processors" and not analysis:
                 continue
             for cc in config.components(kind):
+                if not analysis and cc.type not in FORWARDER_TYPES:
+                    continue  # analysis outputs (stores, metrics) have nothing to do
                 stage = _Stage(cc.id, kind, self._create(kind, cc))
                 if hasattr(stage.component, "cursor_name"):
                     self._forwarders.append(stage)
