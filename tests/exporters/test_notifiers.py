@@ -351,3 +351,21 @@ def test_a_failing_target_does_not_delay_the_others(sink: WebhookSink) -> None:
     finally:
         dead.server.shutdown()
         dead.server.server_close()
+
+
+def test_full_queue_drops_and_counts(sink: WebhookSink) -> None:
+    """A full lane drops the notification and counts outcome=dropped instead of blocking."""
+    gate = threading.Event()
+    outcomes: list[tuple[str, str]] = []
+    w = NotifierWorker(RetryConfig(queue_size=1), on_outcome=lambda k, o: outcomes.append((k, o)))
+    w.start()
+    try:
+        assert w.submit("x/webhook[0]", "webhook", lambda: gate.wait(5))  # running
+        deadline = time.monotonic() + 5
+        accepted = [True]
+        while time.monotonic() < deadline and all(accepted):
+            accepted.append(w.submit("x/webhook[0]", "webhook", lambda: None))
+        assert accepted[-1] is False and ("webhook", "dropped") in outcomes
+    finally:
+        gate.set()
+        w.shutdown()

@@ -178,3 +178,16 @@ def test_same_policy_at_save_test_and_delivery(sink: WebhookSink) -> None:
     assert w.wait_idle(5)
     w.shutdown()
     assert outcomes == [("webhook", "refused")]
+
+
+def test_smtp_smarthost_goes_through_the_same_policy() -> None:
+    """An email smarthost on a metadata or private address is refused at save time too."""
+    from otel_agents.exporters._notifiers import EmailConfig
+
+    policy = UrlPolicy(resolver=_no_dns)
+    for host in ("169.254.169.254:25", "10.0.0.1:587", "[::1]:25", "metadata.google.internal:25"):
+        with pytest.raises(ConfigError, match=r"email_configs|email\[0\]"):
+            build_receivers(
+                [ReceiverConfig("r", email_configs=[EmailConfig(to=["a@b.c"], smarthost=host)])],
+                policy,
+            )

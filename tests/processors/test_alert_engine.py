@@ -379,3 +379,54 @@ def test_finding_alert_carries_trace_dashboard_and_runbook_links(
         assert host.get("/api/v1/alerts")[1]["alerts"] == []
     finally:
         eng.shutdown()
+
+
+def test_ack_through_the_api_acknowledges_the_pagerduty_incident(tmp_path: Path, sink: WebhookSink,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Trigger, acknowledge (via the admin API) and resolve reach PagerDuty with one dedup_key."""
+    monkeypatch.setenv("PD_TEST_KEY", "k" * 32)
+    receivers = [
+        {
+            "name": "hook",
+            "pagerduty_configs": [
+                {"routing_key_env": "PD_TEST_KEY", "url": f"{sink.url}/v2/enqueue"}
+            ],
+        }
+    ]
+    host = TestHost(tmp_path, now=T0)
+    eng = AlertEngine(_config(sink, receivers=receivers))
+    eng.start(host)
+    try:
+        _errors(eng, host)
+        _advance(eng, host, 7)
+        sink.wait_for(1)
+        (a,) = host.get("/api/v1/alerts")[1]["alerts"]
+        assert (
+            _post(host, "/api/v1/alerts/ack", {"fingerprint": a["fingerprint"], "by": "alice"})[0]
+            == 200
+        )
+        sink.wait_for(2)
+        _advance(eng, host, 62)
+        events = [r.body for r in sink.wait_for(3)]
+        assert [e["event_action"] for e in events] == ["trigger", "acknowledge", "resolve"]
+        assert len({e["dedup_key"] for e in events}) == 1
+    finally:
+        eng.shutdown()
+
+
+def test_keep_firing_for_holds_a_flapping_alert(tmp_path: Path, sink: WebhookSink) -> None:
+    """keep_firing_for keeps a firing alert through a short gap in its condition."""
+    rule = {**RULE, "window": "5s", "for": "0s", "keep_firing_for": "20s"}
+    host = TestHost(tmp_path, now=T0)
+    eng = AlertEngine(_config(sink, rules=[rule]))
+    eng.start(host)
+    try:
+        _errors(eng, host)
+        _advance(eng, host, 1)
+        assert host.get("/api/v1/alerts")[1]["alerts"][0]["state"] == "firing"
+        _advance(eng, host, 15)  # data left the 5 s window 10 s ago: still firing
+        assert host.get("/api/v1/alerts")[1]["alerts"][0]["state"] == "firing"
+        _advance(eng, host, 10)
+        assert host.get("/api/v1/alerts")[1]["alerts"] == []
+    finally:
+        eng.shutdown()
