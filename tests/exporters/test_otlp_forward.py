@@ -668,3 +668,31 @@ def test_http_keep_alive_closed_by_the_server_is_not_a_failure(
         assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/h") == 0
     finally:
         p.stop(drain_timeout=1)
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    """Retry-After is read as delta-seconds or as an HTTP-date (RFC 9110 §10.2.3)."""
+    import email.utils
+
+    from otel_agents.exporters._otlp import _parse_retry_after
+
+    assert _parse_retry_after("7") == 7.0
+    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    delay = _parse_retry_after(in_30s)
+    assert delay is not None and 28 <= delay <= 31
+    assert _parse_retry_after("soon") is None and _parse_retry_after(None) is None
+
+
+def test_retry_info_is_read_from_the_rich_status_alone() -> None:
+    """Go-style servers send RetryInfo only inside grpc-status-details-bin; that is enough."""
+    from google.protobuf import any_pb2, duration_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from otel_agents.exporters._otlp import _retry_info_delay
+
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000))
+    )
+    status = status_pb2.Status(code=14, message="slow down", details=[detail])
+    assert _retry_info_delay(status.SerializeToString(), True) == 2.5
+    assert _retry_info_delay(b"\xff", True) is None
