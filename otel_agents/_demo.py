@@ -181,10 +181,16 @@ def _parser() -> argparse.ArgumentParser:
         help="OTLP protocol (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)",
     )
     parser.add_argument(
-        "--runs", type=_positive_int, default=DEFAULT_RUNS, help="planner runs (traces)"
+        "--runs",
+        type=_positive_int,
+        default=DEFAULT_RUNS,
+        help=f"planner runs, one trace each (default {DEFAULT_RUNS})",
     )
     parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seed; same seed, same telemetry"
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"same seed, same telemetry (default {DEFAULT_SEED})",
     )
     parser.add_argument(
         "--inject",
