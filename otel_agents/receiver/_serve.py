@@ -318,6 +318,20 @@ def main_serve(argv: Sequence[str]) -> int:
     return 0
 
 
+def _check_exposure(config: ReceiverConfig) -> None:
+    """The servers' start-up exposure rule, applied at check time (no port is bound)."""
+    from otel_agents.receiver._auth import check_exposure
+
+    servers: list[tuple[str, Any]] = [
+        ("receivers.otlp.protocols.grpc", config.grpc),
+        ("receivers.otlp.protocols.http", config.http),
+        ("admin", config.admin),
+    ]
+    for name, server in servers:
+        if server.enabled:
+            check_exposure(name, server.endpoint, server.tls, server.auth, server.insecure_public)
+
+
 def main_check_config(argv: Sequence[str]) -> int:
     """``otel-agents check-config FILE``: 0 when valid, 1 with the key-path error otherwise."""
     p = argparse.ArgumentParser(prog="otel-agents check-config", description=__doc__)
@@ -327,6 +341,7 @@ def main_check_config(argv: Sequence[str]) -> int:
         config = load_config(args.file)
         processors = [c.id for c in config.components("processors")]
         exporters = [c.id for c in config.components("exporters")]
+        _check_exposure(config)
     except ConfigError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1

@@ -168,3 +168,25 @@ def test_check_config_command_reports_ok_and_errors(capsys: pytest.CaptureFixtur
     assert "storage.max_bytes: expected a size" in capsys.readouterr().err
     assert main_check_config([str(TESTDATA / "missing.yaml")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_check_config_refuses_an_unauthenticated_public_bind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config applies the servers' exposure rule: 0.0.0.0 without token/mTLS fails."""
+    path = tmp_path / "public.yaml"
+    path.write_text(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:4317\n",
+        encoding="utf-8",
+    )
+    assert main_check_config([str(path)]) == 1
+    assert (
+        "receivers.otlp.protocols.grpc.endpoint: '0.0.0.0:4317' is reachable"
+        in capsys.readouterr().err
+    )
+    path.write_text(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:4317\n"
+        "        insecure_public: true\n",
+        encoding="utf-8",
+    )
+    assert main_check_config([str(path)]) == 0
