@@ -325,6 +325,8 @@ class AlertEngine(Component):
             self._states[st.fingerprint] = st
             if st.state == "firing":
                 self.dispatcher.put(self._alert(st), now)
+                self._push_state[st.fingerprint] = (self._snapshot(st), now)
+                self._push_dirty = True
 
     def shutdown(self) -> None:
         """Deliver queued notifications (bounded) and close the store."""
@@ -342,8 +344,12 @@ class AlertEngine(Component):
         now = self._now()
         with self._lock:
             for ev in self._evaluators:
-                if ev.is_span_rule:
+                if not ev.is_span_rule:
+                    continue
+                try:
                     ev.add_batch(batch, now)
+                except Exception:  # one rule's trouble must not stop the pipeline or the others
+                    _log.exception("alert rule %s: could not take a span batch", ev.rule.name)
 
     def on_finding(self, finding: Finding) -> None:
         """Findings feed anomaly/finding rules."""
@@ -352,7 +358,10 @@ class AlertEngine(Component):
         now = self._now()
         with self._lock:
             for ev in self._evaluators:
-                ev.add_finding(finding, now)
+                try:
+                    ev.add_finding(finding, now)
+                except Exception:  # a malformed finding must not break its emitter
+                    _log.exception("alert rule %s: could not take a finding", ev.rule.name)
 
     def tick(self, now: float) -> None:
         """Evaluate rules when due, flush due groups, push to Alertmanagers."""

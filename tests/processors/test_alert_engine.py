@@ -430,3 +430,15 @@ def test_keep_firing_for_holds_a_flapping_alert(tmp_path: Path, sink: WebhookSin
         assert host.get("/api/v1/alerts")[1]["alerts"] == []
     finally:
         eng.shutdown()
+
+
+def test_bad_input_never_raises_into_the_pipeline(
+    engine: tuple[AlertEngine, TestHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch without the documented columns is logged, not raised; later batches still count."""
+    eng, host = engine
+    eng.process_traces(object())
+    assert "could not take a span batch" in caplog.text
+    _errors(eng, host)
+    _advance(eng, host, 6)
+    assert host.get("/api/v1/alerts")[1]["alerts"][0]["state"] == "firing"
