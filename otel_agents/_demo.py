@@ -39,7 +39,15 @@ from otel_agents import _demo_faults as faults_mod
 from otel_agents import semconv as sc
 from otel_agents._component import Finding
 from otel_agents._demo_a2a import A2AResearcherClient, ResearcherProcess, loopback_opener
-from otel_agents._demo_agents import PLANNER, Pace, RunSpec, Telemetry, run_planner
+from otel_agents._demo_agents import (
+    PLANNER,
+    PLANNER_SERVICE,
+    RESEARCHER_SERVICE,
+    Pace,
+    RunSpec,
+    Telemetry,
+    run_planner,
+)
 from otel_agents._demo_faults import FaultSet
 from otel_agents._errors import OtelAgentsError
 
@@ -49,8 +57,6 @@ PROTOCOLS = ("grpc", "http/protobuf")
 DEFAULT_RUNS = 30
 DEFAULT_SEED = 7
 DEFAULT_TIME_SCALE = 0.01
-PLANNER_SERVICE = "demo-planner"
-RESEARCHER_SERVICE = "demo-researcher"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ from otel_agents._demo_agents import (
     PLANNER,
     RESEARCHER,
     RESEARCHER_DESCRIPTION,
+    RESEARCHER_SERVICE,
     Pace,
     ResearchRequest,
     ResearchResult,
@@ -106,8 +107,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
         try:
+            length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length))
         except ValueError:
             self._send(200, _rpc_error(None, _PARSE_ERROR, "Parse error"))
@@ -387,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     telemetry = Telemetry.start(
-        service_name="demo-researcher",
+        service_name=RESEARCHER_SERVICE,
         endpoint=args.endpoint,
         protocol=args.protocol,
         main_agent=RESEARCHER,

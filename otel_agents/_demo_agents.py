@@ -54,7 +54,9 @@ from otel_agents._demo_faults import FaultSet
 __all__ = [
     "MODELS",
     "PLANNER",
+    "PLANNER_SERVICE",
     "RESEARCHER",
+    "RESEARCHER_SERVICE",
     "Delegate",
     "ModelSpec",
     "Pace",
@@ -73,6 +75,8 @@ __all__ = [
 PLANNER = "planner"
 RESEARCHER = "researcher"
 WORKFLOW = "research_report"
+PLANNER_SERVICE = "demo-planner"
+RESEARCHER_SERVICE = "demo-researcher"
 PLANNER_ID = "agent_planner_01"
 RESEARCHER_ID = "agent_researcher_01"
 PLANNER_DESCRIPTION = "Plans research reports and delegates the reading"
