@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -191,3 +192,41 @@ def test_smtp_smarthost_goes_through_the_same_policy() -> None:
                 [ReceiverConfig("r", email_configs=[EmailConfig(to=["a@b.c"], smarthost=host)])],
                 policy,
             )
+
+
+def test_https_delivery_verifies_the_url_host_on_the_pinned_connection(tmp_path: Path) -> None:
+    """Over https the certificate is checked against the URL's host while TCP goes to the
+    checked address: right name passes, a name the certificate does not cover fails."""
+    import ssl
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tests.exporters.test_notifiers import _self_signed
+    from tests.exporters.test_notifiers_sink import _handler
+
+    cert, key = _self_signed(tmp_path)
+    ref: list[WebhookSink] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
+    ref.append(WebhookSink(server))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        port = server.server_address[1]
+        client = ssl.create_default_context(cafile=str(cert))
+        policy = UrlPolicy(
+            EgressConfig(allow_cidrs=["127.0.0.1/32"]), resolver=lambda _h, _p: ["127.0.0.1"]
+        )
+        assert (
+            post_json(policy, f"https://127.0.0.1:{port}/tls", {"ok": 1}, ssl_context=client).status
+            == 200
+        )
+        assert ref[0].wait_for(1)[0].body == {"ok": 1}
+        with pytest.raises(ssl.SSLCertVerificationError):
+            post_json(policy, f"https://hook.test:{port}/tls", {"ok": 2}, ssl_context=client)
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(5)
