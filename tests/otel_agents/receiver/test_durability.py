@@ -35,13 +35,14 @@ def sink() -> Iterator[RecordingSink]:
     s.stop()
 
 
-def _config_file(tmp_path: Path, sink_port: int) -> Path:
+def _config_file(tmp_path: Path, endpoint: str, protocol: str = "grpc") -> Path:
     path = tmp_path / "receiver.yaml"
     path.write_text(
         f"""
 exporters:
   otlp/sink:
-    endpoint: grpc://127.0.0.1:{sink_port}
+    endpoint: {endpoint}
+    protocol: {protocol}
     max_batch_requests: {MAX_BATCH_REQUESTS}
     retry_on_failure: {{initial_interval: 50ms, max_interval: 200ms}}
 pipeline:
@@ -69,13 +70,22 @@ def _load(port: int, acked: set[tuple[bytes, bytes]], stop: threading.Event) -> 
         client.close()
 
 
-def test_rc04_kill_9_loses_no_acknowledged_span(tmp_path: Path, sink: RecordingSink) -> None:
-    """RC-04: SIGKILL at a random moment under load; after restart every acked span is delivered."""
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_rc04_kill_9_loses_no_acknowledged_span(
+    protocol: str, tmp_path: Path, sink: RecordingSink
+) -> None:
+    """RC-04: SIGKILL at a random moment under load; after restart every acked span is delivered
+    (forwarding over OTLP/gRPC and over OTLP/HTTP)."""
     rng = random.Random(4)
     data = tmp_path / "data"
-    config = _config_file(tmp_path, sink.grpc_port)
+    if protocol == "grpc":
+        config = _config_file(tmp_path, f"grpc://127.0.0.1:{sink.grpc_port}")
+        iterations = ITERATIONS
+    else:
+        config = _config_file(tmp_path, f"http://127.0.0.1:{sink.start_http()}", protocol)
+        iterations = max(1, ITERATIONS - 1)
     acked: set[tuple[bytes, bytes]] = set()
-    for i in range(ITERATIONS):
+    for i in range(iterations):
         receiver = ReceiverProcess(tmp_path, data, "--config", str(config))
         stop = threading.Event()
         loaders = [
