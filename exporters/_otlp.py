@@ -430,6 +430,20 @@ class _HttpSender:
             self._conn = None
 
 
+_SIZE_WORDS = ("larger than max", "too large", "message size", "exceeds the limit")
+
+
+def _too_large(outcome: Outcome) -> bool:
+    """The destination refused the request for its size (HTTP 413, gRPC RESOURCE_EXHAUSTED
+    without RetryInfo saying so)."""
+    if outcome.reason == "http_413":
+        return True
+    if outcome.reason != "resource_exhausted" or outcome.retry_after is not None:
+        return False
+    message = outcome.message.lower()
+    return any(word in message for word in _SIZE_WORDS)
+
+
 def _status_message(data: bytes) -> str:
     try:
         return str(status_pb2.Status.FromString(data).message)
@@ -595,6 +609,18 @@ class OtlpForwarder(Component):
                         outcome.message,
                     )
                 return True
+            if _too_large(outcome):
+                # The destination's size limit is below ours (gRPC servers default to 4 MiB,
+                # gateways answer 413/429): halve until it fits rather than retry in vain.
+                halves = split_request(signal, payload, max(1, len(payload) // 2))
+                if len(halves) > 1:
+                    _log.info(
+                        "%s: request of %d bytes too large for the destination; splitting",
+                        self.component_id,
+                        len(payload),
+                    )
+                    return all(self._send_with_retry(signal, c, n) for c, n in halves)
+                outcome = dataclasses.replace(outcome, kind="permanent", reason="too_large")
             if outcome.kind == "permanent" or not retry.enabled:
                 metrics.failed.labels(self.component_id, signal, outcome.reason).inc(items)
                 _log.warning(

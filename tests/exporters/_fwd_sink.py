@@ -117,6 +117,8 @@ class RecordingSink:
         self._released = threading.Event()
         #: Close every HTTP connection after its response without saying so (idle timeouts).
         self.drop_idle_connections = False
+        #: Answer 413 to HTTP bodies larger than this (after decompression).
+        self.max_http_body: int | None = None
         self._grpc: grpc.Server | None = None
         self._http: ThreadingHTTPServer | None = None
         self.grpc_port = 0
@@ -196,10 +198,15 @@ class RecordingSink:
 
     # ------------------------------------------------------------------ gRPC
 
-    def start_grpc(self, port: int = 0, tls: tuple[bytes, bytes] | None = None) -> int:
+    def start_grpc(
+        self, port: int = 0, tls: tuple[bytes, bytes] | None = None, max_receive: int = 4 << 20
+    ) -> int:
         """Serve OTLP/gRPC on 127.0.0.1:``port`` (0 = ephemeral; ``tls`` = (cert PEM, key PEM));
         returns the port."""
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            options=[("grpc.max_receive_message_length", max_receive)],
+        )
         for signal, service in _SERVICES.items():
             server.add_generic_rpc_handlers(
                 (
@@ -276,6 +283,11 @@ class RecordingSink:
                     return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                if sink.max_http_body is not None and len(body) > sink.max_http_body:
+                    self._reply(
+                        413, status_pb2.Status(message="request too large").SerializeToString()
+                    )
+                    return
                 decision, out = sink._handle(
                     signal, body, {k.lower(): v for k, v in self.headers.items()}
                 )

@@ -696,3 +696,32 @@ def test_retry_info_is_read_from_the_rich_status_alone() -> None:
     status = status_pb2.Status(code=14, message="slow down", details=[detail])
     assert _retry_info_delay(status.SerializeToString(), True) == 2.5
     assert _retry_info_delay(b"\xff", True) is None
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_destination_size_limit_below_ours_is_met_by_splitting(
+    protocol: str, tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """gRPC "larger than max" (RESOURCE_EXHAUSTED) or HTTP 413: the request is halved until the
+    destination takes it, instead of being retried forever or dropped."""
+    sink = RecordingSink()
+    sinks.append(sink)
+    if protocol == "grpc":
+        endpoint = f"grpc://127.0.0.1:{sink.start_grpc(max_receive=4096)}"
+    else:
+        sink.max_http_body = 4096
+        endpoint = f"http://127.0.0.1:{sink.start_http()}"
+    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": endpoint, "protocol": protocol}})
+    try:
+        batches = _ingest(p, 1, spans=300)  # ~17 KB
+        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert sink.duplicates == 0
+        assert (
+            _metric(
+                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
+            )
+            == 300
+        )
+        assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/a") == 0
+    finally:
+        p.stop(drain_timeout=1)
