@@ -19,6 +19,10 @@ Outcome handling follows the OTLP specification and the Collector's ``otlpexport
   it permanent, but Tempo 2.x and others use it for recoverable rate limits; since our data is
   safe in the spool we retry it with the capped backoff while the spool has room, and count it
   (``reason="resource_exhausted"`` on ``retries``) — a documented deviation.
+* a refusal for size (HTTP 413, or ``RESOURCE_EXHAUSTED`` without RetryInfo whose message says the
+  message is too large — gRPC servers default to 4 MiB) halves the request until it fits; a
+  single item that still does not fit is dropped as ``too_large``.  Requests are also split up
+  front to ``max_batch_bytes``.
 * everything else (``INVALID_ARGUMENT``, HTTP 400, ...) is permanent: dropped after one attempt and
   counted in ``otel_agents_forwarder_failed_items_total{reason}``.
 * ``partial_success.rejected_*`` are counted as failed with ``reason="partial_success"``; the rest
