@@ -117,16 +117,6 @@ class Pipeline:
         cursors = [str(getattr(f.component, "cursor_name")) for f in self._forwarders]  # noqa: B009
         if self._stages:
             cursors.append(ANALYSIS_CURSOR)
-        st = config.storage
-        self.spool = Spool(
-            self._data_dir,
-            max_bytes=st.max_bytes,
-            retention=st.retention,
-            cursors=cursors,
-            lossy_cursors=[ANALYSIS_CURSOR],
-            synchronous="FULL" if st.synchronous == "FULL" else "NORMAL",
-            retry_after=config.admission.min_retry_delay,
-        )
         self._decoded: OrderedDict[int, Message] = OrderedDict()
         self._decoded_lock = threading.Lock()
         self._stop = threading.Event()
@@ -164,6 +154,17 @@ class Pipeline:
             ["stage"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self._registry,
+        )
+        # Last: everything above may fail; the spool holds a file open.
+        st = config.storage
+        self.spool = Spool(
+            self._data_dir,
+            max_bytes=st.max_bytes,
+            retention=st.retention,
+            cursors=cursors,
+            lossy_cursors=[ANALYSIS_CURSOR],
+            synchronous="FULL" if st.synchronous == "FULL" else "NORMAL",
+            retry_after=config.admission.min_retry_delay,
         )
 
     @staticmethod
