@@ -70,6 +70,7 @@ _log = logging.getLogger(__name__)
 ANALYSIS_KINDS = (
     "anomaly", "cost_runaway", "bottleneck", "slow_span", "tool_loop", "a2a_break", "orphan_span",
 )  # fmt: skip
+_LEAF_KINDS = (KIND_TOOL, KIND_MODEL)
 _CLEAR_RATIO = 0.8  # an anomaly episode ends below 80 % of the warning score (40)
 _STALE_INTERVALS = 3
 _KIND_LABEL = {KIND_TOOL: "tool", KIND_MODEL: "model", KIND_A2A: "peer", KIND_AGENT: "agent"}
@@ -217,6 +218,10 @@ class AgentAnalysis(Component):
         self._active: dict[tuple[str, str], AnomalyResult] = {}
         self._active_at: dict[tuple[str, str], float] = {}
         self._streak: dict[tuple[str, str], int] = {}
+        self._pending: list[tuple[float, Finding]] = []
+        self._trace_causes: dict[str, str] = {}
+        self._typical_cp: dict[tuple[str, str, str], float] = {}
+        self._causes: collections.deque[tuple[float, str, float]] = collections.deque(maxlen=1000)
         self._p95: tuple[float, dict[tuple[str, str, str], float]] | None = None
 
     # -- Component ---------------------------------------------------------------------------
@@ -258,6 +263,7 @@ class AgentAnalysis(Component):
                 self._analyse(done, now)
             if self.anomaly.due(now):
                 self._anomalies(self.anomaly.evaluate(now), now)
+            self._release(now)
             if self._next_report is None:
                 self._next_report = now + self.config.bottleneck.report_interval
             elif now >= self._next_report:
@@ -273,6 +279,7 @@ class AgentAnalysis(Component):
             done = self.assembler.collect(now, flush=True)
             if done is not None:
                 self._analyse(done, now)
+            self._release(float("inf"))  # held findings go out now rather than never
             self._publish_assembly()
 
     # -- analysis ----------------------------------------------------------------------------
@@ -297,9 +304,12 @@ class AgentAnalysis(Component):
         if self._p95 is None or now - self._p95[0] >= cfg.bottleneck.bucket:
             # Baselines change slowly: re-read the window's p95s once per bucket, not per tick.
             self._p95 = (now, self.bottleneck.latency_p95(now, cfg.bottleneck.slow_span_min_count))
+            self._typical_cp = self.bottleneck.typical_cp(now)
         p95 = self._p95[1]
         slow = self.bottleneck.slow_spans(done, p95, cfg.bottleneck.slow_span_factor, limit=5)
         cp, trace_cost = self.bottleneck.add(done, now)
+        if self._pending:
+            self._explain_traces(done, cp, now)
         edges = self.graph.add(done)
         self.anomaly.add_traces(done, trace_cost, self.bottleneck.sessions)
         if self._metrics is not None:
@@ -311,6 +321,8 @@ class AgentAnalysis(Component):
             self._metrics.on_edges(edges)
         for s in slow:
             self.slow.append(dataclasses.asdict(s) | {"observed_at": now})
+            if s.p95 and s.seconds >= cfg.bottleneck.slow_span_warning_factor * s.p95:
+                self._note_cause(now, "a slow call of " + _subject(s.kind, s.name, s.agent), 100.0)
             labels = {"agent": s.agent, _KIND_LABEL.get(s.kind, "name"): s.name}
             self._emit(
                 Finding(
@@ -447,25 +459,12 @@ class AgentAnalysis(Component):
             for b in self.bottleneck.bottlenecks(now, window=recent)
         }
         # Latency propagates upwards: a slow tool makes its agent, the A2A hop and the caller
-        # slow too.  Those derived anomalies are kept (info) but point at the leaf cause.
-        causes = [
-            r for r in results
-            if r.detector == LATENCY and r.key[1] in (KIND_TOOL, KIND_MODEL)
-            and r.score >= BAND_WARNING
-        ]  # fmt: skip
+        # slow too.  Leaf latency anomalies are causes; derived ones wait (see _release).
+        for r in results:
+            if r.detector == LATENCY and r.key[1] in _LEAF_KINDS and r.score >= BAND_WARNING:
+                self._note_cause(now, _subject(r.key[1], r.key[2], r.key[0]), r.score)
         for r in results:
             finding = self._anomaly_finding(r, shares, now)
-            if causes and r.detector in (LATENCY, A2A_LATENCY) and r.key[1] not in (
-                KIND_TOOL, KIND_MODEL,
-            ):  # fmt: skip
-                c = max(causes, key=lambda x: x.score)
-                finding = dataclasses.replace(
-                    finding,
-                    severity="info",
-                    explanation=finding.explanation
-                    + "; likely explained by "
-                    + _subject(c.key[1], c.key[2], c.key[0]),
-                )
             ak = (finding.kind, finding.key)
             streak = self._streak[ak] = (
                 self._streak.get(ak, 0) + 1 if r.score >= BAND_WARNING else 0
@@ -483,6 +482,15 @@ class AgentAnalysis(Component):
                 continue
             self._active[ak] = r
             self._active_at[ak] = now
+            if r.detector in (LATENCY, A2A_LATENCY) and r.key[1] not in _LEAF_KINDS:
+                # An agent / A2A hop / workflow being slow is usually explained by a slow tool
+                # or model below it, which may only show once its trace completes (slow-span
+                # outliers): hold the finding for decision_wait + one interval, then emit it,
+                # demoted to info with the cause named if one turned up.
+                if all(p[1].key != finding.key for p in self._pending):
+                    wait = self.config.assembly.decision_wait + self.config.anomaly.interval
+                    self._pending.append((now + wait, finding))
+                continue
             self._emit(finding, now)
         # Keys with no data for a few intervals are no longer active (e.g. a tool not called).
         stale = now - _STALE_INTERVALS * self.config.anomaly.interval
@@ -491,6 +499,65 @@ class AgentAnalysis(Component):
             del self._active_at[ak]
         if len(self._streak) > 4 * self.config.anomaly.max_keys:
             self._streak = {k: v for k, v in self._streak.items() if v}
+
+    def _explain_traces(self, done: CompletedTraces, cp: Any, now: float) -> None:
+        """For example traces of held derived-latency findings: the tool or model whose time on
+        that trace's critical path exceeds its usual per-trace share the most."""
+        watch = {t for _, f in self._pending for t in f.trace_ids} - self._trace_causes.keys()
+        if not watch:
+            return
+        ak = analysis_keys(done.spans)
+        for t in range(done.n_traces):
+            hx = done.trace_id_hex(t)
+            if hx not in watch:
+                continue
+            lo, hi = int(done.offsets[t]), int(done.offsets[t + 1])
+            per_key: dict[tuple[str, str, str], float] = {}
+            for i in range(lo, hi):
+                key = ak.keys[int(ak.inv[i])]
+                if cp[i] > 0 and key[1] in _LEAF_KINDS:
+                    per_key[key] = per_key.get(key, 0.0) + float(cp[i]) / 1e9
+            excess = {k: v - self._typical_cp.get(k, 0.0) for k, v in per_key.items()}
+            if excess:
+                k = max(excess, key=lambda x: excess[x])
+                if excess[k] > 0:
+                    usual = self._typical_cp.get(k, 0.0)
+                    self._trace_causes[hx] = (
+                        f"{_subject(k[1], k[2], k[0])} ({_fmt(per_key[k], 's')} on the critical "
+                        f"path of trace {hx}, usually {_fmt(usual, 's')})"
+                    )
+        while len(self._trace_causes) > 1000:
+            self._trace_causes.pop(next(iter(self._trace_causes)))
+
+    def _note_cause(self, now: float, subject: str, score: float) -> None:
+        self._causes.append((now, subject, score))
+
+    def _release(self, now: float) -> None:
+        """Emit held derived-latency findings whose wait is over (see :meth:`_anomalies`)."""
+        if not self._pending:
+            return
+        horizon = 2 * self.config.assembly.decision_wait + 3 * self.config.anomaly.interval
+        while self._causes and self._causes[0][0] < now - horizon:
+            self._causes.popleft()
+        keep = []
+        for due, finding in self._pending:
+            if due > now:
+                keep.append((due, finding))
+                continue
+            # The example trace's own critical path first; else a leaf cause seen from shortly
+            # before the anomaly until now.
+            since = finding.observed_at - horizon / 2
+            causes = [c for c in self._causes if c[0] >= since]
+            traced = [self._trace_causes[t] for t in finding.trace_ids if t in self._trace_causes]
+            if traced or causes:
+                cause = traced[0] if traced else max(causes, key=lambda c: c[2])[1]
+                finding = dataclasses.replace(
+                    finding,
+                    severity="info",
+                    explanation=f"{finding.explanation}; likely explained by {cause}",
+                )
+            self._emit(finding, now)
+        self._pending = keep
 
     def _anomaly_finding(
         self, r: AnomalyResult, shares: Mapping[tuple[str, str, str], float], now: float
@@ -544,7 +611,7 @@ class AgentAnalysis(Component):
             f"baseline of {base} (robust z {r.z:.1f}, score {r.score:.0f})"
         )
         share = shares.get(r.key)
-        if det == LATENCY and share:
+        if det == LATENCY and share and share >= 0.01 and kind in _LEAF_KINDS:
             recent = 3 * self.config.bottleneck.bucket
             text += f"; it is {share:.0%} of critical-path time in the last {recent:g} s"
         return Finding(

@@ -305,6 +305,11 @@ class BottleneckState:
         out.sort(key=lambda x: (-x.share, x.agent, x.kind, x.name))
         return out
 
+    def typical_cp(self, now: float) -> dict[Key, float]:
+        """Mean critical-path seconds per trace of each key in the window."""
+        w = self._window(now)
+        return {k: v[0] / w.traces for k, v in w.cp.items()} if w.traces else {}
+
     def latency_p95(self, now: float, min_count: int) -> dict[Key, float]:
         """Window p95 per key with at least ``min_count`` observations."""
         w = self._window(now)

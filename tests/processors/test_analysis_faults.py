@@ -178,3 +178,17 @@ def test_one_call_hanging_is_a_slow_span_warning(tmp_path: Path) -> None:
     hits = [f for f in sc.host.findings if f.kind == "slow_span" and f.severity == "warning"]
     assert hits and hits[0].labels == {"agent": "researcher", "tool": "web_search"}
     assert hits[0].observed_at - start <= DEADLINE_S and hits[0].value == pytest.approx(12.0)
+
+
+def test_derived_latency_points_at_the_slow_tool(tmp_path: Path) -> None:
+    """The agents and the A2A hop above a slow tool get info findings naming the tool as the
+    likely cause (from the example trace's critical path), not separate warnings."""
+    sc = Scenario(tmp_path)
+    sc.run(WARMUP_S)
+    sc.run(40, fault="slow-tool", fault_share=0.5)
+    derived = [f for f in sc.host.findings if f.kind == "anomaly"
+               and f.labels.get("tool") is None]  # fmt: skip
+    assert derived and all(f.severity == "info" for f in derived)
+    assert all("likely explained by tool `web_search` under agent `researcher`" in f.explanation
+               for f in derived)  # fmt: skip
+    assert {f.labels.get("agent") for f in derived} >= {"planner", "researcher"}
