@@ -55,7 +55,12 @@ class DemoRun:
 
 
 def run_demo(
-    sink: OtlpSink, *args: str, protocol: str = "grpc", runs: int = 2, timeout: float = 60.0
+    sink: OtlpSink,
+    *args: str,
+    protocol: str = "grpc",
+    runs: int = 2,
+    timeout: float = 60.0,
+    time_scale: str = TIME_SCALE,
 ) -> DemoRun:
     """Run ``otel-agents demo`` in a child process against ``sink`` and wait for its spans."""
     endpoint = sink.grpc_endpoint if protocol == "grpc" else sink.http_endpoint
@@ -74,7 +79,7 @@ def run_demo(
             "--runs",
             str(runs),
             "--time-scale",
-            TIME_SCALE,
+            time_scale,
             *args,
         ],
         capture_output=True,
