@@ -23,6 +23,7 @@ from ._redact import Redactor as Redactor
 # --- end forwarding ---
 
 # --- analysis outputs (findings store, metrics, OTLP logs) ---
+# isort: split
 from ._analysis_metrics import AnalysisMetrics as AnalysisMetrics
 from ._findings_otlp import FindingsLogExporter as FindingsLogExporter
 from ._findings_otlp import FindingsLogsConfig as FindingsLogsConfig
