@@ -38,8 +38,8 @@ from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_NAMES
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_agents import _demo_faults as faults_mod
 from otel_agents import (
+    PriceBook,
     chat,
     configure,
     execute_tool,
@@ -48,6 +48,7 @@ from otel_agents import (
     plan,
     record_decision,
 )
+from otel_agents import _demo_faults as faults_mod
 from otel_agents import semconv as sc
 from otel_agents._demo_faults import FaultSet
 
@@ -610,6 +611,9 @@ class Telemetry:
             meter_provider=meter_provider,
             logger_provider=logger_provider,
         )
+        # The first price lookup loads genai-prices' tables (about half a second); do it now so
+        # it does not land inside the first run's spans as a fake slowdown.
+        PriceBook().price(model="gpt-4o", provider="openai", input_tokens=1, output_tokens=1)
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(meter_provider)
         _logs.set_logger_provider(logger_provider)
