@@ -212,11 +212,17 @@ class EventsStore:
             if before is not None:
                 removed += self._db.execute("DELETE FROM events WHERE time < ?", (before,)).rowcount
             if max_rows is not None:
-                removed += self._db.execute(
-                    "DELETE FROM events WHERE id NOT IN"
-                    " (SELECT id FROM events ORDER BY time DESC, id DESC LIMIT ?)",
+                # The newest row beyond the cap (one index seek), then a range delete — not a
+                # NOT IN over a million ids every prune.
+                edge = self._db.execute(
+                    "SELECT time, id FROM events ORDER BY time DESC, id DESC LIMIT 1 OFFSET ?",
                     (max_rows,),
-                ).rowcount
+                ).fetchone()
+                if edge is not None:
+                    removed += self._db.execute(
+                        "DELETE FROM events WHERE time < ? OR (time = ? AND id <= ?)",
+                        (edge[0], edge[0], edge[1]),
+                    ).rowcount
         return removed
 
     def count(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import email.utils
 import logging
 import os
 import queue
@@ -653,6 +654,8 @@ class EmailNotifier(Notifier):
         msg["Subject"] = _trunc(_title(n), 200)
         msg["From"] = self._cfg.from_
         msg["To"] = ", ".join(self._cfg.to)
+        msg["Date"] = email.utils.formatdate(n.sent_at, usegmt=True)
+        msg["Message-ID"] = email.utils.make_msgid(domain=self._cfg.hello or None)
         lines = [_title(n), ""]
         for a in n.alerts:
             lines.append(
