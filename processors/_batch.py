@@ -59,6 +59,7 @@ _I64_COLUMNS = (
 _F64_COLUMNS = ("cost",)
 _BOOL_COLUMNS = ("unpriced",)
 COLUMNS = _OBJ_COLUMNS + _I64_COLUMNS + _F64_COLUMNS + _BOOL_COLUMNS
+_I64_MAX = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -161,7 +162,10 @@ def _from_lists(cols: Mapping[str, list[Any]], received_at: float) -> SpanBatch:
         a[:] = cols[c]
         arrays[c] = a
     for c in _I64_COLUMNS:
-        arrays[c] = np.asarray(cols[c], dtype=np.int64)
+        try:
+            arrays[c] = np.asarray(cols[c], dtype=np.int64)
+        except OverflowError:  # fixed64 timestamps ≥ 2^63 (B11/B12 garbage): clamp, keep span
+            arrays[c] = np.asarray([min(int(v), _I64_MAX) for v in cols[c]], dtype=np.int64)
     for c in _F64_COLUMNS:
         arrays[c] = np.asarray(cols[c], dtype=np.float64)
     for c in _BOOL_COLUMNS:
@@ -237,9 +241,9 @@ def _as_int(v: Any) -> int:
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
-        return max(v, 0)
+        return min(max(v, 0), _I64_MAX)
     if isinstance(v, float) and v == v:
-        return max(int(v), 0)
+        return min(max(int(v), 0), _I64_MAX) if v != float("inf") else 0
     if isinstance(v, str):
         try:
             return max(int(float(v)), 0)

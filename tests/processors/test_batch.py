@@ -154,3 +154,14 @@ def test_receiver_prices_unpriced_inference_with_the_pricebook() -> None:
         received_at=0.0,
     )
     assert unknown.unpriced.tolist() == [True] and unknown.cost.tolist() == [0.0]
+
+
+def test_garbage_timestamps_and_counts_are_clamped_not_fatal() -> None:
+    """fixed64 timestamps beyond int64 and absurd token counts keep the span (clamped)."""
+    req = _one_span({sc.GEN_AI_USAGE_INPUT_TOKENS: 1e300, sc.GEN_AI_USAGE_OUTPUT_TOKENS: -5})
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.end_time_unix_nano = 2**64 - 1
+    batch = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert batch.end_ns.tolist() == [2**63 - 1]
+    assert batch.input_tokens.tolist() == [2**63 - 1] and batch.output_tokens.tolist() == [0]
+    assert batch.duration_s[0] > 0
