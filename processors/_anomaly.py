@@ -88,6 +88,7 @@ _ABS_FLOOR = {
     PROCESS_RESOURCE: 1e-9,
 }
 _EXAMPLES = 3
+OVERFLOW = "__overflow__"
 _DUAL = frozenset({LATENCY, A2A_LATENCY, TOKENS_PER_CALL})  # median and tail baselines
 _TAIL_Q = 0.8
 _TAIL_MIN_N = 10
@@ -186,6 +187,13 @@ class AnomalyEngine:
     def _acc_for(self, detector: str, key: Key) -> _Acc:
         a = self._acc.get((detector, key))
         if a is None:
+            if len(self._acc) >= 2 * self.config.max_keys * len(self._on):
+                # Unbounded names (B22): beyond the cap an interval's new keys share one
+                # overflow series per detector and kind instead of a baseline each.
+                key = (OVERFLOW, key[1], OVERFLOW)
+                a = self._acc.get((detector, key))
+                if a is not None:
+                    return a
             a = self._acc[(detector, key)] = _Acc()
         return a
 

@@ -58,3 +58,22 @@ def test_unique_names_and_open_traces_stay_bounded(tmp_path: Path) -> None:
     for fam in text_string_to_metric_families(host.exposition()):
         series = {tuple(sorted(s.labels.items())) for s in fam.samples if "le" not in s.labels}
         assert len(series) <= CAP + 1, fam.name
+
+
+def test_interval_accumulators_are_capped() -> None:
+    """One interval with 5,000 distinct tools accumulates at most the cap plus overflow keys."""
+    from otel_agents.processors._anomaly import OVERFLOW, AnomalyConfig, AnomalyEngine
+
+    eng = AnomalyEngine(AnomalyConfig(max_keys=10, detectors=("latency",)))
+    gen = TraceGen(52)
+    spans: list[GenSpan] = []
+    for i in range(5000):
+        g = gen.trace(0)[1]
+        for kv in g.span.attributes:
+            if kv.key == sc.GEN_AI_TOOL_NAME:
+                kv.value.string_value = f"tool-{i}"
+        spans.append(g)
+    eng.add_spans(build_span_batch(request(spans), pricebook=None, received_at=0.0))
+    assert len(eng._acc) <= 2 * 10 + 1
+    assert ("latency", ("researcher", "tool", "tool-0")) in eng._acc
+    assert ("latency", (OVERFLOW, "tool", OVERFLOW)) in eng._acc
