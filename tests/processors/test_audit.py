@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -126,25 +125,24 @@ def test_queries_return_exactly_the_matching_events(
     events: list[AgentEvent], query: EventQuery
 ) -> None:
     """All pages of a query together equal a brute-force filter, newest first, no repeats."""
-    with tempfile.TemporaryDirectory() as d:
-        store = EventsStore(Path(d) / "e.sqlite")
-        try:
-            store.add(events)
-            got: list[dict[str, object]] = []
-            cursor = None
-            for _ in range(len(events) + 2):
-                page, cursor = store.query(EventQuery(**{**query.__dict__, "cursor": cursor}))
-                assert len(page) <= query.limit
-                got += page
-                if cursor is None:
-                    break
-            assert cursor is None
-            expected = sorted(
-                ((e.time, i) for i, e in enumerate(events) if query.matches(e)), reverse=True
-            )
-            assert [(g["time"], g["id"]) for g in got] == [(t, i + 1) for t, i in expected]
-        finally:
-            store.close()
+    store = EventsStore(":memory:")  # the same SQL as the file store, without disk I/O
+    try:
+        store.add(events)
+        got: list[dict[str, object]] = []
+        cursor = None
+        for _ in range(len(events) + 2):
+            page, cursor = store.query(EventQuery(**{**query.__dict__, "cursor": cursor}))
+            assert len(page) <= query.limit
+            got += page
+            if cursor is None:
+                break
+        assert cursor is None
+        expected = sorted(
+            ((e.time, i) for i, e in enumerate(events) if query.matches(e)), reverse=True
+        )
+        assert [(g["time"], g["id"]) for g in got] == [(t, i + 1) for t, i in expected]
+    finally:
+        store.close()
 
 
 def test_cursor_is_stable_while_events_arrive(tmp_path: Path) -> None:
