@@ -122,7 +122,7 @@ class CompletedTraces:
         return bytes(self.spans.trace_id[int(self.offsets[t])]).hex()
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class _Open:
     parts: list[tuple[SpanBatch, I64]]
     first_seen: float
