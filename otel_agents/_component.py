@@ -9,6 +9,7 @@ configuration references components by ``type[/name]`` IDs.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
@@ -130,22 +131,22 @@ class Component:
     They must not block for long (no network I/O: hand it to a worker thread).
     """
 
-    def start(self, host: Host) -> None:  # noqa: B027 - optional hook
+    def start(self, host: Host) -> None:
         """Called once before the first batch."""
 
-    def process_traces(self, batch: SpanBatch) -> None:  # noqa: B027 - optional hook
+    def process_traces(self, batch: SpanBatch) -> None:
         """A normalized, priced, columnar batch of spans."""
 
-    def process_metrics(self, request: ExportMetricsServiceRequest) -> None:  # noqa: B027
+    def process_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """A decoded OTLP metrics request (e.g. process resource metrics from the SDK)."""
 
-    def process_logs(self, request: ExportLogsServiceRequest) -> None:  # noqa: B027
+    def process_logs(self, request: ExportLogsServiceRequest) -> None:
         """A decoded OTLP logs request (e.g. agent event records for the audit trail)."""
 
-    def tick(self, now: float) -> None:  # noqa: B027 - optional hook
+    def tick(self, now: float) -> None:
         """Called about once a second, batches or not (timers: decision wait, `for`...)."""
 
-    def shutdown(self) -> None:  # noqa: B027 - optional hook
+    def shutdown(self) -> None:
         """Flush and release resources; called once."""
 
 
@@ -164,5 +165,5 @@ class Factory(Generic[C]):
     """
 
     type: str
-    config_class: type[C]
+    config_class: builtins.type[C]  # `builtins`: the field `type` shadows the name here
     create: Callable[[C, str], Component]
