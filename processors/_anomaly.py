@@ -462,7 +462,12 @@ class AnomalyEngine:
             for key, bl in table.items():
                 last = self.last.get((det, key))  # type: ignore[arg-type]
                 b: Any = bl[0] if isinstance(bl, tuple) else bl
-                yield {
+                if isinstance(b, RateBaseline):
+                    level: dict[str, Any] = {"ratio": b.ratio}
+                else:
+                    med, spread = b.glob.center_spread()
+                    level = {"median": med, "spread": spread, "ewma": b.glob.ewma}
+                yield level | {
                     "detector": det,
                     "key": list(cast("Key", key)),
                     "state": "ready" if b.ready else "warming_up",
