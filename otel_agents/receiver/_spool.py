@@ -28,6 +28,7 @@ file into a new one, so no acknowledged request is lost.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -38,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from otel_agents._errors import RetryableError
+from otel_agents._errors import ConfigError, RetryableError
 
-__all__ = ["SIGNALS", "Row", "Signal", "Spool", "SpoolCursor", "SpoolHost"]
+__all__ = ["SIGNALS", "Row", "Signal", "Spool", "SpoolCursor", "SpoolHost", "SpoolInUseError"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
 _SIGNAL_CODE = {s: i for i, s in enumerate(SIGNALS)}
 
 DB_NAME = "spool.db"
+LOCK_NAME = "spool.lock"
+
+
+class SpoolInUseError(ConfigError):
+    """The data directory is already used by another receiver process."""
+
 
 # SQLite primary result codes that mean "storage trouble, try again later" (sqlite3.h).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
@@ -144,6 +151,7 @@ class Spool:
         self._inode: tuple[int, int] | None = None
         self._problem: str | None = None
         self._closed = False
+        self._lock_fd: int | None = None
         self._full = False
         self._bytes = 0
         self._items = dict.fromkeys(SIGNALS, 0)
@@ -151,7 +159,7 @@ class Spool:
         self._last_seq = 0
         self._expired: dict[str, int] = dict.fromkeys(self._cursor_names, 0)
         self._lossy = frozenset(lossy_cursors) & set(self._cursor_names)
-        self._open_or_degrade()
+        self._open_or_degrade(initial=True)
 
     # ------------------------------------------------------------------ opening / health
 
@@ -170,9 +178,13 @@ class Spool:
         """Why the spool refuses data (``disk_full``, ``read_only``, ``deleted``...), or None."""
         return self._problem
 
-    def _open_or_degrade(self) -> None:
+    def _open_or_degrade(self, initial: bool = False) -> None:
         try:
             self._open()
+        except SpoolInUseError as exc:
+            if initial:
+                raise  # at start-up: a configuration error for the operator
+            self._degrade("in_use", exc)
         except sqlite3.Error as exc:
             self._degrade(_error_reason(exc) or "cannot_open", exc)
         except OSError as exc:
@@ -181,6 +193,7 @@ class Spool:
     def _open(self) -> None:
         # Spooled requests are telemetry of other people's systems: owner-only when we create it.
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._take_dir_lock()
         conn = sqlite3.connect(
             self._path, timeout=5.0, isolation_level=None, check_same_thread=False
         )
@@ -197,6 +210,36 @@ class Spool:
             raise
         st = os.stat(self._path)
         self._conn, self._inode, self._problem = conn, (st.st_dev, st.st_ino), None
+
+    def _take_dir_lock(self) -> None:
+        """Hold ``spool.lock`` so two receivers never share one spool (their cursors would fight).
+
+        ``flock`` is released by the kernel when the process dies, so a restart after
+        ``kill -9`` is never blocked.  On a read-only directory without the file there is
+        nothing to protect (nobody can write) and the lock is skipped.
+
+        Raises:
+            SpoolInUseError: another process holds the lock.
+        """
+        if self._lock_fd is not None:
+            return
+        path = self._dir / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolInUseError(
+                f"storage.data_dir: {self._dir} is in use by another otel-agents receiver "
+                f"(lock {path}); give each receiver its own data_dir"
+            ) from None
+        self._lock_fd = fd
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='batches'").fetchone()
@@ -617,6 +660,9 @@ class Spool:
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._conn.close()
                 self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
         self.wake()
 
 

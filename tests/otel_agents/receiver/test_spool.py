@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from otel_agents._errors import RetryableError
-from otel_agents.receiver._spool import DB_NAME, Spool
+from otel_agents.receiver._spool import DB_NAME, Spool, SpoolInUseError
 
 
 def _fill(spool: Spool, n: int, size: int = 100) -> list[int]:
@@ -251,6 +251,9 @@ class SpoolMachine(RuleBasedStateMachine):
         conn = self.spool._conn
         if conn is not None:
             conn.close()  # no checkpoint, no cleanup: like a killed process
+        if self.spool._lock_fd is not None:
+            os.close(self.spool._lock_fd)  # the kernel drops a dead process's flock
+            self.spool._lock_fd = None
         self.spool = Spool(self.dir, cursors=["a", "b"], max_bytes=20_000)
 
     @rule(full=st.booleans())
@@ -301,3 +304,13 @@ def test_compaction_gives_freed_pages_back(tmp_path: Path) -> None:
     assert after < before / 4
     spool.close()
     assert (tmp_path / DB_NAME).stat().st_size < 1_000_000
+
+
+def test_two_receivers_cannot_share_a_data_dir(tmp_path: Path) -> None:
+    """A second spool on a directory in use fails with a config error naming data_dir; the
+    lock goes with the first spool (close, or the process dying)."""
+    first = Spool(tmp_path, cursors=["a"])
+    with pytest.raises(SpoolInUseError, match=r"^storage\.data_dir: .* is in use"):
+        Spool(tmp_path, cursors=["a"])
+    first.close()
+    Spool(tmp_path, cursors=["a"]).close()
