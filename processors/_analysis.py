@@ -279,7 +279,7 @@ class AgentAnalysis(Component):
             done = self.assembler.collect(now, flush=True)
             if done is not None:
                 self._analyse(done, now)
-            self._release(float("inf"))  # held findings go out now rather than never
+            self._release(now, force=True)  # held findings go out now rather than never
             self._publish_assembly()
 
     # -- analysis ----------------------------------------------------------------------------
@@ -532,7 +532,7 @@ class AgentAnalysis(Component):
     def _note_cause(self, now: float, subject: str, score: float) -> None:
         self._causes.append((now, subject, score))
 
-    def _release(self, now: float) -> None:
+    def _release(self, now: float, *, force: bool = False) -> None:
         """Emit held derived-latency findings whose wait is over (see :meth:`_anomalies`)."""
         if not self._pending:
             return
@@ -541,7 +541,7 @@ class AgentAnalysis(Component):
             self._causes.popleft()
         keep = []
         for due, finding in self._pending:
-            if due > now:
+            if due > now and not force:
                 keep.append((due, finding))
                 continue
             # The example trace's own critical path first; else a leaf cause seen from shortly
