@@ -334,7 +334,7 @@ class AgentAnalysis(Component):
                         else "info"
                     ),
                     score=min(100.0, 25.0 * s.seconds / s.p95) if s.p95 else 100.0,
-                    title=f"Slow {_subject(s.kind, s.name, s.agent)}",
+                    title=f"Slow call: {_subject(s.kind, s.name, s.agent)}",
                     explanation=(
                         f"A call of {_subject(s.kind, s.name, s.agent)} took "
                         f"{_fmt(s.seconds, 's')}, {s.seconds / s.p95:.1f}× the p95 of "
