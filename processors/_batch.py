@@ -347,7 +347,15 @@ def build_span_batch(
                 for kv in span.attributes:
                     key = kv.key
                     if key in wanted:
-                        attrs[key] = _any_value(kv.value)  # duplicate keys: last wins
+                        v = kv.value
+                        which = v.WhichOneof("value")
+                        # strings and ints are nearly all of them: no call for those
+                        if which == "string_value":
+                            attrs[key] = v.string_value  # duplicate keys: last wins
+                        elif which == "int_value":
+                            attrs[key] = v.int_value
+                        else:
+                            attrs[key] = _any_value(v)
                 if attrs:
                     if needs_normalizing(attrs):
                         attrs = normalize(attrs)
