@@ -167,6 +167,7 @@ def test_split_order_and_retries_do_not_change_assembly(
 ) -> None:
     """Any split of the spans into batches, any order, with a retried batch, assembles to the
     same traces as one batch (B17 duplicates, B18 out-of-order)."""
+    import itertools
     import random
 
     gen = TraceGen(seed)
@@ -177,7 +178,7 @@ def test_split_order_and_retries_do_not_change_assembly(
     shuffled = list(spans)
     random.Random(seed).shuffle(shuffled)
     bounds = sorted({min(c, len(shuffled)) for c in cuts} | {0, len(shuffled)})
-    parts = [shuffled[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    parts = [shuffled[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     if dup:
         parts.append(parts[0])
     asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
