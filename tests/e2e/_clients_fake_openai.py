@@ -6,12 +6,15 @@ shape the OpenAI API answers (``chat.completion`` object, ``usage`` with
 ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.reasoning_tokens``), so
 the real ``openai`` client and the instrumentations wrapping it run unmodified.  The usage of
 each answer is taken from the next entry of ``usages`` (cycled); every request body is recorded.
+A request with ``"stream": true`` is answered as server-sent events in OpenAI's chunk format,
+the usage in a final choice-less chunk when ``stream_options.include_usage`` asks for it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,7 +79,42 @@ class FakeOpenAI:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._reply(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                self._reply(200, fake._answer(body))
+                answer = fake._answer(body)
+                if body.get("stream"):
+                    self._stream(
+                        answer, bool((body.get("stream_options") or {}).get("include_usage"))
+                    )
+                else:
+                    self._reply(200, answer)
+
+            def _stream(self, answer: dict[str, Any], include_usage: bool) -> None:
+                # The chunk sequence OpenAI streams: role + content deltas, a finish chunk, then
+                # (stream_options.include_usage) a choice-less chunk carrying the usage.
+                base = {k: answer[k] for k in ("id", "created", "model", "system_fingerprint")}
+                base["object"] = "chat.completion.chunk"
+                text = answer["choices"][0]["message"]["content"]
+                deltas: list[tuple[dict[str, Any], str | None]] = [
+                    ({"role": "assistant", "content": ""}, None),
+                    *(({"content": word}, None) for word in re.findall(r"\S+\s*", text)),
+                    ({}, "stop"),
+                ]
+                chunks = [
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": d, "finish_reason": f, "logprobs": None}],
+                        "usage": None,
+                    }
+                    for d, f in deltas
+                ]
+                if include_usage:
+                    chunks.append({**base, "choices": [], "usage": answer["usage"]})
+                raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+                raw += b"data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
 
             def _reply(self, status: int, payload: dict[str, Any]) -> None:
                 raw = json.dumps(payload).encode()

@@ -44,12 +44,15 @@ REQUEST_MODEL = "gpt-4o-mini"
 RESPONSE_MODEL = "gpt-4o-mini-2024-07-18"
 AGENT = "support"
 SERVICE = "support-bot"
-# Three calls: one mostly served from the prompt cache, one plain, one with reasoning tokens.
+# Four calls: one mostly served from the prompt cache, one plain, one with reasoning tokens, and
+# a streamed one whose usage comes in the stream's last chunk.
 USAGES = (
     Usage(prompt_tokens=1200, completion_tokens=300, cached_tokens=1000),
     Usage(prompt_tokens=800, completion_tokens=200),
     Usage(prompt_tokens=1500, completion_tokens=100, cached_tokens=1280, reasoning_tokens=64),
+    Usage(prompt_tokens=2000, completion_tokens=150, cached_tokens=1536),
 )
+STREAMED = 3  # index of the streamed call
 
 
 def _instrumentor() -> Any:
@@ -108,7 +111,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def _run_app(rx: RunningReceiver, fake: FakeOpenAI, instrumentor: Any) -> list[ReadableSpan]:
-    """The application: an agent span around three chat calls made by the real openai client.
+    """The application: an agent span around four chat calls (one streamed) by the real openai client.
 
     Returns the spans exactly as the instrumentation finished them (a second, in-memory
     exporter on the same provider records what was handed to the OTLP exporter).
@@ -137,10 +140,19 @@ def _run_app(rx: RunningReceiver, fake: FakeOpenAI, instrumentor: Any) -> list[R
             attributes={sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: AGENT},
         ):
             for i in range(len(USAGES)):
-                reply = client.chat.completions.create(
-                    model=REQUEST_MODEL, messages=[{"role": "user", "content": f"question {i}"}]
-                )
-                assert reply.choices[0].message.content == f"answer {i + 1}"
+                messages: Any = [{"role": "user", "content": f"question {i}"}]
+                if i == STREAMED:
+                    stream = client.chat.completions.create(
+                        model=REQUEST_MODEL,
+                        messages=messages,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+                else:
+                    reply = client.chat.completions.create(model=REQUEST_MODEL, messages=messages)
+                    text = reply.choices[0].message.content or ""
+                assert text == f"answer {i + 1}"
         client.close()
     finally:
         instrumentor.uninstrument()
@@ -175,7 +187,7 @@ def _value(
 
 
 def _expected_cost() -> float:
-    """The three calls priced by ``genai-prices`` directly (not through our PriceBook)."""
+    """The calls priced by ``genai-prices`` directly (not through our PriceBook)."""
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
@@ -191,7 +203,7 @@ def _expected_cost() -> float:
 
 
 def _uncached_cost() -> float:
-    """What the three calls would cost if cached input were billed at the full input rate."""
+    """What the calls would cost if cached input were billed at the full input rate."""
     from genai_prices import Usage as PriceUsage
     from genai_prices import calc_price
 
@@ -208,9 +220,13 @@ def _uncached_cost() -> float:
 
 
 def test_the_official_instrumentation_traced_the_real_client(run: Run) -> None:
-    """The openai client reached the local provider and the official instrumentation made three
-    unpriced CLIENT chat spans with the provider's usage, under the agent span."""
+    """The openai client reached the local provider and the official instrumentation made one
+    unpriced CLIENT chat span per call (streamed too) with the provider's usage, under the agent
+    span."""
     assert [r["model"] for r in run.provider_requests] == [REQUEST_MODEL] * len(USAGES)
+    assert [bool(r.get("stream")) for r in run.provider_requests] == [
+        i == STREAMED for i in range(len(USAGES))
+    ]
     chats = [s for s in run.sent if s.name == f"{sc.OP_CHAT} {REQUEST_MODEL}"]
     assert len(chats) == len(USAGES) and len(run.sent) == len(USAGES) + 1
     (agent,) = [s for s in run.sent if s not in chats]
@@ -269,7 +285,11 @@ def test_receiver_prices_and_counts_the_third_party_spans(run: Run) -> None:
     calls = _value(
         samples, "otel_agents_operation_calls_total", operation="model", name=REQUEST_MODEL
     )
-    assert calls == _value(samples, "otel_agents_operation_calls_total", status="ok") - 1 == 3
+    assert (
+        calls
+        == _value(samples, "otel_agents_operation_calls_total", status="ok") - 1
+        == len(USAGES)
+    )
     assert _value(samples, "otel_agents_traces_completed_total") == 1
 
 
@@ -282,7 +302,11 @@ def test_agents_api_attributes_cost_and_graph(run: Run) -> None:
     edges = {(e["client"], e["server"], e["connection_type"]) for e in agents["graph"]["edges"]}
     assert edges == {("user", AGENT, "agent")}
     (by_model,) = agents["cost_by_model"]
-    assert (by_model["agent"], by_model["model"], by_model["calls"]) == (AGENT, REQUEST_MODEL, 3)
+    assert (by_model["agent"], by_model["model"], by_model["calls"]) == (
+        AGENT,
+        REQUEST_MODEL,
+        len(USAGES),
+    )
     assert math.isclose(by_model["cost_usd"], _expected_cost(), rel_tol=1e-9)
     assert by_model["input_tokens"] == sum(u.prompt_tokens for u in USAGES)
     assert by_model["unpriced_calls"] == 0
