@@ -38,6 +38,7 @@ from otel_agents._processors import (
     EnrichingSpanProcessor,
     SpanEnricher,
     attach_to_provider,
+    deliver_pending,
     mark_attached,
 )
 
@@ -86,6 +87,7 @@ class Configured:
         try:
             if self.created_provider and self.tracer_provider is not None:
                 return self.tracer_provider.force_flush(timeout_millis)
+            deliver_pending(self.tracer_provider)
             return all(p.force_flush(timeout_millis) for p in self._processors)
         except Exception:
             logger.exception("otel_agents: force_flush failed")
@@ -108,6 +110,7 @@ class Configured:
             if self.created_provider and self.tracer_provider is not None:
                 self.tracer_provider.shutdown()
             else:
+                deliver_pending(self.tracer_provider)
                 for p in self._processors:
                     p.shutdown()
         except Exception:
@@ -211,13 +214,16 @@ def configure(
             nexts: list[SpanProcessor] = [BatchSpanProcessor(e) for e in exporters]
             if fresh:  # else identity and metrics are already on this provider
                 nexts.extend(extra)
+            if nexts:
+                # Identity goes on the enriched copy (captured at start, written off the
+                # application thread), see docs/architecture.md "Performance".
+                enriching = EnrichingSpanProcessor(nexts, enricher=enricher, identity=fresh)
+                provider.add_span_processor(enriching)
+                added.append(enriching)
+            elif fresh:  # nothing exported here: identity on the live spans for other processors
                 identity = AgentIdentitySpanProcessor()
                 provider.add_span_processor(identity)
                 added.append(identity)
-            if nexts:
-                enriching = EnrichingSpanProcessor(nexts, enricher=enricher)
-                provider.add_span_processor(enriching)
-                added.append(enriching)
             mode = "created" if created else "exporter_added"
         else:
             mode = attach_to_provider(provider, enricher=enricher, extra_processors=extra)

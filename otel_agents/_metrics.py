@@ -212,6 +212,11 @@ class AgentMetricsProcessor(SpanProcessor):
             processor).  Unpriceable calls are counted, never priced at 0.
     """
 
+    # EnrichingSpanProcessor may hand it spans later, from its worker thread (it only
+    # aggregates); exemplars still point at the span because _record passes its context.
+    otel_agents_deferrable = True
+    otel_agents_noop_on_start = True
+
     def __init__(
         self,
         meter_provider: metrics.MeterProvider | None = None,
@@ -274,6 +279,12 @@ class AgentMetricsProcessor(SpanProcessor):
         raw = span.attributes or {}
         attrs: Mapping[str, Any] = self._normalize(raw)
         op = attrs.get(sc.GEN_AI_OPERATION_NAME)
+        # The span's own context, not the calling thread's: exemplars link to this span even
+        # when it is recorded off the application thread (EnrichingSpanProcessor's worker).
+        span_ctx = span.context
+        ctx: Context | None = None
+        if span_ctx is not None and span_ctx.trace_flags.sampled:
+            ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
         err = _error_type(span, attrs)
         duration = None
         if span.start_time is not None and span.end_time is not None:
@@ -285,37 +296,39 @@ class AgentMetricsProcessor(SpanProcessor):
                 dims = dict(base)
                 if err:
                     dims[sc.ERROR_TYPE] = err
-                self.operation_duration.record(duration, dims)
+                self.operation_duration.record(duration, dims, context=ctx)
             for token_type, key in (
                 (sc.TOKEN_TYPE_INPUT, sc.GEN_AI_USAGE_INPUT_TOKENS),
                 (sc.TOKEN_TYPE_OUTPUT, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
             ):
                 count = _int(attrs.get(key))
                 if count is not None and count >= 0:
-                    self.token_usage.record(count, {**base, sc.GEN_AI_TOKEN_TYPE: token_type})
+                    self.token_usage.record(
+                        count, {**base, sc.GEN_AI_TOKEN_TYPE: token_type}, context=ctx
+                    )
             amount, unpriced = span_cost(attrs, self._pricebook)
             cost_dims = _pick(attrs, _COST_KEYS)
             if amount is not None and amount >= 0:
-                self.cost.add(amount, cost_dims)
+                self.cost.add(amount, cost_dims, context=ctx)
             elif unpriced:
-                self.unpriced.add(1, cost_dims)
+                self.unpriced.add(1, cost_dims, context=ctx)
         elif op == sc.OP_INVOKE_AGENT and duration is not None:
             dims = _pick(attrs, _AGENT_KEYS)
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.agent_duration.record(duration, dims)
+            self.agent_duration.record(duration, dims, context=ctx)
         elif op == sc.OP_EXECUTE_TOOL and duration is not None:
             dims = _pick(attrs, _TOOL_KEYS)
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.tool_duration.record(duration, dims)
+            self.tool_duration.record(duration, dims, context=ctx)
 
         for event in span.events:
             if event.name == sc.EVENT_AGENT_DECISION:
                 ev = event.attributes or {}
                 dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
                 dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
-                self.decisions.add(1, dims)
+                self.decisions.add(1, dims, context=ctx)
 
         method = attrs.get(sc.A2A_METHOD_NAME)
         if isinstance(method, str) and method and span.kind in (SpanKind.CLIENT, SpanKind.SERVER):
@@ -326,7 +339,7 @@ class AgentMetricsProcessor(SpanProcessor):
             dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.a2a_messages.add(1, dims)
+            self.a2a_messages.add(1, dims, context=ctx)
 
     def shutdown(self) -> None:
         """Nothing to release: the meter provider owns the instruments."""

@@ -33,15 +33,19 @@ a trace never double count.
 
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
@@ -49,7 +53,7 @@ from otel_agents._cost import PriceBook
 from otel_agents._errors import ConfigError
 from otel_agents._normalize import DIALECT_KEYS as _DIALECT_KEYS
 from otel_agents._normalize import normalize_attributes
-from otel_agents._spans import current_agent, rate_limited
+from otel_agents._spans import AgentIdentity, current_agent, rate_limited
 from otel_agents.environment_variables import OTEL_AGENTS_COST_ENABLED
 
 __all__ = [
@@ -77,6 +81,20 @@ _COST_AMOUNT: Final = sc.GEN_AI_USAGE_COST_AMOUNT
 _COST_CURRENCY: Final = sc.GEN_AI_USAGE_COST_CURRENCY
 _COST_SOURCE: Final = sc.GEN_AI_USAGE_COST_SOURCE
 _UNPRICED: Final = sc.AGENT_COST_UNPRICED
+_AGENT_NAME: Final = sc.GEN_AI_AGENT_NAME
+_AGENT_ID: Final = sc.GEN_AI_AGENT_ID
+_CONVERSATION_ID: Final = sc.GEN_AI_CONVERSATION_ID
+# Spans of the otel_agents spans API carry the identity from creation (attributes passed to
+# start_span, validated once by the SDK): identity processing skips them.
+_OWN_SCOPE: Final = "otel_agents"
+# Open spans whose identity waits in EnrichingSpanProcessor's side table; past this (spans that
+# are never ended, or a huge fan-out) identity is written on the live span as before.
+_MAX_PENDING_IDENTITIES: Final = 16384
+# Off-thread delivery: the worker wakes every _DELIVERY_DELAY_S or when _DELIVERY_BATCH spans
+# wait; past _MAX_PENDING_DELIVERIES the application thread delivers itself (backpressure, no loss).
+_DELIVERY_DELAY_S: Final = 0.1
+_DELIVERY_BATCH: Final = 512
+_MAX_PENDING_DELIVERIES: Final = 16384
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -297,6 +315,155 @@ def _enriched_copy(span: ReadableSpan, attributes: dict[str, AttributeValue]) ->
     return _EnrichedSpan(span, attributes)
 
 
+def _is_deferrable(processor: SpanProcessor) -> bool:
+    """Whether ``processor`` tolerates receiving ended spans later and on another thread.
+
+    ``BatchSpanProcessor`` queues spans for its own worker anyway, and processors that declare
+    ``otel_agents_deferrable = True`` (the agent metrics) only aggregate; anything else (a
+    ``SimpleSpanProcessor``, a user's processor) keeps synchronous delivery.
+    """
+    return isinstance(processor, BatchSpanProcessor) or (
+        getattr(processor, "otel_agents_deferrable", False) is True
+    )
+
+
+def _noop_on_start(processor: SpanProcessor) -> bool:
+    """Whether ``processor.on_start`` does nothing (so it is not called per span)."""
+    on_start = getattr(type(processor), "on_start", None)
+    return (
+        on_start is SpanProcessor.on_start
+        or on_start is BatchSpanProcessor.on_start
+        or getattr(type(processor), "otel_agents_noop_on_start", False) is True
+    )
+
+
+def _own_span(span: Span) -> bool:
+    """Whether ``span`` comes from the otel_agents spans API (identity set at creation)."""
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == _OWN_SCOPE
+
+
+def _add_identity(attrs: dict[str, AttributeValue], agent: AgentIdentity) -> bool:
+    """Add ``agent``'s identity keys ``attrs`` lacks (keys the span has win); whether any was."""
+    added = False
+    if agent.name is not None and _AGENT_NAME not in attrs:
+        attrs[_AGENT_NAME] = agent.name
+        added = True
+    if agent.id is not None and _AGENT_ID not in attrs:
+        attrs[_AGENT_ID] = agent.id
+        added = True
+    if agent.conversation_id is not None and _CONVERSATION_ID not in attrs:
+        attrs[_CONVERSATION_ID] = agent.conversation_id
+        added = True
+    return added
+
+
+_Pending = tuple[ReadableSpan, "AgentIdentity | None", bool]
+
+
+class _Delivery:
+    """Hands ended spans to the deferrable processors from one worker thread, in batches.
+
+    The application thread only appends to a deque (and notifies the worker once per
+    ``_DELIVERY_BATCH``); the worker enriches and delivers. ``flush()`` delivers everything
+    pending on the calling thread, so after it returns the processors have seen every span.
+    Fork-safe: the child starts its own worker and drops the parent's pending spans (the parent
+    delivers those).
+    """
+
+    def __init__(self, deliver: Callable[[list[_Pending]], None]) -> None:
+        self._deliver = deliver
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._drain_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        _deliveries.add(self)
+
+    def put(self, item: _Pending) -> None:
+        queue = self._queue
+        queue.append(item)
+        n = len(queue)
+        if self._thread is None:
+            self._start()
+        if n == _DELIVERY_BATCH:
+            with self._cond:
+                self._cond.notify()
+        elif n >= _MAX_PENDING_DELIVERIES or self._stopped:
+            self.flush()  # the worker cannot keep up (or is gone): deliver here, lose nothing
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._stopped:
+                return
+            thread = threading.Thread(
+                target=self._run, name="otel_agents.EnrichingSpanProcessor", daemon=True
+            )
+            self._thread = thread
+        thread.start()
+        # Registered at first use, so after the application's providers: atexit runs it first and
+        # the last spans reach the metrics / exporters before those shut down.
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _run(self) -> None:
+        while not self._stopped:
+            with self._cond:
+                self._cond.wait(_DELIVERY_DELAY_S)
+            if self._queue:
+                self.flush()
+
+    def flush(self) -> None:
+        """Deliver every pending span on this thread (blocks while the worker delivers)."""
+        queue = self._queue
+        with self._drain_lock:
+            while queue:
+                batch: list[_Pending] = []
+                try:
+                    for _ in range(_DELIVERY_BATCH):
+                        batch.append(queue.popleft())
+                except IndexError:
+                    pass
+                try:
+                    self._deliver(batch)
+                except Exception:
+                    rate_limited.exception(logger, "EnrichingSpanProcessor delivery")
+
+    def stop(self) -> None:
+        """Stop the worker after delivering what is pending."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+        self.flush()
+
+    def _after_fork(self) -> None:
+        self._queue = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._drain_lock = threading.Lock()
+        self._thread = None
+
+
+_deliveries: weakref.WeakSet[_Delivery] = weakref.WeakSet()
+
+
+def _flush_at_exit(ref: weakref.ref[_Delivery]) -> None:
+    delivery = ref()
+    if delivery is not None:
+        delivery.flush()
+
+
+def _deliveries_after_fork() -> None:
+    for d in list(_deliveries):
+        with contextlib.suppress(Exception):  # never let a fork hook fail the child
+            d._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_deliveries_after_fork)
+
+
 class EnrichingSpanProcessor(SpanProcessor):
     """Wraps the next processor and hands it enriched copies of ended spans.
 
@@ -306,12 +473,26 @@ class EnrichingSpanProcessor(SpanProcessor):
             EnrichingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter()))
         )
 
+    Where the work runs (see ``docs/architecture.md``, *Performance*): the SDK's ended span is
+    read-only and its attributes immutable, so the enrichment can run on another thread. Wrapped
+    processors that queue for a worker anyway (``BatchSpanProcessor``) or only aggregate
+    (the agent metrics processor) are *deferred*: the application thread appends the span to a
+    queue and this processor's worker enriches it and hands them the copy, in batches. Any other
+    wrapped processor (``SimpleSpanProcessor``, a user's) gets the enriched copy synchronously in
+    ``on_end``, as before. ``force_flush`` / ``shutdown`` deliver everything pending first.
+
     Args:
         next_processor: the processor (or processors, called in order) that receives the spans.
         pricebook: default ``PriceBook()`` (overrides from :envvar:`OTEL_AGENTS_PRICES_FILE`).
         cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
         normalize: translate dialect attributes to the GenAI names.
         enricher: share one :class:`SpanEnricher` (and its counters) between processors.
+        identity: also attribute spans started inside :func:`otel_agents.invoke_agent` to that
+            agent (what :class:`AgentIdentitySpanProcessor` does), but on the enriched copy: the
+            identity is captured in ``on_start`` and written when the copy is made, so the
+            application thread does not pay the SDK's attribute validation. Only the wrapped
+            processors see it.
+        defer: ``False`` delivers to every wrapped processor synchronously.
 
     Raises:
         TypeError: ``next_processor`` is not a ``SpanProcessor``.
@@ -325,6 +506,8 @@ class EnrichingSpanProcessor(SpanProcessor):
         cost: bool | None = None,
         normalize: bool = True,
         enricher: SpanEnricher | None = None,
+        identity: bool = False,
+        defer: bool = True,
     ) -> None:
         if isinstance(next_processor, SpanProcessor):
             nexts: tuple[object, ...] = (next_processor,)
@@ -341,6 +524,14 @@ class EnrichingSpanProcessor(SpanProcessor):
         self._ending = tuple(
             p for p in self._next if getattr(type(p), "_on_ending", base_hook) is not base_hook
         )
+        # Likewise on_start: BatchSpanProcessor's and the metrics processor's do nothing.
+        self._starting = tuple(p for p in self._next if not _noop_on_start(p))
+        self._deferred = tuple(p for p in self._next if defer and _is_deferrable(p))
+        self._sync = tuple(p for p in self._next if p not in self._deferred)
+        self._delivery = _Delivery(self._deliver) if self._deferred else None
+        self._identity = identity
+        # span_id -> identity captured at start; popped at end (dict ops are atomic in CPython).
+        self._agents: dict[int, AgentIdentity] = {}
         self.enricher = enricher or SpanEnricher(pricebook, cost=cost, normalize=normalize)
 
     @property
@@ -349,8 +540,19 @@ class EnrichingSpanProcessor(SpanProcessor):
         return self._next
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Forward to the wrapped processors."""
-        for p in self._next:
+        """Capture the agent identity (``identity=True``) and forward to the wrapped processors."""
+        if self._identity:
+            try:
+                agent = current_agent()
+                if agent is not None and not _own_span(span):
+                    agents = self._agents
+                    if len(agents) < _MAX_PENDING_IDENTITIES:
+                        agents[span.get_span_context().span_id] = agent
+                    else:
+                        _LIVE_IDENTITY.on_start(span, parent_context)
+            except Exception:
+                rate_limited.exception(logger, "EnrichingSpanProcessor identity")
+        for p in self._starting:
             try:
                 p.on_start(span, parent_context=parent_context)
             except Exception:
@@ -363,25 +565,61 @@ class EnrichingSpanProcessor(SpanProcessor):
             except Exception:
                 rate_limited.exception(logger, f"{type(p).__name__}._on_ending")
 
-    def on_end(self, span: ReadableSpan) -> None:
-        """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
-        out = span
+    def _enriched(self, span: ReadableSpan, agent: AgentIdentity | None) -> ReadableSpan:
+        """The copy the wrapped processors get (``span`` itself when nothing changes)."""
         try:
             attrs = _plain_attributes(span)
+            changed = agent is not None and _add_identity(attrs, agent)
             if attrs:
                 new = self.enricher.enrich(attrs, span.start_time, owned=True)
                 if new is not None:
-                    out = _enriched_copy(span, new)
+                    return _enriched_copy(span, new)
+            if changed:
+                return _enriched_copy(span, attrs)
         except Exception:
             rate_limited.exception(logger, "EnrichingSpanProcessor enrichment")
-        for p in self._next:
+        return span
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
+        agent = None
+        if self._agents:
             try:
-                p.on_end(out)
+                agent = self._agents.pop(span.context.span_id, None)
             except Exception:
-                rate_limited.exception(logger, f"{type(p).__name__}.on_end")
+                rate_limited.exception(logger, "EnrichingSpanProcessor identity")
+        if self._sync:
+            out = self._enriched(span, agent)
+            for p in self._sync:
+                try:
+                    p.on_end(out)
+                except Exception:
+                    rate_limited.exception(logger, f"{type(p).__name__}.on_end")
+            if self._delivery is not None:
+                self._delivery.put((out, None, True))
+        elif self._delivery is not None:
+            self._delivery.put((span, agent, False))
+
+    def _deliver(self, batch: list[_Pending]) -> None:
+        """Worker side: enrich and hand each span to the deferred processors."""
+        deferred = self._deferred
+        for span, agent, done in batch:
+            out = span if done else self._enriched(span, agent)
+            for p in deferred:
+                try:
+                    p.on_end(out)
+                except Exception:
+                    rate_limited.exception(logger, f"{type(p).__name__}.on_end")
+
+    def deliver_pending(self) -> None:
+        """Hand every span still queued for the deferred processors to them now (no flush)."""
+        if self._delivery is not None:
+            self._delivery.flush()
 
     def shutdown(self) -> None:
-        """Shut the wrapped processors down."""
+        """Deliver what is pending, then shut the wrapped processors down."""
+        if self._delivery is not None:
+            self._delivery.stop()
         for p in self._next:
             try:
                 p.shutdown()
@@ -389,8 +627,10 @@ class EnrichingSpanProcessor(SpanProcessor):
                 rate_limited.exception(logger, f"{type(p).__name__}.shutdown")
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the wrapped processors; ``False`` if any did not finish in time."""
+        """Deliver what is pending, then flush the wrapped processors; ``False`` on a failure."""
         ok = True
+        if self._delivery is not None:
+            self._delivery.flush()
         for p in self._next:
             try:
                 ok = p.force_flush(timeout_millis) and ok
@@ -412,8 +652,8 @@ class AgentIdentitySpanProcessor(SpanProcessor):
         """Add the current agent identity to ``span``."""
         try:
             agent = current_agent()
-            if agent is None:
-                return
+            if agent is None or _own_span(span):
+                return  # spans of our own API got the identity as start_span attributes
             # A C-level dict copy: `in` on the SDK's attribute proxy raises and catches KeyError
             # per missing key (~4x slower for the usual case, a third-party span without them).
             have = _plain_attributes(span)
@@ -428,6 +668,9 @@ class AgentIdentitySpanProcessor(SpanProcessor):
                 span.set_attributes(add)
         except Exception:
             rate_limited.exception(logger, "AgentIdentitySpanProcessor.on_start")
+
+
+_LIVE_IDENTITY: Final = AgentIdentitySpanProcessor()
 
 
 class EnrichOnEndingSpanProcessor(SpanProcessor):
@@ -518,6 +761,24 @@ _attached: weakref.WeakSet[object] = weakref.WeakSet()
 _attached_lock = threading.Lock()
 
 
+# Provider -> the EnrichingSpanProcessor attach_to_provider wrapped its processors in.
+_wrappers: weakref.WeakKeyDictionary[object, EnrichingSpanProcessor] = weakref.WeakKeyDictionary()
+
+
+def deliver_pending(provider: object) -> None:
+    """Deliver the spans queued in the processor :func:`attach_to_provider` added (never raises).
+
+    ``configure()`` on someone else's provider flushes only what it added; the spans its
+    metrics processor should see may still wait in the wrapper's queue.
+    """
+    try:
+        wrapper = _wrappers.get(provider)
+        if wrapper is not None:
+            wrapper.deliver_pending()
+    except Exception:
+        rate_limited.exception(logger, "delivering pending spans")
+
+
 def mark_attached(provider: object) -> bool:
     """Record that ``provider`` is enriched by otel_agents; ``False`` if it already was."""
     with _attached_lock:
@@ -528,6 +789,11 @@ def mark_attached(provider: object) -> bool:
         except TypeError:  # not weakly referenceable: cannot track, treat as new
             pass
         return True
+
+
+def _sdk_processors(existing: tuple[object, ...]) -> bool:
+    """Whether a provider's processor tuple has the layout the ``wrapped`` mode relies on."""
+    return all(isinstance(p, SpanProcessor) for p in existing)
 
 
 def attach_to_provider(
@@ -544,9 +810,11 @@ def attach_to_provider(
        :class:`AgentIdentitySpanProcessor` and :class:`EnrichOnEndingSpanProcessor` are appended
        with ``add_span_processor``, then ``extra_processors``.
     2. ``wrapped``: otherwise (SDK 1.45), the provider's processor tuple is replaced, under the
-       multi-processor's own lock, by ``(identity, EnrichingSpanProcessor(existing +
-       extra_processors))``, so every exporting processor receives enriched copies. This relies
-       on the SDK's ``_active_span_processor._span_processors`` layout and is checked first.
+       multi-processor's own lock, by ``(EnrichingSpanProcessor(existing + extra_processors,
+       identity=True),)``, so every processor that was there receives enriched copies (agent
+       identity included). This relies on the SDK's ``_active_span_processor._span_processors``
+       layout (a lock and a tuple of ``SpanProcessor``) and is checked first; there is no public
+       route, see ``docs/architecture.md`` (*Zero-code*).
     3. ``identity_only``: the layout is not recognised: identity and ``extra_processors`` are
        appended and spans are not enriched in-process (the receiver still prices them).
 
@@ -575,13 +843,15 @@ def attach_to_provider(
     multi = getattr(provider, "_active_span_processor", None)
     lock = getattr(multi, "_lock", None)
     existing = getattr(multi, "_span_processors", None)
-    if lock is not None and isinstance(existing, tuple):
+    if lock is not None and isinstance(existing, tuple) and _sdk_processors(existing):
         with lock:
             current = multi._span_processors  # type: ignore[union-attr]
             wrapped = EnrichingSpanProcessor(
-                tuple(current) + tuple(extra_processors), enricher=enricher
+                tuple(current) + tuple(extra_processors), enricher=enricher, identity=True
             )
-            multi._span_processors = (identity, wrapped)  # type: ignore[union-attr]
+            multi._span_processors = (wrapped,)  # type: ignore[union-attr]
+        with contextlib.suppress(TypeError):
+            _wrappers[provider] = wrapped
         return MODE_WRAPPED
     logger.warning(
         "otel_agents: cannot enrich spans in-process on %s (unknown processor layout); "

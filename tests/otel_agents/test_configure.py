@@ -72,6 +72,8 @@ def test_agent_metrics_are_chained_behind_the_enricher() -> None:
     try:
         with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
             llm.record_usage(input_tokens=1000, output_tokens=100)
+        # Metrics are recorded off the application thread; flushing delivers what is pending.
+        assert handle.force_flush(5000)
         data = reader.get_metrics_data()
         points = [
             p.value
