@@ -380,6 +380,13 @@ def _a2a_client_roles(batch: SpanBatch) -> None:
         no_peer = m & (batch.a2a_peer == "")
         batch.a2a_peer[no_peer] = batch.agent_name[no_peer]
         batch.agent_name[m] = ""
+        # The caller is normally the parent span, exported in the same batch by the same
+        # process: name it now, so span-level keys (A2A latency, metrics) carry the caller.
+        named = np.nonzero(batch.agent_name != "")[0]
+        agent_of = dict(zip(batch.span_id[named].tolist(), batch.agent_name[named].tolist(),
+                            strict=True))  # fmt: skip
+        for i in np.nonzero(m)[0].tolist():
+            batch.agent_name[i] = agent_of.get(batch.parent_span_id[i], "")
 
 
 def _extras(

@@ -39,11 +39,15 @@ def test_generated_trace_decodes_into_equal_length_columns() -> None:
     assert batch.received_at == 123.0
     assert set(batch.service_name.tolist()) == {"planner-svc", "researcher-svc"}
     # The A2A CLIENT span's agent name (the remote agent) moved to a2a_peer; the caller is
-    # filled in from its parent during assembly.
-    assert sorted(set(batch.agent_name.tolist())) == ["", "planner", "researcher"]
+    # its parent's agent (here in the same batch).
+    assert sorted(set(batch.agent_name.tolist())) == ["planner", "researcher"]
     client = (batch.kind == 3) & (batch.a2a_method != "")
-    assert batch.agent_name[client].tolist() == [""]
+    assert batch.agent_name[client].tolist() == ["planner"]
     assert batch.a2a_peer[client].tolist() == ["researcher"]
+    # Exported alone (parent elsewhere), the caller is left for assembly to fill in.
+    alone = [g for g in spans if g.span.name == "message/send" and g.span.kind == 3]
+    lone = build_span_batch(request(alone), pricebook=None, received_at=0.0)
+    assert lone.agent_name.tolist() == [""] and lone.a2a_peer.tolist() == ["researcher"]
     assert (batch.parent_span_id == b"").sum() == 1
     tools = batch.tool_name[batch.operation == sc.OP_EXECUTE_TOOL].tolist()
     assert sorted(tools) == ["summarize", "web_search", "web_search"]
