@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from opentelemetry._logs import SeverityNumber
@@ -132,6 +132,7 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
         self, budgets: Iterable[Budget], *, pricebook: Any = None, logger_provider: Any = None
     ) -> None:
         self.budgets = list(budgets)
+        self._refusing = any(b.policy == "refuse" for b in self.budgets)
         for b in self.budgets:
             if b.policy == "callback" and b.callback is None:
                 raise ValueError(f"budget {b.label()}: policy 'callback' needs a callback")
@@ -145,6 +146,8 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
         self._exceeded: dict[tuple[int, str], BudgetStatus] = {}
         self._pricebook = pricebook
         self._normalize = _normalizer()
+        self._has_dialect = _dialect_check()
+        self._queue: Any = None  # otel_agents._processors._Delivery, created on first use
         self._reader: BudgetMetricReader | None = None
         self._logger_provider = logger_provider
 
@@ -156,20 +159,59 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
         """Nothing: cost and tokens are known when the span ends."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Adds an inference span's cost and tokens; never raises."""
+        """Adds an inference span's cost and tokens; never raises.
+
+        Hot path (application thread): one C-level copy of the attributes and a lookup for
+        spans that are not inference. A span that must be priced here (``pricebook`` given, no
+        ``gen_ai.usage.cost.amount`` on it) is queued and priced on a worker thread;
+        :meth:`check` and :meth:`spent` account everything queued first, so a ``refuse`` budget
+        still sees every span that ended before the check.
+        """
         try:
-            attrs = self._normalize(span.attributes or {})
+            attrs: Mapping[str, Any] = _plain(span)
+            if self._has_dialect(attrs):
+                self._pending().put(attrs)  # normalized (and priced if need be) off-thread
+                return
             if attrs.get(sc.GEN_AI_OPERATION_NAME) not in sc.INFERENCE_OPERATIONS:
                 return
-            agent = attrs.get(sc.GEN_AI_AGENT_NAME)
-            agent = agent if isinstance(agent, str) else None
-            amount, _ = span_cost(attrs, self._pricebook)
-            tokens = (_int(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)) or 0) + (
-                _int(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0
-            )
-            self.add(agent, cost=amount or 0.0, tokens=tokens)
+            if self._pricebook is not None and sc.GEN_AI_USAGE_COST_AMOUNT not in attrs:
+                self._pending().put(attrs)
+                return
+            self._account(attrs)
         except Exception:
             _log.debug("budget guard: on_end failed", exc_info=True)
+
+    def _account(self, attrs: Mapping[str, Any]) -> None:
+        if self._has_dialect(attrs):
+            attrs = self._normalize(attrs)
+            if attrs.get(sc.GEN_AI_OPERATION_NAME) not in sc.INFERENCE_OPERATIONS:
+                return
+        agent = attrs.get(sc.GEN_AI_AGENT_NAME)
+        agent = agent if isinstance(agent, str) else None
+        amount, _ = span_cost(attrs, self._pricebook)
+        tokens = (_int(attrs.get(sc.GEN_AI_USAGE_INPUT_TOKENS)) or 0) + (
+            _int(attrs.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0
+        )
+        self.add(agent, cost=amount or 0.0, tokens=tokens)
+
+    def _account_batch(self, batch: list[Mapping[str, Any]]) -> None:
+        for attrs in batch:
+            try:
+                self._account(attrs)
+            except Exception:
+                _log.debug("budget guard: accounting failed", exc_info=True)
+
+    def _pending(self) -> Any:
+        if self._queue is None:
+            from otel_agents._processors import _Delivery
+
+            self._queue = _Delivery(self._account_batch, "BudgetGuard")
+        return self._queue
+
+    def _settle(self) -> None:
+        """Account the spans still queued for pricing (on the calling thread)."""
+        if self._queue is not None:
+            self._queue.flush()
 
     def add(self, agent: str | None, *, cost: float = 0.0, tokens: float = 0.0) -> None:
         """Adds spending for ``agent`` and evaluates the budgets."""
@@ -192,6 +234,7 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
 
     def spent(self, agent: str | None = None, kind: Kind = "cost") -> float:
         """Current total of ``kind`` for ``agent`` (None: all agents)."""
+        self._settle()
         with self._lock:
             table = self._cost if kind == "cost" else self._tokens
             return table.get(agent or _TOTAL, 0.0)
@@ -265,6 +308,8 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
 
     def check(self, agent_name: str | None = None) -> None:
         """Raises BudgetExceededError if a ``refuse`` budget covering ``agent_name`` is exceeded."""
+        if self._refusing:
+            self._settle()
         if self._reader is not None:
             self._reader.refresh()
         with self._lock:
@@ -283,11 +328,34 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
                     )
 
     def shutdown(self) -> None:
-        """Nothing to release."""
+        """Account what is queued and stop the pricing worker."""
+        if self._queue is not None:
+            self._queue.stop()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing buffered; always True."""
+        """Account what is queued; always True."""
+        self._settle()
         return True
+
+
+def _plain(span: ReadableSpan) -> dict[str, Any]:
+    """The span's attributes as a plain dict (a C-level copy; see ``_processors``)."""
+    attrs = span.attributes
+    if attrs is None:
+        return {}
+    try:
+        plain = attrs.copy()  # type: ignore[attr-defined]
+    except AttributeError:
+        return dict(attrs)
+    return plain if type(plain) is dict else dict(plain)
+
+
+def _dialect_check() -> Callable[[Mapping[str, Any]], bool]:
+    try:
+        from otel_agents._normalize import has_dialect_keys
+    except Exception:
+        return lambda attrs: False
+    return has_dialect_keys
 
 
 class BudgetMetricReader(MetricReader):

@@ -41,7 +41,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -359,10 +359,11 @@ def _add_identity(attrs: dict[str, AttributeValue], agent: AgentIdentity) -> boo
 
 
 _Pending = tuple[ReadableSpan, "AgentIdentity | None", bool]
+_T = TypeVar("_T")
 
 
-class _Delivery:
-    """Hands ended spans to the deferrable processors from one worker thread, in batches.
+class _Delivery(Generic[_T]):
+    """Hands queued items (ended spans) to ``deliver`` from one worker thread, in batches.
 
     The application thread only appends to a deque (and notifies the worker once per
     ``_DELIVERY_BATCH``); the worker enriches and delivers. ``flush()`` delivers everything
@@ -371,16 +372,17 @@ class _Delivery:
     delivers those).
     """
 
-    def __init__(self, deliver: Callable[[list[_Pending]], None]) -> None:
+    def __init__(self, deliver: Callable[[list[_T]], None], name: str) -> None:
         self._deliver = deliver
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[_T] = collections.deque()
+        self._name = name
         self._cond = threading.Condition(threading.Lock())
         self._drain_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopped = False
         _deliveries.add(self)
 
-    def put(self, item: _Pending) -> None:
+    def put(self, item: _T) -> None:
         queue = self._queue
         queue.append(item)
         n = len(queue)
@@ -397,7 +399,7 @@ class _Delivery:
             if self._thread is not None or self._stopped:
                 return
             thread = threading.Thread(
-                target=self._run, name="otel_agents.EnrichingSpanProcessor", daemon=True
+                target=self._run, name=f"otel_agents.{self._name}", daemon=True
             )
             self._thread = thread
         thread.start()
@@ -417,7 +419,7 @@ class _Delivery:
         queue = self._queue
         with self._drain_lock:
             while queue:
-                batch: list[_Pending] = []
+                batch: list[_T] = []
                 try:
                     for _ in range(_DELIVERY_BATCH):
                         batch.append(queue.popleft())
@@ -426,7 +428,7 @@ class _Delivery:
                 try:
                     self._deliver(batch)
                 except Exception:
-                    rate_limited.exception(logger, "EnrichingSpanProcessor delivery")
+                    rate_limited.exception(logger, f"{self._name} delivery")
 
     def stop(self) -> None:
         """Stop the worker after delivering what is pending."""
@@ -445,10 +447,10 @@ class _Delivery:
         self._thread = None
 
 
-_deliveries: weakref.WeakSet[_Delivery] = weakref.WeakSet()
+_deliveries: weakref.WeakSet[_Delivery[Any]] = weakref.WeakSet()
 
 
-def _flush_at_exit(ref: weakref.ref[_Delivery]) -> None:
+def _flush_at_exit(ref: weakref.ref[_Delivery[Any]]) -> None:
     delivery = ref()
     if delivery is not None:
         delivery.flush()
@@ -528,7 +530,9 @@ class EnrichingSpanProcessor(SpanProcessor):
         self._starting = tuple(p for p in self._next if not _noop_on_start(p))
         self._deferred = tuple(p for p in self._next if defer and _is_deferrable(p))
         self._sync = tuple(p for p in self._next if p not in self._deferred)
-        self._delivery = _Delivery(self._deliver) if self._deferred else None
+        self._delivery: _Delivery[_Pending] | None = (
+            _Delivery(self._deliver, "EnrichingSpanProcessor") if self._deferred else None
+        )
         self._identity = identity
         # span_id -> identity captured at start; popped at end (dict ops are atomic in CPython).
         self._agents: dict[int, AgentIdentity] = {}
