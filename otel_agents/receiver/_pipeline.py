@@ -166,6 +166,12 @@ class Pipeline:
             synchronous="FULL" if st.synchronous == "FULL" else "NORMAL",
             retry_after=config.admission.min_retry_delay,
         )
+        #: Rows after this sequence number were stored with secrets masked by the default rules
+        #: (``storage.redact_secrets``), so forwarders with the same rules need not scan them
+        #: again; ``None`` when storage does not mask.
+        self.secrets_redacted_after: int | None = (
+            self.spool.last_seq if self._redactor is not None else None
+        )
 
     @staticmethod
     def _create(kind: str, cc: ComponentConfig) -> Component:

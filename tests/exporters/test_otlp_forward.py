@@ -454,6 +454,31 @@ def test_forwarder_masks_secrets_when_storage_keeps_them(
         p.stop(drain_timeout=1)
 
 
+def test_rows_stored_unmasked_before_a_restart_are_still_masked_when_forwarded(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """Forwarders skip re-scanning only rows this process masked; older spooled rows are checked."""
+    sink = _sink(sinks)
+    port = sink.grpc_port
+    sink.stop_grpc()
+    cfg = {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{port}", "timeout": "300ms"}}
+    p = _pipeline(tmp_path, cfg, redact_secrets=False)
+    old = _ingest(p, 1, spans=1, **{"db.password": "hunter2"})
+    p.stop(drain_timeout=0.2)
+    sink.start_grpc(port)
+    p2 = _pipeline(tmp_path, cfg)
+    try:
+        assert p2.secrets_redacted_after is not None and p2.secrets_redacted_after >= 1
+        new = _ingest(p2, 1, spans=1, **{"api_key": "sk-abcdefghijklmnopqrstuv"})
+        assert sink.wait_for(lambda: sink.received == _keys(old + new))
+        body = b"".join(sink.bodies)
+        assert b"hunter2" not in body and b"sk-abcdefghijklmnop" not in body
+        assert _metric(p2, "otel_agents_forwarder_redacted_values_total", destination="otlp/a") == 1
+        assert _metric(p2, "otel_agents_spool_redacted_values_total") == 1
+    finally:
+        p2.stop(drain_timeout=1)
+
+
 @pytest.mark.parametrize(
     ("settings", "error"),
     [

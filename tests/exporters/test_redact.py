@@ -196,3 +196,37 @@ def test_precheck_never_skips_something_the_full_rules_would_redact(
     slow = Redactor(RedactionConfig(content=content))
     slow._custom = True  # force the parse path: the reference result
     assert fast.apply("traces", payload) == slow.apply("traces", payload)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=40),
+    st.sampled_from(
+        [
+            b"",
+            b"AuThOrIz",
+            b"KEY",
+            b"PASSW",
+            b"CREDENTIAL",
+            b"TOKEN\x12",
+            b"token\x13",
+            b"SK-",
+            b"Bearer",
+            b"AKIA",
+            b"GHP_",
+            b"gh_",
+            b"\xc5\xbfecret",
+            b"\xe2\x84\xaaey",
+        ]
+    ),
+    st.binary(max_size=40),
+)
+def test_re2_precheck_agrees_with_the_stdlib_precheck(
+    head: bytes, word: bytes, tail: bytes
+) -> None:
+    """The RE2 pre-filter hits exactly where the stdlib substring pre-check does (ASCII folding)."""
+    from otel_agents.exporters import _redact
+
+    assert _redact._SECRETS_RE2 is not None, "google-re2 is a dependency"
+    payload = head + word + tail
+    assert _redact._secrets_might_match(payload) == _redact._secrets_might_match_stdlib(payload)
