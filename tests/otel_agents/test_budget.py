@@ -226,3 +226,56 @@ def test_inference_entry_refuses_when_wired(tp: TracerProvider) -> None:
                 pass
     finally:
         unregister_guard(guard)
+
+
+def _openinference_llm(tp: TracerProvider, prompt: int) -> None:
+    attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o",
+        "llm.provider": "openai",
+        "llm.token_count.prompt": prompt,
+        "llm.token_count.completion": 0,
+        sc.GEN_AI_AGENT_NAME: "writer",
+    }
+    with tp.get_tracer("openinference.instrumentation.openai").start_as_current_span(
+        "ChatCompletion", attributes=attrs
+    ):
+        pass
+
+
+def test_spans_priced_off_thread_are_accounted_before_a_refusal_check(tp: TracerProvider) -> None:
+    """A span the guard must normalize and price is queued, yet check_budget right after it sees its cost."""
+    from otel_agents import PriceBook
+
+    guard = install_budget_guard(
+        [Budget(0.002, agent="writer", policy="refuse")], tracer_provider=tp, pricebook=PriceBook()
+    )
+    try:
+        _openinference_llm(tp, 400)  # 400 x 2.5e-6 = 0.001 USD
+        check_budget("writer")
+        _openinference_llm(tp, 800)  # +0.002 USD: over the limit
+        with pytest.raises(BudgetExceededError, match="writer"):
+            check_budget("writer")
+        assert guard.spent("writer") == pytest.approx(0.003)
+        assert guard.spent("writer", "tokens") == 1200
+    finally:
+        unregister_guard(guard)
+
+
+def test_warn_for_queued_spans_fires_without_any_check(
+    tp: TracerProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queued spans are accounted by the worker on its own: a warn budget fires with no check_budget call."""
+    from otel_agents import PriceBook
+
+    guard = BudgetGuard([Budget(0.0005, policy="warn")], pricebook=PriceBook())
+    tp.add_span_processor(guard)
+    with caplog.at_level(logging.WARNING, logger="otel_agents._budget"):
+        _openinference_llm(tp, 400)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not any(
+            "exceeded" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.01)
+    assert sum("exceeded" in r.getMessage() for r in caplog.records) == 1
+    guard.shutdown()

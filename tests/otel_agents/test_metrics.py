@@ -289,3 +289,37 @@ def test_process_metrics_of_vanished_process_yield_nothing() -> None:
         assert sc.METRIC_CPYTHON_GC_COLLECTIONS in names  # the GC probe does not need psutil
     finally:
         mp.shutdown()
+
+
+def test_metrics_recorded_off_thread_keep_the_span_as_exemplar() -> None:
+    """Behind the enriching processor the metrics are recorded by its worker, and exemplars still point at the span."""
+    from otel_agents import EnrichingSpanProcessor
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    provider = TracerProvider()
+    provider.add_span_processor(EnrichingSpanProcessor(AgentMetricsProcessor(meters)))
+    tracer = provider.get_tracer("openinference.instrumentation.openai")
+    attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o",
+        "llm.token_count.prompt": 100,
+        "llm.token_count.completion": 10,
+    }
+    with tracer.start_as_current_span("ChatCompletion", attributes=attrs) as span:
+        ids = (span.get_span_context().trace_id, span.get_span_context().span_id)
+    assert provider.force_flush(5000)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: m.data.data_points
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    (duration,) = points[sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION]
+    assert [(e.trace_id, e.span_id) for e in duration.exemplars] == [ids]
+    (cost,) = points[sc.METRIC_AGENT_COST]
+    assert cost.value == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)  # priced before recording
+    meters.shutdown()
+    provider.shutdown()

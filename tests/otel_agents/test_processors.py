@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -371,3 +374,174 @@ def test_on_ending_processor_adds_attributes_to_a_writable_span() -> None:
     assert done.attributes["gen_ai.system"] == "openai"  # can only add: the dialect key stays
     assert done.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == 1000
     assert done.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(0.0025)
+
+
+class DeferrableRecorder(Recorder):
+    """A Recorder that declares it tolerates late, off-thread delivery, and notes the thread."""
+
+    otel_agents_deferrable = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.threads.add(threading.current_thread().name)
+        super().on_end(span)
+
+
+def _llm_attrs(prompt: int = 100) -> dict[str, Any]:
+    return {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o",
+        "llm.token_count.prompt": prompt,
+        "llm.token_count.completion": 10,
+    }
+
+
+def test_deferrable_processors_get_enriched_copies_from_the_worker() -> None:
+    """A deferrable processor is not called in on_end but gets the same enriched copies, in order, by force_flush at the latest."""
+    provider = TracerProvider()
+    deferred, sync = DeferrableRecorder(), Recorder()
+    provider.add_span_processor(EnrichingSpanProcessor([deferred, sync]))
+    tracer = provider.get_tracer("openinference.instrumentation.openai")
+    for i in range(20):
+        with tracer.start_as_current_span("ChatCompletion", attributes=_llm_attrs(100 + i)):
+            pass
+    assert len(sync.ended) == 20  # synchronous processors keep synchronous delivery
+    assert provider.force_flush(5000)
+    assert [s.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] for s in deferred.ended] == [
+        100 + i for i in range(20)
+    ]
+    assert deferred.ended[0] is sync.ended[0]  # enriched once, shared
+    provider.shutdown()
+
+
+def test_worker_delivers_without_flush_within_its_interval() -> None:
+    """Spans reach a deferred processor by the worker alone (no flush), on the worker thread."""
+    provider = TracerProvider()
+    deferred = DeferrableRecorder()
+    provider.add_span_processor(EnrichingSpanProcessor(deferred))
+    with provider.get_tracer("x").start_as_current_span("llm", attributes=_llm_attrs()):
+        pass
+    deadline = time.monotonic() + 5.0
+    while not deferred.ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(deferred.ended) == 1
+    assert deferred.threads == {"otel_agents.EnrichingSpanProcessor"}
+    assert deferred.ended[0].attributes[sc.GEN_AI_USAGE_COST_AMOUNT] > 0
+    provider.shutdown()
+
+
+def test_full_queue_is_delivered_on_the_caller_without_loss(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the pending limit the application thread delivers itself: backpressure, no dropped span."""
+    from otel_agents import _processors
+
+    monkeypatch.setattr(_processors, "_MAX_PENDING_DELIVERIES", 5)
+    monkeypatch.setattr(_processors, "_DELIVERY_DELAY_S", 30.0)  # the worker stays asleep
+    provider = TracerProvider()
+    deferred = DeferrableRecorder()
+    processor = EnrichingSpanProcessor(deferred)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("x")
+    for _ in range(12):
+        with tracer.start_as_current_span("s", attributes={"gen_ai.system": "openai"}):
+            pass
+    assert len(deferred.ended) == 10  # delivered by the caller at 5 and at 10 pending
+    processor.shutdown()  # delivers the rest before shutting the wrapped processor down
+    assert len(deferred.ended) == 12 and deferred.shut == 1
+    assert all(s.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai" for s in deferred.ended)
+    with tracer.start_as_current_span("late", attributes={"gen_ai.system": "openai"}):
+        pass
+    assert len(deferred.ended) == 13  # after shutdown: delivered at once, not queued forever
+
+
+def test_identity_is_written_on_the_enriched_copy_only() -> None:
+    """identity=True attributes third-party spans on the exported copy; the SDK's span and processors beside it are untouched."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    beside = Recorder()
+    processor = EnrichingSpanProcessor(SimpleSpanProcessor(exporter), identity=True)
+    provider.add_span_processor(processor)
+    provider.add_span_processor(beside)
+    http = provider.get_tracer("opentelemetry.instrumentation.httpx")
+    with otel_agents.invoke_agent(
+        "scout", agent_id="s-1", conversation_id="c-7", tracer_provider=provider
+    ):
+        with http.start_as_current_span("POST", kind=SpanKind.CLIENT):
+            pass
+        with http.start_as_current_span("GET", attributes={sc.GEN_AI_AGENT_NAME: "explicit"}):
+            pass
+        with otel_agents.execute_tool("search", tracer_provider=provider):
+            pass
+    with http.start_as_current_span("outside"):
+        pass
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    post = spans["POST"].attributes
+    assert (post[sc.GEN_AI_AGENT_NAME], post[sc.GEN_AI_AGENT_ID]) == ("scout", "s-1")
+    assert post[sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    assert spans["GET"].attributes[sc.GEN_AI_AGENT_NAME] == "explicit"
+    assert spans["execute_tool search"].attributes[sc.GEN_AI_AGENT_NAME] == "scout"
+    assert sc.GEN_AI_AGENT_NAME not in spans["outside"].attributes
+    live = {s.name: s for s in beside.ended}
+    assert sc.GEN_AI_AGENT_NAME not in live["POST"].attributes
+    assert processor._agents == {}  # nothing left behind once the spans ended
+
+
+def test_own_api_spans_skip_identity_work() -> None:
+    """Spans of the otel_agents API carry identity from start_span; the processors do not redo it."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    processor = EnrichingSpanProcessor(SimpleSpanProcessor(exporter), identity=True)
+    provider.add_span_processor(processor)
+    with (
+        otel_agents.invoke_agent("scout", tracer_provider=provider),
+        otel_agents.chat("gpt-4o", "openai", tracer_provider=provider),
+    ):
+        captured = dict(processor._agents)
+    assert captured == {}
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["chat gpt-4o"].attributes[sc.GEN_AI_AGENT_NAME] == "scout"
+
+
+def test_forked_child_delivers_its_own_spans_not_the_parents(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After fork() the child drops the parent's pending spans (the parent delivers them) and delivers its own."""
+    from otel_agents import _processors
+
+    monkeypatch.setattr(_processors, "_DELIVERY_DELAY_S", 30.0)
+    provider = TracerProvider()
+    deferred = DeferrableRecorder()
+    processor = EnrichingSpanProcessor(deferred)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("x")
+    with tracer.start_as_current_span("parent", attributes={"gen_ai.system": "openai"}):
+        pass
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with tracer.start_as_current_span("child", attributes={"gen_ai.system": "openai"}):
+                pass
+            processor.deliver_pending()
+            if [s.name for s in deferred.ended] == ["child"]:
+                code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    processor.deliver_pending()
+    assert [s.name for s in deferred.ended] == ["parent"]
+    provider.shutdown()
