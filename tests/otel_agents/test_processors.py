@@ -545,3 +545,57 @@ def test_forked_child_delivers_its_own_spans_not_the_parents(
     processor.deliver_pending()
     assert [s.name for s in deferred.ended] == ["parent"]
     provider.shutdown()
+
+
+class OwnMultiProcessor(SpanProcessor):
+    """A provider's active processor of another layout (public TracerProvider parameter)."""
+
+    def __init__(self) -> None:
+        self.processors: list[SpanProcessor] = []
+
+    def add_span_processor(self, processor: SpanProcessor) -> None:
+        self.processors.append(processor)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        for p in self.processors:
+            p.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for p in self.processors:
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        for p in self.processors:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self.processors)
+
+
+def test_unknown_processor_layout_degrades_to_identity_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without the SDK's multi-processor layout nothing internal is touched: identity only, a warning, spans still exported."""
+    from otel_agents._processors import MODE_IDENTITY_ONLY
+
+    if on_ending_can_mutate():
+        pytest.skip("this SDK lets _on_ending write: the on_ending mode needs no internals")
+    multi = OwnMultiProcessor()
+    provider = TracerProvider(active_span_processor=multi)  # type: ignore[arg-type]
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with caplog.at_level(logging.WARNING, logger="otel_agents"):
+        mode = attach_to_provider(provider)
+    assert mode == MODE_IDENTITY_ONLY
+    assert "unknown processor layout" in caplog.text
+    third_party = provider.get_tracer("openinference.instrumentation.openai")
+    with (
+        otel_agents.invoke_agent("planner", tracer_provider=provider),
+        third_party.start_as_current_span("ChatCompletion", attributes=_llm_attrs()),
+    ):
+        pass
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    llm = spans["ChatCompletion"].attributes
+    assert llm[sc.GEN_AI_AGENT_NAME] == "planner"
+    assert sc.GEN_AI_USAGE_COST_AMOUNT not in llm  # unpriced here; the receiver prices it
+    provider.shutdown()
