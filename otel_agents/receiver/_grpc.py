@@ -13,7 +13,8 @@ grpcio quirks handled here (reliability.md §0):
 * RetryInfo is sent twice: inside the rich status (``grpc-status-details-bin``, read by Go
   clients) and as the ``google.rpc.retryinfo-bin`` trailer (the only place the Python exporter
   reads it).
-* ``grpc.so_reuseport`` is off, so a second receiver cannot silently share a fixed port.
+* ``grpc.so_reuseport`` is off (grpcio turns it on by default on Linux), so a second receiver
+  cannot silently share a fixed port; ``reuse_port`` turns it on for ``serve --workers``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class GrpcServer:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", _MAX_SEND),
             ("grpc.max_concurrent_streams", cfg.max_concurrent_streams),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if cfg.reuse_port else 0),
         ]
         handlers = [
             grpc.method_handlers_generic_handler(

@@ -498,8 +498,13 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     owner: HttpServer
+    reuse_port = False
 
     def server_bind(self) -> None:
+        if self.reuse_port:
+            # serve --workers: each worker process binds the same port; the kernel spreads
+            # connections across them.
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); not needed, can be slow.
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
@@ -600,6 +605,7 @@ class HttpServer:
 
         class Server(_Server):
             address_family = family
+            reuse_port = cfg.reuse_port
 
         try:
             server = Server((host, port), _Handler)

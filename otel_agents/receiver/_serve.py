@@ -7,6 +7,7 @@ commands.
     otel-agents serve [--config FILE] [--grpc-endpoint HOST:PORT] [--http-endpoint HOST:PORT]
                       [--admin-endpoint HOST:PORT] [--data-dir DIR] [--forward URL ...]
                       [--no-analysis] [--set KEY.PATH=VALUE ...] [--ports-file FILE]
+                      [--workers N]
     otel-agents check-config FILE
 
 Flags override the YAML; ``--set`` reaches every other field (``--set storage.max_bytes=2GiB``,
@@ -14,6 +15,8 @@ values parsed as YAML), like ``otelcol --set``.  Port 0 binds a free port; ``--p
 the bound ports as JSON once the receiver is serving.  SIGTERM / SIGINT stop it cleanly: the
 servers stop accepting, in-flight requests finish (and are committed), forwarders get
 ``pipeline.drain_timeout`` to send what is spooled, and the spool is checkpointed.
+``--workers N`` runs N ingest processes on the same ports (``_workers.py``; needs
+``--no-analysis``).
 """
 
 from __future__ import annotations
@@ -241,6 +244,14 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="set any config field by dotted path, value in YAML (repeatable)",
     )
     p.add_argument("--ports-file", metavar="FILE", help="write bound ports as JSON when serving")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ingest worker processes sharing the OTLP ports (SO_REUSEPORT); N > 1 needs "
+        "--no-analysis",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -286,6 +297,12 @@ def main_serve(argv: Sequence[str]) -> int:
     )
     try:
         config = load_config(args.config, overrides_from_args(args))
+        if args.workers < 1:
+            raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
+        if args.workers > 1:
+            from otel_agents.receiver._workers import main_workers
+
+            return main_workers(args, config)
         receiver = Receiver(config, analysis=not args.no_analysis)
         stop = threading.Event()
 

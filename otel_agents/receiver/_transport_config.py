@@ -210,6 +210,9 @@ class GrpcConfig:
         insecure_public: allow binding a non-loopback address without TLS client certs or tokens.
         tls: server TLS / mTLS.
         auth: bearer tokens.
+        reuse_port: bind with ``SO_REUSEPORT`` so several processes share the port (set by
+            ``serve --workers``; off otherwise, so a second receiver cannot silently take half of
+            a fixed port's connections).
     """
 
     enabled: bool = True
@@ -219,6 +222,7 @@ class GrpcConfig:
     insecure_public: bool = False
     tls: TlsConfig = TlsConfig()
     auth: AuthConfig = AuthConfig()
+    reuse_port: bool = False
 
     def validate(self) -> list[str]:
         """Key paths with a problem, for ``decode``."""
@@ -248,6 +252,9 @@ class HttpConfig:
         insecure_public: allow binding a non-loopback address without TLS client certs or tokens.
         tls: server TLS / mTLS.
         auth: bearer tokens.
+        reuse_port: bind with ``SO_REUSEPORT`` so several processes share the port (set by
+            ``serve --workers``; off otherwise, so a second receiver cannot silently take half of
+            a fixed port's connections).
     """
 
     enabled: bool = True
@@ -263,6 +270,7 @@ class HttpConfig:
     insecure_public: bool = False
     tls: TlsConfig = TlsConfig()
     auth: AuthConfig = AuthConfig()
+    reuse_port: bool = False
 
     def validate(self) -> list[str]:
         """Key paths with a problem, for ``decode``."""
