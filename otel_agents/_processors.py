@@ -415,16 +415,24 @@ class _Delivery(Generic[_T]):
                 self.flush()
 
     def flush(self) -> None:
-        """Deliver every pending span on this thread (blocks while the worker delivers)."""
+        """Deliver every item queued before the call, on this thread (waits for the worker).
+
+        Bounded by the queue length at the call: producers that keep appending cannot hold a
+        flushing caller forever.
+        """
         queue = self._queue
         with self._drain_lock:
-            while queue:
+            remaining = len(queue)
+            while remaining > 0:
                 batch: list[_T] = []
                 try:
-                    for _ in range(_DELIVERY_BATCH):
+                    for _ in range(min(remaining, _DELIVERY_BATCH)):
                         batch.append(queue.popleft())
                 except IndexError:
                     pass
+                if not batch:
+                    return
+                remaining -= len(batch)
                 try:
                     self._deliver(batch)
                 except Exception:
