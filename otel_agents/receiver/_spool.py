@@ -50,6 +50,7 @@ SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
 _SIGNAL_CODE = {s: i for i, s in enumerate(SIGNALS)}
 
 DB_NAME = "spool.db"
+_PAGE_SIZE = 16384
 LOCK_NAME = "spool.lock"
 
 
@@ -200,6 +201,13 @@ class Spool:
         try:
             # Must precede table creation (no effect on an existing file): lets compact() give
             # freed pages back, so the file stays near max_bytes instead of its high-water mark.
+            # 16 KiB pages (new files only; SQLite's default is 4 KiB): a 512-span request
+            # (~200 KB) is a chain of 13 overflow pages instead of 50, and every page costs a WAL
+            # frame, a checkpoint copy and a freelist entry when compaction deletes it.
+            # Measured per append + delete: 200 KB 406 vs 890 µs CPU, 20 KB 86 vs 121 µs;
+            # a 1 KB request pays 29 vs 18 µs (a whole page per commit), and 64 KiB pages
+            # would cost small requests 60 µs for little more gain on large ones.
+            conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -588,7 +596,9 @@ class Spool:
         try:
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
-            if free > 256 and free * 4 > pages:
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            # In bytes: files created before the page size changed keep their 4 KiB pages.
+            if free * page_size > 1 << 20 and free * 4 > pages:
                 # executescript steps the pragma to completion (execute() frees one page).
                 conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error as exc:  # space is reclaimed next time; data is unaffected
