@@ -36,12 +36,40 @@ def _kv(key: str, value: str | int | float) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(double_value=value))
 
 
-def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> bytes:
-    """One serialized request: whole agent traces of ~8 spans each, 8–12 attributes per span."""
+def _pool(base: tuple[str, ...], names: int) -> tuple[str, ...]:
+    """``names`` distinct names (0: the small realistic default set)."""
+    if names <= 0:
+        return base
+    return tuple(f"{base[i % len(base)]}-{i}" for i in range(names))
+
+
+def build_request(
+    spans_per_request: int,
+    rng: random.Random,
+    t0_ns: int,
+    *,
+    names: int = 0,
+    spans_per_trace: int = 8,
+    tool_error: str | None = None,
+    tool_latency_ns: int | None = None,
+) -> bytes:
+    """One serialized request: whole agent traces of ``spans_per_trace`` spans (a root
+    ``invoke_agent`` + chat/tool children), 8–12 attributes per span.
+
+    Args:
+        spans_per_request: spans in the request.
+        rng: randomness (IDs, names, durations).
+        t0_ns: base start time.
+        names: distinct agent / tool / model names to draw from (cardinality; 0 = 4/4/3).
+        spans_per_trace: spans per trace (fewer → more traces per span → more open traces).
+        tool_error: make every tool span fail with this ``error.type`` (fault injection).
+        tool_latency_ns: fixed duration of every tool span (fault injection).
+    """
+    agents, tools, models = _pool(_AGENTS, names), _pool(_TOOLS, names), _pool(_MODELS, names)
     spans: list[Span] = []
     while len(spans) < spans_per_request:
         trace_id = rng.randbytes(16)
-        agent = rng.choice(_AGENTS)
+        agent = rng.choice(agents)
         root_id = rng.randbytes(8)
         start = t0_ns + rng.randrange(1_000_000_000)
         end = start + rng.randrange(1_000_000, 3_000_000_000)
@@ -61,13 +89,14 @@ def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> byt
                 ],
             )
         )
-        for _ in range(7):
+        for _ in range(max(0, spans_per_trace - 1)):
             if len(spans) >= spans_per_request:
                 break
             s = start + rng.randrange(max(1, end - start))
             e = min(end, s + rng.randrange(100_000, 500_000_000))
-            if rng.random() < 0.5:
-                model = rng.choice(_MODELS)
+            status = Status(code=0)
+            if rng.random() < 0.5 and tool_error is None and tool_latency_ns is None:
+                model = rng.choice(models)
                 attrs = [
                     _kv("gen_ai.operation.name", "chat"),
                     _kv("gen_ai.provider.name", "openai"),
@@ -82,7 +111,7 @@ def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> byt
                 ]
                 name, kind = f"chat {model}", 3
             else:
-                tool = rng.choice(_TOOLS)
+                tool = rng.choice(tools)
                 attrs = [
                     _kv("gen_ai.operation.name", "execute_tool"),
                     _kv("gen_ai.tool.name", tool),
@@ -94,6 +123,11 @@ def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> byt
                     _kv("url.full", f"https://example.com/{rng.getrandbits(32):x}"),
                 ]
                 name, kind = f"execute_tool {tool}", 1
+                if tool_error is not None:
+                    attrs.append(_kv("error.type", tool_error))
+                    status = Status(code=2, message=tool_error)
+                if tool_latency_ns is not None:
+                    e = s + tool_latency_ns
             spans.append(
                 Span(
                     trace_id=trace_id,
@@ -104,7 +138,7 @@ def build_request(spans_per_request: int, rng: random.Random, t0_ns: int) -> byt
                     start_time_unix_nano=s,
                     end_time_unix_nano=e,
                     attributes=attrs,
-                    status=Status(code=0),
+                    status=status,
                 )
             )
     request = ExportTraceServiceRequest(
@@ -143,23 +177,41 @@ def run_load(
     max_requests: int,
     max_seconds: float,
     seed: int = 1,
+    rate: float = 0.0,
+    names: int = 0,
+    spans_per_trace: int = 8,
 ) -> LoadResult:
     """Send up to ``max_requests`` requests over ``streams`` concurrent streams; stop at
-    ``max_seconds`` whatever happens. ``target`` is ``host:port``."""
+    ``max_seconds`` whatever happens. ``target`` is ``host:port``.
+
+    ``rate`` > 0 paces the requests (requests/s over all streams, an open-loop schedule: a slow
+    receiver makes the streams fall behind, it does not lower the offered rate); ``names`` and
+    ``spans_per_trace`` shape the data (see :func:`build_request`).
+    """
     rng = random.Random(seed)
     t0 = time.time_ns()
-    payloads = [build_request(spans_per_request, rng, t0) for _ in range(16)]
+    payloads = [
+        build_request(spans_per_request, rng, t0, names=names, spans_per_trace=spans_per_trace)
+        for _ in range(16)
+    ]
     lock = threading.Lock()
     counters = {"sent": 0, "ok": 0, "failed": 0}
     latencies: list[float] = []
-    deadline = time.monotonic() + max_seconds
+    started = time.monotonic()
+    deadline = started + max_seconds
 
     def take() -> int | None:
         with lock:
             if counters["sent"] >= max_requests or time.monotonic() > deadline:
                 return None
             counters["sent"] += 1
-            return counters["sent"]
+            n = counters["sent"]
+        if rate > 0:
+            due = started + (n - 1) / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        return n
 
     def grpc_worker() -> None:
         channel = grpc.insecure_channel(
@@ -226,11 +278,14 @@ def run_load(
 
 
 def main() -> None:
-    """``python -m benchmarks._load TARGET PROTOCOL STREAMS SPANS MAX_REQ MAX_S`` → one JSON line."""
+    """``python -m benchmarks._load TARGET PROTOCOL STREAMS SPANS MAX_REQ MAX_S [RATE NAMES
+    SPANS_PER_TRACE]`` → one JSON line."""
     import json
     import sys
 
     target, protocol, streams, spans, max_req, max_s = sys.argv[1:7]
+    given = sys.argv[7:10]
+    extra = given + ["0", "0", "8"][len(given) :]  # defaults: unpaced, default names, 8
     r = run_load(
         target,
         protocol,
@@ -239,6 +294,9 @@ def main() -> None:
         max_requests=int(max_req),
         max_seconds=float(max_s),
         seed=os.getpid(),
+        rate=float(extra[0]),
+        names=int(extra[1]),
+        spans_per_trace=int(extra[2]),
     )
     lat = sorted(r.latencies) or [0.0]
     print(

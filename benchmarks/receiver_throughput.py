@@ -158,7 +158,27 @@ _RECEIVER_CONFIGS = {
     "ingest+spool": "",
     "+forward": "forward",
     "+analysis": "forward,analysis",
+    "+forward 2w": "forward,workers2",
 }
+
+
+@contextlib.contextmanager
+def noop_target(tmp: Path) -> Iterator[Target]:
+    """Transport + validation with the no-op ingestor (``serve_noop_main``): "ingest only"."""
+    code = "from otel_agents.receiver._common import serve_noop_main; serve_noop_main()"
+    proc = subprocess.Popen(
+        [PY, "-c", code, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()  # "grpc=<port> http=<port>"
+        ports = dict(item.split("=") for item in line.split())
+        yield Target("ingest", proc, int(ports["grpc"]), int(ports["http"]))
+    finally:
+        _stop(proc)
 
 
 @contextlib.contextmanager
@@ -166,7 +186,7 @@ def receiver_target(tmp: Path, sink_port: int, mode: str) -> Iterator[Target]:
     """Our receiver via the CLI; ``mode`` picks forwarding/analysis from _RECEIVER_CONFIGS."""
     features = _RECEIVER_CONFIGS[mode].split(",")
     gport, hport, aport = _free_port(), _free_port(), _free_port()
-    data = tmp / f"data-{mode.strip('+')}"
+    data = tmp / f"data-{mode.strip('+').replace(' ', '-')}"
     if data.exists():
         shutil.rmtree(data)
     args = [
@@ -187,15 +207,29 @@ def receiver_target(tmp: Path, sink_port: int, mode: str) -> Iterator[Target]:
         args += ["--forward", f"grpc://127.0.0.1:{sink_port}"]
     if "analysis" not in features:
         args += ["--no-analysis"]
-    proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if "workers2" in features:
+        args += ["--workers", "2"]
+    ports_file = tmp / f"ports-{data.name}.json"
+    ports_file.unlink(missing_ok=True)
+    args += ["--ports-file", str(ports_file)]
+    # A file, not a pipe: nobody reads a pipe during the run, and a full one blocks the logger.
+    log_path = tmp / f"serve-{data.name}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        _wait_tcp(gport, 60)
-        _wait_tcp(hport, 60)
+        # The ports file is written once every worker serves (a bare port check would pass as
+        # soon as the first of several workers listens).
+        deadline = time.monotonic() + 90
+        while not ports_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"receiver {mode!r} did not start ({proc.returncode})")
+            time.sleep(0.05)
         yield Target(mode, proc, gport, hport)
     finally:
         _stop(proc)
-        if proc.returncode not in (0, -signal.SIGTERM) and proc.stderr is not None:
-            print(proc.stderr.read().decode(errors="replace")[-2000:], file=sys.stderr)
+        log.close()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            print(log_path.read_text(errors="replace")[-2000:], file=sys.stderr)
 
 
 @dataclass
@@ -289,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="grpc,http")
     parser.add_argument(
         "--targets",
-        default="rotel,ingest+spool,+forward,+analysis",
+        default="rotel,ingest,ingest+spool,+forward,+analysis,+forward 2w",
         help="comma list of rotel and our modes",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 1 and 4 streams, gRPC")
@@ -310,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                     ctx = (
                         rotel_target(tmp, sink_port)
                         if name == "rotel"
+                        else noop_target(tmp)
+                        if name == "ingest"
                         else receiver_target(tmp, sink_port, name)
                     )
                     with ctx as target:
