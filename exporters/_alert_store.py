@@ -9,11 +9,11 @@ lock, and writes are small single transactions.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from otel_agents.exporters._sqlite import SqliteStore
 
 __all__ = ["AlertStore"]
 
@@ -55,22 +55,11 @@ CREATE TABLE IF NOT EXISTS silences (
 """
 
 
-class AlertStore:
+class AlertStore(SqliteStore):
     """Alerts with history; ``path`` ``":memory:"`` for a private in-memory store."""
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            if str(path) != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+        super().__init__(path, _SCHEMA)
 
     # ------------------------------------------------------------------ writes
     def upsert(self, alert: Mapping[str, Any]) -> None:

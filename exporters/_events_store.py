@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from otel_agents.exporters._sqlite import SqliteStore
 
 __all__ = ["AgentEvent", "EventQuery", "EventsStore"]
 
@@ -110,22 +110,11 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
         raise ValueError("invalid cursor") from exc
 
 
-class EventsStore:
+class EventsStore(SqliteStore):
     """The audit trail's SQLite file (WAL); thread-safe."""
 
     def __init__(self, path: str | Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            if str(path) != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
+        super().__init__(path, _SCHEMA)
 
     def add(self, events: Iterable[AgentEvent]) -> int:
         """Insert events in one transaction; returns how many."""
