@@ -402,7 +402,12 @@ class _Delivery(Generic[_T]):
                 target=self._run, name=f"otel_agents.{self._name}", daemon=True
             )
             self._thread = thread
-        thread.start()
+        try:
+            thread.start()
+        except Exception:  # e.g. no new threads at interpreter shutdown: deliver synchronously
+            self._stopped = True
+            rate_limited.exception(logger, f"{self._name} worker start")
+            return
         # Registered at first use, so after the application's providers: atexit runs it first and
         # the last spans reach the metrics / exporters before those shut down.
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -444,7 +449,11 @@ class _Delivery(Generic[_T]):
             self._stopped = True
             self._cond.notify()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if (
+            thread is not None
+            and thread.ident is not None
+            and thread is not threading.current_thread()
+        ):
             thread.join(5.0)
         self.flush()
 
@@ -608,9 +617,15 @@ class EnrichingSpanProcessor(SpanProcessor):
                 except Exception:
                     rate_limited.exception(logger, f"{type(p).__name__}.on_end")
             if self._delivery is not None:
-                self._delivery.put((out, None, True))
+                self._put((out, None, True))
         elif self._delivery is not None:
-            self._delivery.put((span, agent, False))
+            self._put((span, agent, False))
+
+    def _put(self, item: _Pending) -> None:
+        try:
+            self._delivery.put(item)  # type: ignore[union-attr]
+        except Exception:
+            rate_limited.exception(logger, "EnrichingSpanProcessor queue")
 
     def _deliver(self, batch: list[_Pending]) -> None:
         """Worker side: enrich and hand each span to the deferred processors."""

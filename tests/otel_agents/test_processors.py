@@ -599,3 +599,26 @@ def test_unknown_processor_layout_degrades_to_identity_only(
     assert llm[sc.GEN_AI_AGENT_NAME] == "planner"
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in llm  # unpriced here; the receiver prices it
     provider.shutdown()
+
+
+def test_worker_that_cannot_start_means_synchronous_delivery(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If no thread can be started (interpreter shutdown), spans are delivered in on_end and nothing reaches the app."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    provider = TracerProvider()
+    deferred = DeferrableRecorder()
+    provider.add_span_processor(EnrichingSpanProcessor(deferred))
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with caplog.at_level(logging.ERROR, logger="otel_agents"):
+        for _ in range(3):
+            with provider.get_tracer("x").start_as_current_span("s", attributes=_llm_attrs()):
+                pass
+    monkeypatch.undo()
+    assert len(deferred.ended) == 3  # delivered in on_end, nothing left waiting
+    assert "worker start" in caplog.text
+    provider.shutdown()
+    assert deferred.shut == 1
