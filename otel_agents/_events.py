@@ -110,6 +110,25 @@ class AgentEvents:
             logger_provider=self._provider,
         )
 
+    def _emit_a2a(
+        self,
+        name: str,
+        method: str,
+        message_id: str | None,
+        peer: str | None,
+        agent_name: str | None,
+    ) -> None:
+        # sent and received carry the same attributes; only the event name says the direction
+        self._emit(
+            name,
+            {
+                sc.A2A_METHOD_NAME: method,
+                sc.A2A_MESSAGE_ID: message_id,
+                sc.AGENT_A2A_PEER_AGENT: peer,
+            },
+            agent_name=agent_name,
+        )
+
     def task_start(
         self, task_id: str, *, agent_name: str | None = None, conversation_id: str | None = None
     ) -> None:
@@ -187,15 +206,7 @@ class AgentEvents:
         agent_name: str | None = None,
     ) -> None:
         """An A2A request was sent to ``peer``."""
-        self._emit(
-            sc.AGENT_EVENT_A2A_SENT,
-            {
-                sc.A2A_METHOD_NAME: method,
-                sc.A2A_MESSAGE_ID: message_id,
-                sc.AGENT_A2A_PEER_AGENT: peer,
-            },
-            agent_name=agent_name,
-        )
+        self._emit_a2a(sc.AGENT_EVENT_A2A_SENT, method, message_id, peer, agent_name)
 
     def a2a_received(
         self,
@@ -206,15 +217,7 @@ class AgentEvents:
         agent_name: str | None = None,
     ) -> None:
         """An A2A request was received from ``peer``."""
-        self._emit(
-            sc.AGENT_EVENT_A2A_RECEIVED,
-            {
-                sc.A2A_METHOD_NAME: method,
-                sc.A2A_MESSAGE_ID: message_id,
-                sc.AGENT_A2A_PEER_AGENT: peer,
-            },
-            agent_name=agent_name,
-        )
+        self._emit_a2a(sc.AGENT_EVENT_A2A_RECEIVED, method, message_id, peer, agent_name)
 
     def security(
         self,
