@@ -4,7 +4,10 @@
 One stage owns trace assembly and feeds every completed set to the sub-analyses, so traces are
 grouped once (sharing assembled traces between stages through the host would copy them):
 
-* per batch (no waiting): span-level anomaly accumulators and the span metrics;
+* per batch (no waiting): span-level anomaly accumulators and the span metrics, for spans whose
+  agent is known from the batch (see :func:`._batch.resolve_agents`); spans whose agent comes
+  from an ancestor in another batch are counted when their trace completes (one
+  ``decision_wait`` later), under the inherited agent;
 * per tick, for traces quiet for ``decision_wait``: critical path and fleet aggregates
   (:mod:`._bottleneck`), the agent graph (:mod:`._graph`), tool loops and broken A2A chains
   (:mod:`._detectors`), cost per trace;
@@ -51,6 +54,7 @@ from ._batch import (
     KIND_MODEL,
     KIND_TOOL,
     SpanBatch,
+    agent_pending,
     analysis_keys,
 )
 from ._bottleneck import BottleneckState
@@ -244,11 +248,15 @@ class AgentAnalysis(Component):
     def process_traces(self, batch: SpanBatch) -> None:
         """Take a batch: into assembly, span-level anomaly accumulators and span metrics."""
         now = self._now()
+        # Spans whose agent only assembly can name (parent in another batch) are counted when
+        # their trace completes, so /metrics and baselines never see them under agent "".
+        pending = agent_pending(batch)
+        ready = batch if not pending.any() else batch.take(~pending)
         with self._lock:
             self.assembler.add(batch, now)
-            self.anomaly.add_spans(batch)
+            self.anomaly.add_spans(ready)
         if self._metrics is not None:
-            self._metrics.on_spans(batch)
+            self._metrics.on_spans(ready)
 
     def process_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """Process resource metrics for the ``process_resource`` detector."""
@@ -312,6 +320,11 @@ class AgentAnalysis(Component):
             self._explain_traces(done, cp, now)
         edges = self.graph.add(done)
         self.anomaly.add_traces(done, trace_cost, self.bottleneck.sessions)
+        if done.agent_pending.any():
+            resolved = done.spans.take(done.agent_pending)
+            self.anomaly.add_spans(resolved)
+            if self._metrics is not None:
+                self._metrics.on_spans(resolved)
         if self._metrics is not None:
             ak = analysis_keys(done.spans)
             secs = np.bincount(ak.inv, weights=cp / 1e9, minlength=len(ak.keys))

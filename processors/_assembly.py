@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from otel_agents._configtypes import DURATION
 
-from ._batch import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch
+from ._batch import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch, agent_pending
 
 __all__ = ["AssemblyConfig", "CompletedTraces", "TraceAssembler"]
 
@@ -87,7 +87,11 @@ class CompletedTraces:
         duplicates: spans dropped as duplicates of an earlier ``(trace_id, span_id)``.
         completed_at: receiver time of completion.
         root_agent: per trace, the agent the run belongs to (the root span's agent, else the
-            top-most agent under the root; ``""`` if none).
+            top-most agent under the root, else the root's Resource main agent, else the root's
+            ``service.name``; ``""`` only for traces without a root).
+        agent_pending: per span, its agent was left to assembly (see
+            :func:`._batch.agent_pending`): span-level metrics and baselines take these rows
+            at completion, every other row when its batch arrived.
     """
 
     spans: SpanBatch
@@ -104,6 +108,7 @@ class CompletedTraces:
     root_agent: npt.NDArray[np.object_] = dataclasses.field(
         default_factory=lambda: np.empty(0, dtype=object)
     )
+    agent_pending: BoolA = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     @property
     def n_traces(self) -> int:
@@ -329,13 +334,20 @@ class TraceAssembler:
         self.orphans[ORPHAN_MISSING_PARENT] += int(orphan.sum()) - a2a_srv_orphans
         self.orphans[ORPHAN_A2A_CLIENT] += int(client_broken.sum())
 
+        pending = agent_pending(spans)
+        agent = inherit(spans.agent_name, parent)
+        # No agent above: the process's declared main agent (zero-code set-ups declare it on
+        # the Resource only), after inheritance so a caller's agent still wins.
+        unnamed = agent == ""
+        if unnamed.any():
+            agent = agent.copy()
+            agent[unnamed] = spans.main_agent[unnamed]
         spans = spans.with_columns(
-            agent_name=inherit(spans.agent_name, parent),
+            agent_name=agent,
             conversation_id=inherit(spans.conversation_id, parent),
         )
         # The agent a run belongs to: the root's, else the top-most agent below a root that
         # has none (a workflow or HTTP root span) — the first such span by start time.
-        agent = spans.agent_name
         has_parent_agent = (parent >= 0) & (agent[np.maximum(parent, 0)] != "")
         top = np.nonzero((agent != "") & ~has_parent_agent)[0]
         root_agent = np.full(n_tr, "", dtype=object)
@@ -348,6 +360,10 @@ class TraceAssembler:
         has_root = root >= 0
         root_own = np.where(has_root, agent[np.maximum(root, 0)], "")
         root_agent = np.where(root_own != "", root_own, root_agent).astype(object)
+        # A run nobody named (a workflow of a process that declares no agent) is still
+        # somebody's: its root's service, so reports and cost keys never read agent ``.
+        root_service = np.where(has_root, spans.service_name[np.maximum(root, 0)], "")
+        root_agent = np.where(root_agent != "", root_agent, root_service).astype(object)
         return CompletedTraces(
             spans=spans,
             offsets=offsets,
@@ -361,6 +377,7 @@ class TraceAssembler:
             duplicates=dups,
             completed_at=now,
             root_agent=root_agent,
+            agent_pending=pending,
         )
 
 

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
     from otel_agents._cost import PriceBook
 
-__all__ = ["SPAN_KIND_CLIENT", "SPAN_KIND_SERVER", "SpanBatch", "build_span_batch"]
+__all__ = [
+    "SPAN_KIND_CLIENT", "SPAN_KIND_SERVER", "SpanBatch", "agent_pending", "build_span_batch",
+    "resolve_agents",
+]  # fmt: skip
 
 _log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ _OBJ_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "service_name", "operation",
     "agent_name", "agent_id", "tool_name", "tool_args_hash", "request_model",
     "response_model", "provider", "conversation_id", "error_type", "a2a_method",
-    "a2a_task_id", "a2a_peer",
+    "a2a_task_id", "a2a_peer", "main_agent",
 )  # fmt: skip
 _I64_COLUMNS = (
     "kind", "start_ns", "end_ns", "status_code", "input_tokens", "output_tokens",
@@ -60,6 +63,7 @@ _F64_COLUMNS = ("cost",)
 _BOOL_COLUMNS = ("unpriced",)
 COLUMNS = _OBJ_COLUMNS + _I64_COLUMNS + _F64_COLUMNS + _BOOL_COLUMNS
 _I64_MAX = 2**63 - 1
+_NO_OBJECTS: ObjArray = np.empty(0, dtype=object)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -70,7 +74,11 @@ class SpanBatch:
     on a span are ``""``; token counts absent are 0; ``cost`` is USD on inference spans only
     (sender's ``gen_ai.usage.cost.amount`` or priced here from tokens), 0 elsewhere;
     ``unpriced`` marks inference spans with tokens that nobody could price. ``received_at``
-    is the receiver's clock (unix seconds) when the request arrived.
+    is the receiver's clock (unix seconds) when the request arrived. ``main_agent`` is the
+    Resource's ``gen_ai.main_agent.name`` (a zero-code process declares its agent there).
+    ``agent_name`` is already inherited from ancestors *within the batch* (see
+    :func:`build_span_batch`); spans still without one and with a parent are resolved by
+    assembly.
     """
 
     trace_id: ObjArray
@@ -103,6 +111,13 @@ class SpanBatch:
     cost: F64Array
     unpriced: BoolArray
     received_at: float = 0.0
+    main_agent: ObjArray = dataclasses.field(default_factory=lambda: _NO_OBJECTS)
+
+    def __post_init__(self) -> None:
+        # Batches built without the column (older callers, hand-made test batches) get "":
+        # the Resource declared no main agent.
+        if self.main_agent.shape[0] != self.kind.shape[0]:
+            object.__setattr__(self, "main_agent", np.full(self.kind.shape[0], "", dtype=object))
 
     @property
     def n(self) -> int:
@@ -325,13 +340,16 @@ def build_span_batch(
     normalize = _norm.normalize_attributes
     inference_ops = sc.INFERENCE_OPERATIONS
     op_key, system_key = sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_SYSTEM
+    main_agent_key = sc.GEN_AI_MAIN_AGENT_NAME
+    main_agents = cols["main_agent"]
     i = 0
     for rs in request.resource_spans:
-        service = ""
-        for kv in rs.resource.attributes:
+        service = main_agent = ""
+        for kv in rs.resource.attributes:  # once per resource, not per span
             if kv.key == "service.name":
                 service = _as_label(_any_value(kv.value))
-                break
+            elif kv.key == main_agent_key:
+                main_agent = _as_label(_any_value(kv.value))
         for ss in rs.scope_spans:
             for span in ss.spans:
                 trace_id[i] = span.trace_id
@@ -339,6 +357,7 @@ def build_span_batch(
                 parent_id[i] = span.parent_span_id
                 names[i] = sys.intern(span.name)
                 services[i] = service
+                main_agents[i] = main_agent
                 kinds[i] = span.kind
                 starts[i] = span.start_time_unix_nano
                 ends[i] = span.end_time_unix_nano
@@ -368,7 +387,57 @@ def build_span_batch(
                 i += 1
     batch = _from_lists(cols, received_at)
     _a2a_client_roles(batch)
+    resolve_agents(batch)
     return batch
+
+
+def resolve_agents(batch: SpanBatch) -> None:
+    """Name the agent of every span whose agent is decidable from this batch alone (in place).
+
+    A span without ``gen_ai.agent.name`` (an official instrumentation's chat or HTTP span)
+    belongs to its nearest ancestor's agent.  When that ancestor is in the same batch it is
+    copied now, so span-level metrics and baselines see it without waiting for assembly; when
+    the span's ancestor chain ends at a root of this batch with no agent on the way, the
+    Resource's main agent (``gen_ai.main_agent.name``) names it.  Spans whose chain leaves the
+    batch stay ``""``: assembly resolves them (same rule, over the whole trace) and the stage
+    counts them at completion (:func:`agent_pending`).
+    """
+    if batch.n == 0:
+        return
+    agent = batch.agent_name
+    todo = np.nonzero(agent == "")[0]
+    if todo.shape[0] == 0:
+        return
+    # Parent index within the batch: -1 for roots, -2 for a parent that is not in the batch.
+    keys = [t + s for t, s in zip(batch.trace_id.tolist(), batch.span_id.tolist(), strict=True)]
+    pos = {k: j for j, k in enumerate(keys)}
+    tids, pids = batch.trace_id.tolist(), batch.parent_span_id.tolist()
+    parent = np.full(batch.n, -1, dtype=np.int64)
+    for j in todo.tolist():
+        p = pids[j]
+        if p:
+            parent[j] = pos.get(tids[j] + p, -2)
+    has = agent != ""
+    # Pointer jumping: ptr walks up until a span with an agent, a root (-1) or the edge (-2).
+    ptr = np.where(has, np.arange(batch.n), parent)
+    for _ in range(64):
+        walk = np.nonzero(ptr >= 0)[0]
+        walk = walk[~has[ptr[walk]]]
+        if walk.shape[0] == 0:
+            break
+        ptr[walk] = parent[ptr[walk]]
+    named = todo[ptr[todo] >= 0]
+    named = named[has[ptr[named]]]  # chains deeper than 64 stay for assembly
+    agent[named] = agent[ptr[named]]
+    rooted = todo[ptr[todo] == -1]
+    if rooted.shape[0]:
+        agent[rooted] = batch.main_agent[rooted]
+
+
+def agent_pending(batch: SpanBatch) -> BoolArray:
+    """Spans whose agent only assembly can decide (no agent yet, and a parent)."""
+    m: BoolArray = (batch.agent_name == "") & (batch.parent_span_id != b"")
+    return m
 
 
 def _a2a_client_roles(batch: SpanBatch) -> None:

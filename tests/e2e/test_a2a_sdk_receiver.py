@@ -272,15 +272,6 @@ def test_receiver_analyses_the_a2a_hop(run: Run) -> None:
     assert 0 < edges[0]["mean_seconds"] < 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "receiver gap: the calling side of an A2A edge is the agent of the client span's "
-        "ancestors only; a zero-code client declares its agent on the Resource "
-        "(gen_ai.main_agent.name via OTEL_AGENTS_AGENT_NAME), which processors/_batch.py never "
-        "decodes, so the edge reads unknown -> researcher"
-    ),
-)
 def test_a2a_edge_names_the_calling_agent_declared_on_the_resource(run: Run) -> None:
     """The A2A edge's client is the client process's main agent, declared by environment."""
     spans = _forwarded(run)

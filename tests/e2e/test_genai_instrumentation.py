@@ -315,15 +315,6 @@ def test_agents_api_attributes_cost_and_graph(run: Run) -> None:
     assert ctx is not None and top["trace_id"] == f"{ctx.trace_id:032x}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "receiver bug: processors/_analysis.py:251 feeds AnalysisMetrics.on_spans the raw batch, "
-        "before assembly inherits gen_ai.agent.name from ancestors, so spans of instrumentations "
-        'that do not stamp the agent (every third-party one) are counted under agent="" on '
-        "/metrics while /api/v1/agents attributes them to the agent"
-    ),
-)
 def test_metrics_attribute_third_party_spans_to_their_agent(run: Run) -> None:
     """/metrics counts the chat calls' tokens and cost under the agent they ran in, as
     /api/v1/agents does."""

@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
-from otel_agents.processors._batch import SpanBatch, build_span_batch, factorize
+from otel_agents.processors._batch import (
+    COLUMNS,
+    SpanBatch,
+    agent_pending,
+    build_span_batch,
+    factorize,
+)
 
 from otel_agents import semconv as sc
 from otel_agents import tool_args_hash
@@ -169,3 +176,58 @@ def test_garbage_timestamps_and_counts_are_clamped_not_fatal() -> None:
     assert batch.end_ns.tolist() == [2**63 - 1]
     assert batch.input_tokens.tolist() == [2**63 - 1] and batch.output_tokens.tolist() == [0]
     assert batch.duration_s[0] > 0
+
+
+def _agent_request(spans: list[Span], main_agent: str = "") -> ExportTraceServiceRequest:
+    attrs = [kv("service.name", "svc")]
+    if main_agent:
+        attrs.append(kv(sc.GEN_AI_MAIN_AGENT_NAME, main_agent))
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=attrs), scope_spans=[ScopeSpans(spans=spans)]
+            )
+        ]
+    )
+
+
+def _span(sid: int, parent: int, name: str, **attrs: object) -> Span:
+    return Span(
+        trace_id=b"\x07" * 16,
+        span_id=sid.to_bytes(8, "big"),
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        name=name,
+        start_time_unix_nano=1_000,
+        end_time_unix_nano=2_000,
+        attributes=[kv(k, v) for k, v in attrs.items()],
+    )
+
+
+def test_agents_resolve_within_the_batch_and_from_the_resource_main_agent() -> None:
+    """Agent-less spans take the nearest in-batch ancestor's agent, chains ending at an
+    agent-less root take the Resource's main agent, and chains leaving the batch are pending."""
+    op = sc.GEN_AI_OPERATION_NAME
+    spans = [
+        _span(1, 0, "invoke_workflow flow", **{op: "invoke_workflow"}),
+        _span(2, 1, "invoke_agent triage", **{op: "invoke_agent", sc.GEN_AI_AGENT_NAME: "triage"}),
+        _span(3, 2, "POST", **{"http.request.method": "POST"}),
+        _span(4, 3, "chat m", **{op: "chat"}),  # two levels below the agent
+        _span(5, 1, "chat m", **{op: "chat"}),  # below the agent-less root
+        _span(6, 99, "chat m", **{op: "chat"}),  # parent in another batch
+    ]
+    batch = build_span_batch(_agent_request(spans, "support"), pricebook=None, received_at=0.0)
+    assert batch.main_agent.tolist() == ["support"] * 6
+    assert batch.agent_name.tolist() == ["support", "triage", "triage", "triage", "support", ""]
+    assert agent_pending(batch).tolist() == [False] * 5 + [True]
+    plain = build_span_batch(_agent_request(spans), pricebook=None, received_at=0.0)
+    assert plain.agent_name.tolist() == ["", "triage", "triage", "triage", "", ""]
+    assert agent_pending(plain).tolist() == [False, False, False, False, True, True]
+
+
+def test_batches_without_a_main_agent_column_default_to_empty() -> None:
+    """A SpanBatch built without ``main_agent`` gets one empty entry per span, kept by take."""
+    b = build_span_batch(request(TraceGen(2).trace(10**18)), pricebook=None, received_at=0.0)
+    cols = {c: getattr(b, c) for c in COLUMNS if c != "main_agent"}
+    bare = SpanBatch(**cols)
+    assert bare.main_agent.tolist() == [""] * b.n
+    assert bare.take(np.arange(2)).main_agent.tolist() == ["", ""]

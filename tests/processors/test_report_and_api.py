@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 from otel_agents.processors import FACTORIES, AnalysisConfig, render_report
+from otel_agents.processors._batch import build_span_batch
 from prometheus_client.parser import text_string_to_metric_families
 
+from otel_agents import semconv as sc
 from otel_agents._component import Finding
 from otel_agents._configtypes import decode
 from otel_agents._errors import ConfigError
 
+from ._gen import MS, request
 from ._scenario import Scenario
 
 
@@ -118,3 +121,45 @@ def test_shutdown_flushes_open_traces(tmp_path: Path) -> None:
     assert sc.stage.assembler.open_traces > 0
     sc.stage.shutdown()
     assert sc.stage.assembler.open_traces == 0 and sc.stage.assembler.completed > 0
+
+
+def _samples(host_text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for fam in text_string_to_metric_families(host_text):
+        if fam.name == family:
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_spans_whose_agent_is_in_another_batch_are_counted_at_completion(tmp_path: Path) -> None:
+    """A child chat span exported before its agent span is counted once, under the inherited
+    agent, when the trace completes — never under agent ""."""
+    scn = Scenario(tmp_path)
+    trace = scn.gen.trace(int(scn.host.clock * 1e9) - 3000 * MS)
+    # The researcher's spans carry no agent on their own below its invoke_agent span.
+    for g in trace:
+        names = {a.key for a in g.span.attributes}
+        if g.span.name.startswith("chat") and sc.GEN_AI_AGENT_NAME in names:
+            keep = [a for a in g.span.attributes if a.key != sc.GEN_AI_AGENT_NAME]
+            del g.span.attributes[:]
+            g.span.attributes.extend(keep)
+    chats = [g for g in trace if g.span.name.startswith("chat")]
+    rest = [g for g in trace if not g.span.name.startswith("chat")]
+    assert chats and rest
+    stage, host = scn.stage, scn.host
+    for part in (chats, rest):  # children first, as a BatchSpanProcessor exports them
+        stage.process_traces(build_span_batch(request(part), pricebook=None, received_at=0.0))
+    before = _samples(host.exposition(), "otel_agents_tokens")
+    assert before == {}, before  # nothing under agent "" (nor anywhere) before completion
+    host.clock += 60.0
+    stage.tick(host.clock)
+    after = _samples(host.exposition(), "otel_agents_tokens")
+    assert {dict(k)["agent"] for k in after} == {"planner", "researcher"}, after
+    want = sum(a.value.int_value for g in chats for a in g.span.attributes
+               if a.key == sc.GEN_AI_USAGE_INPUT_TOKENS)  # fmt: skip
+    got = sum(v for k, v in after.items() if dict(k)["token_type"] == "input")
+    assert got == want
+    calls = _samples(host.exposition(), "otel_agents_operation_calls")
+    assert sum(calls.values()) == len(trace)  # every span counted exactly once
