@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -236,6 +236,21 @@ def _safe_record(handle: A2ASpan, result: Any) -> None:
         _log.debug("a2a instrumentor: result recording failed", exc_info=True)
 
 
+async def _await_in_span(handle: A2ASpan, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Awaits ``call()`` with the span current, records the result and ends the span."""
+    token = otel_context.attach(handle.context)
+    try:
+        result = await call()
+    except BaseException as exc:
+        handle.end(exc)
+        raise
+    finally:
+        otel_context.detach(token)
+    _safe_record(handle, result)
+    handle.end()
+    return result
+
+
 def _wrap_client(original: Callable[..., Any], method: str, tp: Any) -> Callable[..., Any]:
     @functools.wraps(original)
     async def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -243,17 +258,7 @@ def _wrap_client(original: Callable[..., Any], method: str, tp: Any) -> Callable
         if handle is None:
             return await original(self, request, *args, **kwargs)
         _inject_headers(handle, kwargs)
-        token = otel_context.attach(handle.context)
-        try:
-            result = await original(self, request, *args, **kwargs)
-        except BaseException as exc:
-            handle.end(exc)
-            raise
-        finally:
-            otel_context.detach(token)
-        _safe_record(handle, result)
-        handle.end()
-        return result
+        return await _await_in_span(handle, lambda: original(self, request, *args, **kwargs))
 
     setattr(wrapper, _MARK, original)
     return wrapper
@@ -356,17 +361,9 @@ def _wrap_server(original: Callable[..., Any], method: str, tp: Any) -> Callable
         handle = _start_server(self, method, params, context, tp)
         if handle is None:
             return await original(self, params, context, *args, **kwargs)
-        token = otel_context.attach(handle.context)
-        try:
-            result = await original(self, params, context, *args, **kwargs)
-        except BaseException as exc:
-            handle.end(exc)
-            raise
-        finally:
-            otel_context.detach(token)
-        _safe_record(handle, result)
-        handle.end()
-        return result
+        return await _await_in_span(
+            handle, lambda: original(self, params, context, *args, **kwargs)
+        )
 
     setattr(wrapper, _MARK, original)
     return wrapper
