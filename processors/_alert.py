@@ -632,12 +632,9 @@ class AlertEngine(Component):
     ) -> tuple[dict[str, Any] | None, ApiResponse | None]:
         if method != "POST":
             return None, (405, {"error": "method not allowed"})
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            return None, (400, {"error": "body must be JSON"})
-        if not isinstance(data, dict):
-            return None, (400, {"error": "body must be a JSON object"})
+        data, err = _json_object(body)
+        if err is not None or data is None:
+            return None, err
         if not isinstance(data.get("by"), str) or not data["by"].strip():
             return None, (400, {"error": "'by' (who) is required"})
         return data, None
@@ -764,12 +761,9 @@ class AlertEngine(Component):
             return 200, {"silences": [s.to_json(now) for s in self.dispatcher.silences()]}
         if method != "POST":
             return 405, {"error": "method not allowed"}
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            return 400, {"error": "body must be JSON"}
-        if not isinstance(data, dict):
-            return 400, {"error": "body must be a JSON object"}
+        data, err = _json_object(body)
+        if err is not None or data is None:
+            return err or (400, {"error": "bad request"})
         return self._create_silence(data)
 
     def _create_silence(self, data: Mapping[str, Any]) -> ApiResponse:
@@ -836,6 +830,17 @@ def _bind_ack(notifier: Notifier, snap: AlertSnapshot) -> Any:
 
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _json_object(body: bytes | None) -> tuple[dict[str, Any] | None, ApiResponse | None]:
+    """A request body that must be a JSON object (empty means ``{}``), or the 400 to answer."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return None, (400, {"error": "body must be JSON"})
+    if not isinstance(data, dict):
+        return None, (400, {"error": "body must be a JSON object"})
+    return data, None
 
 
 def _q(query: Mapping[str, list[str]], key: str) -> str | None:

@@ -228,26 +228,22 @@ class AuditTrail(Component):
             return 405, {"error": "method not allowed"}
         if self.store is None:
             return 503, {"error": "not started"}
-        from otel_agents.processors._alert import _time_param
-
-        def q(key: str) -> str | None:
-            v = query.get(key)
-            return v[0] if v else None
+        from otel_agents.processors._alert import _q, _time_param
 
         try:
-            limit = int(q("limit") or 100)
+            limit = int(_q(query, "limit") or 100)
             if limit <= 0:
                 raise ValueError("limit must be positive")
             eq = EventQuery(
-                agent=q("agent"),
-                type=q("type"),
-                since=_time_param(q("since")),
-                until=_time_param(q("until")),
-                trace_id=q("trace_id"),
-                session=q("session"),
-                user=q("user"),
+                agent=_q(query, "agent"),
+                type=_q(query, "type"),
+                since=_time_param(_q(query, "since")),
+                until=_time_param(_q(query, "until")),
+                trace_id=_q(query, "trace_id"),
+                session=_q(query, "session"),
+                user=_q(query, "user"),
                 limit=limit,
-                cursor=q("cursor"),
+                cursor=_q(query, "cursor"),
             )
             items, cursor = self.store.query(eq)
         except ValueError as exc:

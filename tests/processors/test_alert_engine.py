@@ -193,6 +193,27 @@ def test_ack_resolve_and_silence_record_who_and_when(
     assert status == 200 and exp["status"] == "expired"
 
 
+def test_action_and_silence_endpoints_reject_a_body_that_is_not_a_json_object(
+    engine: tuple[AlertEngine, TestHost],
+) -> None:
+    """Every POST endpoint answers 400 naming the fault for a non-JSON or non-object body."""
+    _, host = engine
+    for path in ("/api/v1/alerts/ack", "/api/v1/silences", "/api/v1/silences/expire"):
+        route = host.routes[path]
+        assert route("POST", {}, b"{not json") == (400, {"error": "body must be JSON"})
+        assert route("POST", {}, b"[1, 2]") == (400, {"error": "body must be a JSON object"})
+        assert route("PUT", {}, b"{}") == (405, {"error": "method not allowed"})
+    # an empty body is an empty object: what is missing is the person, not the JSON
+    assert host.routes["/api/v1/alerts/ack"]("POST", {}, None) == (
+        400,
+        {"error": "'by' (who) is required"},
+    )
+    assert host.routes["/api/v1/silences"]("POST", {}, b"") == (
+        400,
+        {"error": "'created_by' (who) is required"},
+    )
+
+
 def test_silenced_alert_is_not_notified(
     engine: tuple[AlertEngine, TestHost], sink: WebhookSink
 ) -> None:
