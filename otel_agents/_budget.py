@@ -312,6 +312,8 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
             self._settle()
         if self._reader is not None:
             self._reader.refresh()
+        if not self._refusing or not self._exceeded:
+            return  # the usual case, without the lock: nothing can refuse
         with self._lock:
             for i, budget in enumerate(self.budgets):
                 if budget.policy != "refuse":
@@ -435,7 +437,8 @@ class BudgetMetricReader(MetricReader):
 
 
 _guards_lock = threading.Lock()
-_guards: list[BudgetGuard] = []
+# Copy-on-write: check_budget (before every LLM call) reads it without taking the lock.
+_guards: tuple[BudgetGuard, ...] = ()
 
 
 def _reinit_after_fork() -> None:
@@ -449,17 +452,18 @@ if hasattr(os, "register_at_fork"):
 
 def register_guard(guard: BudgetGuard) -> BudgetGuard:
     """Makes ``check_budget`` consult ``guard`` (idempotent); returns it."""
+    global _guards
     with _guards_lock:
         if guard not in _guards:
-            _guards.append(guard)
+            _guards = (*_guards, guard)
     return guard
 
 
 def unregister_guard(guard: BudgetGuard) -> None:
     """Stops ``check_budget`` from consulting ``guard``."""
+    global _guards
     with _guards_lock:
-        if guard in _guards:
-            _guards.remove(guard)
+        _guards = tuple(g for g in _guards if g is not guard)
 
 
 def check_budget(agent_name: str | None = None) -> None:
@@ -469,9 +473,7 @@ def check_budget(agent_name: str | None = None) -> None:
         BudgetExceededError: a registered guard has an exceeded ``refuse`` budget covering
             ``agent_name`` (or all agents).  Any other failure is swallowed.
     """
-    with _guards_lock:
-        guards = list(_guards)
-    for guard in guards:
+    for guard in _guards:
         try:
             guard.check(agent_name)
         except BudgetExceededError:
