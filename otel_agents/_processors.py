@@ -498,7 +498,9 @@ class EnrichingSpanProcessor(SpanProcessor):
     (the agent metrics processor) are *deferred*: the application thread appends the span to a
     queue and this processor's worker enriches it and hands them the copy, in batches. Any other
     wrapped processor (``SimpleSpanProcessor``, a user's) gets the enriched copy synchronously in
-    ``on_end``, as before. ``force_flush`` / ``shutdown`` deliver everything pending first.
+    ``on_end``, as before. ``force_flush`` / ``shutdown`` deliver everything pending first, so
+    flush through the provider or this processor (a wrapped ``BatchSpanProcessor`` flushed on its
+    own does not see spans still queued here); ``defer=False`` restores synchronous delivery.
 
     Args:
         next_processor: the processor (or processors, called in order) that receives the spans.
