@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.exporters._fwd_sink import RecordingSink
+from tests.exporters._fwd_sink import Decision, RecordingSink
 from tests.otel_agents.receiver._rc_fixtures import (
     MIB,
     TRACES,
@@ -50,6 +51,7 @@ RC01_RATE = int(os.environ.get("OTEL_AGENTS_RC01_RATE", "5000"))
 RC01_SECONDS = float(os.environ.get("OTEL_AGENTS_RC01_SECONDS", "15"))
 RC02_SECONDS = float(os.environ.get("OTEL_AGENTS_RC02_SECONDS", "20"))
 RC03_SECONDS = float(os.environ.get("OTEL_AGENTS_RC03_SECONDS", "8"))
+RC06_SECONDS = float(os.environ.get("OTEL_AGENTS_RC06_SECONDS", "8"))
 SPANS_PER_REQUEST = 100
 
 # Pass criteria (reliability.md §6, calibrated on the 2-core box; docs/reliability.md).
@@ -456,3 +458,52 @@ def test_rc03_overload_answers_retryable_with_retry_delay_and_loses_nothing(
         _no_tracebacks(receiver)
     finally:
         assert receiver.terminate() == 0
+
+
+# ------------------------------------------------------------------------------ RC-06 (ingest)
+
+
+def test_rc06_ingest_latency_is_decoupled_from_a_slow_flaky_downstream(tmp_path: Path) -> None:
+    """RC-06: while the only backend answers after 2 s and refuses half the exports (UNAVAILABLE),
+    Export p99 at the RC-01 rate stays within the RC-01 bound (forwarding is decoupled) and,
+    after the backend recovers, every acknowledged span is delivered."""
+    slow = threading.Event()
+    slow.set()
+    rng = random.Random(6)
+
+    def decide(_signal: str, _n: int) -> Decision:
+        if not slow.is_set():
+            return Decision()
+        fail = rng.random() < 0.5
+        return Decision(grpc.StatusCode.UNAVAILABLE if fail else None, delay=2.0)
+
+    backend = RecordingSink(decide)
+    backend.start_grpc()
+    receiver = _receiver(tmp_path, (backend,))
+    try:
+        sender = PacedSender(
+            receiver.ports["grpc"], RC01_RATE, streams=4, compression=grpc.Compression.NoCompression
+        )
+        sender.run(RC06_SECONDS)
+        p99 = percentile(sender.latencies, 0.99)
+        assert set(sender.codes) == {grpc.StatusCode.OK}
+        assert p99 <= RC01_P99_MAX_S, p99
+        attempts_while_slow = backend.attempt_count()
+        slow.clear()
+        sent = set(sender.acked)
+        assert poll(lambda: sent <= backend.received, 90), len(sent - backend.received)
+        record_figures(
+            "RC-06",
+            "test_rc06_ingest_latency_is_decoupled_from_a_slow_flaky_downstream",
+            spans_per_s=RC01_RATE,
+            seconds=RC06_SECONDS,
+            sent=len(sent),
+            delivered=len(backend.received & sent),
+            lost=len(sent - backend.received),
+            downstream_attempts_while_slow=attempts_while_slow,
+            p99_ms=round(1000 * p99, 1),
+        )
+        _no_tracebacks(receiver)
+    finally:
+        assert receiver.terminate() == 0
+        backend.stop()
