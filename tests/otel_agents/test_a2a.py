@@ -25,8 +25,9 @@ from otel_agents._a2a import (
     extract_a2a_context,
     inject_a2a_context,
 )
+from otel_agents.testing import OtlpSink
 
-from ._sdkext_sink import OtlpSink, attrs
+from ._sdkext_sink import arrived
 
 HERE = Path(__file__).parent
 
@@ -188,9 +189,9 @@ def test_one_way_and_polling_use_links(tp: tuple[TracerProvider, InMemorySpanExp
 def test_two_processes_one_trace() -> None:
     """Client and server in two OS processes over loopback HTTP produce ONE complete trace."""
     peer = str(HERE / "_sdkext_a2a_peer.py")
-    with OtlpSink() as sink:
+    with OtlpSink(http=False) as sink:
         server = subprocess.Popen(
-            [sys.executable, peer, "server", sink.endpoint],
+            [sys.executable, peer, "server", sink.grpc_endpoint],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -200,7 +201,7 @@ def test_two_processes_one_trace() -> None:
             assert server.stdout is not None and server.stdin is not None
             port = int(server.stdout.readline())
             out = subprocess.run(
-                [sys.executable, peer, "client", sink.endpoint, f"http://127.0.0.1:{port}/"],
+                [sys.executable, peer, "client", sink.grpc_endpoint, f"http://127.0.0.1:{port}/"],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -216,12 +217,12 @@ def test_two_processes_one_trace() -> None:
         def ours() -> list[Any]:
             # only our two services: a stray exporter may hit a recycled ephemeral port
             return [
-                (attrs(res.attributes)["service.name"], span)
-                for res, span in sink.spans()
-                if attrs(res.attributes).get("service.name") in ("a2a-client", "a2a-server")
+                (span.service_name, span)
+                for span in sink.spans()
+                if span.service_name in ("a2a-client", "a2a-server")
             ]
 
-        assert sink.wait_for(lambda: len(ours()) >= 4, timeout=15), server_err[-3000:]
+        assert arrived(sink, lambda: len(ours()) >= 4, timeout=15), server_err[-3000:]
         spans = ours()
     result = json.loads(out.stdout)
     assert result["task"]["metadata"]["sawBaggage"] == "planner"  # baggage crossed too
@@ -236,5 +237,5 @@ def test_two_processes_one_trace() -> None:
     srv = by_name[("SendMessage", 2)]  # SPAN_KIND_SERVER
     assert srv.parent_span_id == client.span_id
     assert by_name[("research work", 1)].parent_span_id == srv.span_id
-    assert attrs(srv.attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-1"
-    assert attrs(client.attributes)[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+    assert srv.attributes[sc.GEN_AI_CONVERSATION_ID] == "conv-1"
+    assert client.attributes[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"

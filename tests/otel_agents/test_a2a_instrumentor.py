@@ -27,8 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_agents import _a2a_instrumentor
 from otel_agents import semconv as sc
 from otel_agents._a2a_instrumentor import A2AInstrumentor
-
-from ._sdkext_sink import OtlpSink, attrs
+from otel_agents.testing import OtlpSink
 
 PEER = str(Path(__file__).parent / "_sdkext_a2a_sdk_peer.py")
 SERVER_KIND, CLIENT_KIND = 2, 3  # OTLP Span.SpanKind values
@@ -37,9 +36,9 @@ SERVER_KIND, CLIENT_KIND = 2, 3  # OTLP Span.SpanKind values
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[OtlpSink, str]]:
     """A real a2a-sdk agent in its own process, exporting spans to a loopback sink."""
-    with OtlpSink() as sink:
+    with OtlpSink(http=False) as sink:
         proc = subprocess.Popen(
-            [sys.executable, PEER, "server", sink.endpoint],
+            [sys.executable, PEER, "server", sink.grpc_endpoint],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -87,7 +86,7 @@ def test_two_processes_one_trace(server: tuple[OtlpSink, str]) -> None:
     """Client and server processes with no tracing code of their own yield one complete trace."""
     sink, url = server
     out = subprocess.run(
-        [sys.executable, PEER, "client", sink.endpoint, url],
+        [sys.executable, PEER, "client", sink.grpc_endpoint, url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -96,24 +95,20 @@ def test_two_processes_one_trace(server: tuple[OtlpSink, str]) -> None:
     result = json.loads(out.stdout)
 
     def ours() -> list[Any]:
-        return [s for _, s in sink.spans() if s.name in ("SendMessage", "GetTask")]
+        return [s for s in sink.spans() if s.name in ("SendMessage", "GetTask")]
 
-    assert sink.wait_for(lambda: len(ours()) >= 4, timeout=15)
+    assert sink.wait_for(lambda _: len(ours()) >= 4, timeout=15)
     # only our two services: a stray exporter may hit a recycled ephemeral port
-    spans = [
-        (res, s)
-        for res, s in sink.spans()
-        if attrs(res.attributes).get("service.name") in ("a2a-sdk-client", "a2a-sdk-server")
-    ]
-    planner = [s for _, s in spans if s.name == "invoke_agent planner"]
+    spans = [s for s in sink.spans() if s.service_name in ("a2a-sdk-client", "a2a-sdk-server")]
+    planner = [s for s in spans if s.name == "invoke_agent planner"]
     assert len(planner) == 1
     trace_id = planner[0].trace_id
-    in_trace = [s for _, s in spans if s.trace_id == trace_id]
+    in_trace = [s for s in spans if s.trace_id == trace_id]
     ids = {s.span_id for s in in_trace}
     assert all(s.parent_span_id in ids for s in in_trace if s.span_id != planner[0].span_id)
     # a2a-sdk's own transport.close span starts after our root ended: the only other trace
-    assert all(s.name.endswith(".close") for _, s in spans if s.trace_id != trace_id)
-    services = {attrs(res.attributes)["service.name"] for res, s in spans if s.trace_id == trace_id}
+    assert all(s.name.endswith(".close") for s in spans if s.trace_id != trace_id)
+    services = {s.service_name for s in in_trace}
     assert services == {"a2a-sdk-client", "a2a-sdk-server"}
 
     by = {(s.name, s.kind): s for s in in_trace}
@@ -127,13 +122,13 @@ def test_two_processes_one_trace(server: tuple[OtlpSink, str]) -> None:
         ancestors.add(cur.parent_span_id)
         cur = by_id[cur.parent_span_id]
     assert send_s.span_id in ancestors  # the agent's work runs under the SERVER span
-    a = attrs(send_c.attributes)
+    a = send_c.attributes
     assert a[sc.A2A_TASK_ID] == result["task_id"]
     assert a[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
     assert a[sc.GEN_AI_CONVERSATION_ID] == "conv-42"
     assert a[sc.GEN_AI_AGENT_NAME] == "researcher"
     poll = by[("GetTask", CLIENT_KIND)]
-    assert [link.span_id for link in poll.links] == [send_c.span_id]
+    assert [link.span_id.hex() for link in poll.span.links] == [send_c.span_id]
 
 
 async def _send(url: str, *, streaming: bool = False, context_id: str = "conv-in-proc") -> str:
@@ -227,14 +222,14 @@ def test_streaming_client_and_server(
 
     def remote() -> list[Any]:
         return [
-            s for _, s in sink.spans() if s.name == "SendStreamingMessage" and s.kind == SERVER_KIND
+            s for s in sink.spans() if s.name == "SendStreamingMessage" and s.kind == SERVER_KIND
         ]
 
-    assert sink.wait_for(lambda: len(remote()) == 1, timeout=15)
+    assert sink.wait_for(lambda _: len(remote()) == 1, timeout=15)
     (srv,) = remote()
-    assert srv.trace_id == client.context.trace_id.to_bytes(16, "big")
-    assert srv.parent_span_id == client.context.span_id.to_bytes(8, "big")
-    assert attrs(srv.attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-stream"
+    assert srv.trace_id == format(client.context.trace_id, "032x")
+    assert srv.parent_span_id == format(client.context.span_id, "016x")
+    assert srv.attributes[sc.GEN_AI_CONVERSATION_ID] == "conv-stream"
 
 
 def test_protocol_error_sets_jsonrpc_code(
@@ -272,14 +267,14 @@ def test_protocol_error_sets_jsonrpc_code(
     def remote() -> list[Any]:
         return [
             s
-            for _, s in sink.spans()
+            for s in sink.spans()
             if s.name == "GetTask"
             and s.kind == SERVER_KIND
-            and s.parent_span_id == client_span.context.span_id.to_bytes(8, "big")
+            and s.parent_span_id == format(client_span.context.span_id, "016x")
         ]
 
-    assert sink.wait_for(lambda: len(remote()) == 1, timeout=15)
-    assert attrs(remote()[0].attributes)[sc.ERROR_TYPE] == "-32001"
+    assert sink.wait_for(lambda _: len(remote()) == 1, timeout=15)
+    assert remote()[0].attributes[sc.ERROR_TYPE] == "-32001"
 
 
 class _Webhook:
@@ -385,14 +380,14 @@ def test_push_notifications_are_linked_not_parented(
     def deliveries() -> list[Any]:
         return [
             s
-            for _, s in sink.spans()
+            for s in sink.spans()
             if s.name == "TaskPushNotification"
             and s.kind == CLIENT_KIND
-            and attrs(s.attributes).get(sc.A2A_TASK_ID) == task_id
+            and s.attributes.get(sc.A2A_TASK_ID) == task_id
         ]
 
-    assert sink.wait_for(lambda: len(deliveries()) >= len(hook.deliveries), timeout=15)
-    sent = {s.span_id.hex(): s for s in deliveries()}
+    assert sink.wait_for(lambda _: len(deliveries()) >= len(hook.deliveries), timeout=15)
+    sent = {s.span_id: s for s in deliveries()}
     for headers in hook.deliveries:
         assert headers["traceparent"].split("-")[2] in sent  # each request carries its span
     received = [s for s in exporter.get_finished_spans() if s.name == "TaskPushNotification"]
@@ -402,7 +397,7 @@ def test_push_notifications_are_linked_not_parented(
         assert span.parent is None  # one-way: not parented on the sender ...
         (link,) = span.links  # ... but linked to it
         assert format(link.context.span_id, "016x") in sent
-    states = {attrs(s.attributes).get(sc.A2A_TASK_STATE) for s in sent.values()}
+    states = {s.attributes.get(sc.A2A_TASK_STATE) for s in sent.values()}
     assert "TASK_STATE_COMPLETED" in states
 
 
@@ -489,17 +484,17 @@ def test_rest_binding_client_and_server(
     assert (ours["SendMessage"].attributes or {})[sc.A2A_TASK_ID] == task_id
 
     def remote(name: str) -> list[Any]:
-        parent = ours[name].context.span_id.to_bytes(8, "big")
+        parent = format(ours[name].context.span_id, "016x")
         return [
             s
-            for _, s in sink.spans()
+            for s in sink.spans()
             if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
         ]
 
     assert sink.wait_for(
-        lambda: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
+        lambda _: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
     )
-    assert attrs(remote("SendMessage")[0].attributes)[sc.GEN_AI_CONVERSATION_ID] == "conv-rest"
+    assert remote("SendMessage")[0].attributes[sc.GEN_AI_CONVERSATION_ID] == "conv-rest"
 
 
 def test_grpc_binding_client_and_server(
@@ -544,14 +539,14 @@ def test_grpc_binding_client_and_server(
     assert (ours["GetTask"].attributes or {})[sc.A2A_TASK_ID] == task_id
 
     def remote(name: str) -> list[Any]:
-        parent = ours[name].context.span_id.to_bytes(8, "big")
+        parent = format(ours[name].context.span_id, "016x")
         return [
             s
-            for _, s in sink.spans()
+            for s in sink.spans()
             if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
         ]
 
     assert sink.wait_for(
-        lambda: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
+        lambda _: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
     )
-    assert attrs(remote("GetTask")[0].attributes)[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+    assert remote("GetTask")[0].attributes[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from otel_agents import semconv as sc
+from otel_agents.testing import OtlpSink, attributes_to_dict
 
-from ._sdkext_sink import OtlpSink, attrs
+from ._sdkext_sink import arrived, metrics_with_resource
 
 HERE = Path(__file__).parent
 APP = HERE / "_sdkext_zero_code_app.py"
@@ -64,7 +66,7 @@ def _run(sink: OtlpSink, tmp_path: Path, **extra_env: str) -> subprocess.Complet
         OTEL_METRICS_EXPORTER="otlp",
         OTEL_LOGS_EXPORTER="none",
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-        OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+        OTEL_EXPORTER_OTLP_ENDPOINT=sink.grpc_endpoint,
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_METRIC_EXPORT_INTERVAL="60000",  # the exit-time shutdown exports the final state
         OTEL_BSP_SCHEDULE_DELAY="100",
@@ -85,18 +87,18 @@ def _run(sink: OtlpSink, tmp_path: Path, **extra_env: str) -> subprocess.Complet
     )
 
 
-def _ours(resource: Any) -> bool:
+def _ours(resource: Mapping[str, Any]) -> bool:
     # a stray exporter of another suite may hit a recycled ephemeral port: keep our app's data
-    return bool(attrs(resource.attributes).get("service.name") == "zero-code-app")
+    return resource.get("service.name") == "zero-code-app"
 
 
 def _metrics(sink: OtlpSink) -> dict[str, Any]:
-    return {m.name: m for res, m in sink.metric_list() if _ours(res)}
+    return {m.name: m for res, m in metrics_with_resource(sink) if _ours(res)}
 
 
 def test_zero_code_resource_and_metrics(tmp_path: Path) -> None:
     """The resource carries the detector's attributes; span-derived and process metrics arrive."""
-    with OtlpSink() as sink:
+    with OtlpSink(http=False) as sink:
         proc = _run(
             sink,
             tmp_path,
@@ -107,16 +109,16 @@ def test_zero_code_resource_and_metrics(tmp_path: Path) -> None:
         assert proc.stdout.strip().splitlines()[-1] == "ok"
         if importlib.util.find_spec("a2a") is not None:  # the instrumentor entry point loaded
             assert "a2a-instrumented=True" in proc.stdout.splitlines()
-        assert sink.wait_for(
-            lambda: sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE in _metrics(sink), timeout=20
+        assert arrived(
+            sink, lambda: sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE in _metrics(sink), timeout=20
         ), proc.stderr[-4000:]
-        assert sink.wait_for(lambda: sum(_ours(r) for r, _ in sink.spans()) >= 3, timeout=20)
+        assert arrived(sink, lambda: sum(_ours(s.resource) for s in sink.spans()) >= 3, 20)
         metrics = _metrics(sink)
         # only our app's data: a stray exporter may hit a recycled ephemeral port
         resources = [
             a
-            for a in [attrs(res.attributes) for res, _ in sink.spans()]
-            + [attrs(res.attributes) for res, _ in sink.metric_list()]
+            for a in [dict(s.resource) for s in sink.spans()]
+            + [res for res, _ in metrics_with_resource(sink)]
             if a.get("service.name") == "zero-code-app"
         ]
         assert resources
@@ -126,7 +128,7 @@ def test_zero_code_resource_and_metrics(tmp_path: Path) -> None:
         assert res["service.name"] == "zero-code-app"
         assert isinstance(res["process.pid"], int)
     tokens = {
-        attrs(p.attributes)[sc.GEN_AI_TOKEN_TYPE]: p.sum
+        attributes_to_dict(p.attributes)[sc.GEN_AI_TOKEN_TYPE]: p.sum
         for p in metrics[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE].histogram.data_points
     }
     assert tokens == {"input": 1000, "output": 200}
@@ -142,19 +144,19 @@ def test_zero_code_resource_and_metrics(tmp_path: Path) -> None:
     # gpt-4o is in genai-prices: the enriching processor priced it before the metrics saw it
     (cost,) = metrics[sc.METRIC_AGENT_COST].sum.data_points
     assert cost.as_double > 0
-    assert attrs(cost.attributes)[sc.GEN_AI_AGENT_NAME] == "planner"
+    assert attributes_to_dict(cost.attributes)[sc.GEN_AI_AGENT_NAME] == "planner"
 
 
 def test_zero_code_survives_broken_agent_card(tmp_path: Path) -> None:
     """A broken Agent Card file is logged by the detector; the app and the exports go on."""
     card = tmp_path / "card.json"
     card.write_text("{broken")
-    with OtlpSink() as sink:
+    with OtlpSink(http=False) as sink:
         proc = _run(sink, tmp_path, OTEL_AGENTS_AGENT_CARD=str(card))
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proc.stdout.strip().splitlines()[-1] == "ok"
-        assert sink.wait_for(lambda: sum(_ours(r) for r, _ in sink.spans()) >= 3, timeout=20)
-        res = attrs(next(r for r, _ in sink.spans() if _ours(r)).attributes)
+        assert arrived(sink, lambda: sum(_ours(s.resource) for s in sink.spans()) >= 3, 20)
+        res = next(s.resource for s in sink.spans() if _ours(s.resource))
     assert sc.GEN_AI_MAIN_AGENT_NAME not in res
     assert res["process.pid"] > 0  # the rest of the detector still ran
     assert "otel-agents resource detector" in proc.stderr
@@ -166,7 +168,7 @@ def test_zero_code_survives_broken_psutil(tmp_path: Path) -> None:
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     (shadow / "psutil.py").write_text('raise ImportError("psutil broken for this test")\n')
-    with OtlpSink() as sink:
+    with OtlpSink(http=False) as sink:
         proc = _run(
             sink,
             tmp_path,
@@ -175,11 +177,11 @@ def test_zero_code_survives_broken_psutil(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proc.stdout.strip().splitlines()[-1] == "ok"
-        assert sink.wait_for(
-            lambda: sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE in _metrics(sink), timeout=20
+        assert arrived(
+            sink, lambda: sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE in _metrics(sink), timeout=20
         ), proc.stderr[-4000:]
         metrics = _metrics(sink)
-        res = attrs(next(r for r, _ in sink.spans() if _ours(r)).attributes)
+        res = next(s.resource for s in sink.spans() if _ours(s.resource))
     assert sc.METRIC_PROCESS_MEMORY_USAGE not in metrics
     assert sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION in metrics
     assert res[sc.GEN_AI_MAIN_AGENT_NAME] == "planner"
