@@ -314,3 +314,54 @@ def test_two_receivers_cannot_share_a_data_dir(tmp_path: Path) -> None:
         Spool(tmp_path, cursors=["a"])
     first.close()
     Spool(tmp_path, cursors=["a"]).close()
+
+
+def test_a_spool_written_by_the_previous_schema_opens_counts_and_compacts(tmp_path: Path) -> None:
+    """A spool.db without nbytes (payload before items) is upgraded in place and keeps its rows."""
+    old = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(
+        """
+        CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, signal INTEGER NOT NULL,
+            payload BLOB NOT NULL, items INTEGER NOT NULL, received_at REAL NOT NULL,
+            internal INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+        INSERT INTO cursors VALUES ('a', 0);
+        """
+    )
+    for signal, size, items in ((0, 30_000, 4), (2, 500, 2), (0, 700, 1)):
+        old.execute(
+            "INSERT INTO batches(signal, payload, items, received_at) VALUES (?, ?, ?, 1.0)",
+            (signal, b"x" * size, items),
+        )
+    old.close()
+    spool = Spool(tmp_path, cursors=["a"])
+    assert spool.bytes == 31_200
+    assert spool.items() == {"traces": 5, "metrics": 0, "logs": 2}
+    rows = spool.cursor("a").read()
+    assert [(r.signal, len(r.payload), r.items) for r in rows] == [
+        ("traces", 30_000, 4), ("logs", 500, 2), ("traces", 700, 1),
+    ]  # fmt: skip
+    seq = spool.append("metrics", b"y" * 100, 3)
+    spool.ack("a", rows[1].seq)
+    assert spool.compact() == 2
+    assert spool.bytes == 800 and spool.items() == {"traces": 1, "metrics": 3, "logs": 0}
+    assert [r.seq for r in spool.cursor("a").read()] == [rows[2].seq, seq]
+    spool.close()
+
+
+def test_compaction_reads_no_payload_of_the_rows_it_deletes(tmp_path: Path) -> None:
+    """Counting what compaction removes uses the small columns only (not the blobs' pages)."""
+    spool = Spool(tmp_path, cursors=["a"])
+    conn = spool._conn
+    assert conn is not None
+    names = [row[1] for row in conn.execute("PRAGMA table_info(batches)")]
+    assert names[-1] == "payload" and "nbytes" in names
+    from otel_agents.receiver import _spool
+
+    for sql in (_spool._TOTALS_SQL, _spool._TOTALS_UPTO_SQL):
+        plan = " ".join(
+            str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", (1,)[: sql.count("?")])
+        )
+        assert "TEMP B-TREE" not in plan, plan  # no sorter that would copy the payloads
+    spool.close()
