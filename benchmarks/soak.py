@@ -156,11 +156,16 @@ def build_request(first_seq: int, rng: random.Random, names: int) -> bytes:
     return request.SerializeToString()
 
 
-def _open_traces(admin_port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("otel_agents_open_traces "):
-                return float(line.split()[1])
+def _open_traces(admin_port: int) -> float | None:
+    """``otel_agents_open_traces`` now; ``None`` when the scrape did not answer in time (a busy
+    in-process receiver under tracemalloc) — a missed sample, not a failed soak."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=20) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("otel_agents_open_traces "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
     return 0.0
 
 
@@ -193,6 +198,7 @@ class Result:
     spool_max_mib: float = 0.0
     open_traces_max: float = 0.0
     tracemalloc_top10_growth_mib: float | None = None
+    tracemalloc_top: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -321,7 +327,8 @@ def run(args: argparse.Namespace) -> Result:
                 fds.append(watched.num_fds())
                 threads.append(watched.num_threads())
             res.spool_max_mib = max(res.spool_max_mib, _dir_bytes(data) / MIB)
-            res.open_traces_max = max(res.open_traces_max, _open_traces(admin_port))
+            if (open_now := _open_traces(admin_port)) is not None:
+                res.open_traces_max = max(res.open_traces_max, open_now)
             if snap0 is None and elapsed >= warmup:
                 res.fds_after_warmup, res.threads_after_warmup = fds[-1], threads[-1]
                 if args.in_process:
@@ -332,6 +339,7 @@ def run(args: argparse.Namespace) -> Result:
         if args.in_process and snap0 is not None:
             top = tracemalloc.take_snapshot().compare_to(snap0, "lineno")[:10]
             res.tracemalloc_top10_growth_mib = sum(max(0, s.size_diff) for s in top) / MIB
+            res.tracemalloc_top = [str(s) for s in top]
             tracemalloc.stop()
         # Drain: every acknowledged span must reach the destination.
         deadline = time.monotonic() + 60
