@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ pytest.importorskip("a2a.client", reason="a2a-sdk is not installed")
 pytest.importorskip("starlette", reason="a2a-sdk[http-server] (starlette) is not installed")
 pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_agents import _a2a_instrumentor
 from otel_agents import semconv as sc
 from otel_agents._a2a_instrumentor import A2AInstrumentor
-from otel_agents.testing import OtlpSink
+from otel_agents.testing import OtlpSink, ReceivedSpan
 
 PEER = str(Path(__file__).parent / "_sdkext_a2a_sdk_peer.py")
 SERVER_KIND, CLIENT_KIND = 2, 3  # OTLP Span.SpanKind values
@@ -152,6 +152,35 @@ async def _send(url: str, *, streaming: bool = False, context_id: str = "conv-in
         return state
 
 
+def _ours(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The finished spans the instrumentor itself made (not a2a-sdk's own)."""
+    return [
+        s
+        for s in exporter.get_finished_spans()
+        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
+    ]
+
+
+def _server_children(
+    sink: OtlpSink, clients: Mapping[str, ReadableSpan]
+) -> dict[str, ReceivedSpan]:
+    """For each named CLIENT span, the one remote SERVER span of that name that is its child.
+
+    Waits (bounded) until every client span has exactly one such child.
+    """
+
+    def children(name: str) -> list[ReceivedSpan]:
+        parent = format(clients[name].context.span_id, "016x")
+        return [
+            s
+            for s in sink.spans()
+            if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
+        ]
+
+    assert sink.wait_for(lambda _: all(len(children(name)) == 1 for name in clients), 15)
+    return {name: children(name)[0] for name in clients}
+
+
 @pytest.fixture
 def instrumented() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
@@ -173,11 +202,7 @@ def test_in_process_client_span(
     _, url = server
     _, exporter = instrumented
     assert asyncio.run(_send(url)) == "3"  # TASK_STATE_COMPLETED
-    ours = [
-        s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    ]
+    ours = _ours(exporter)
     assert [(s.name, s.kind) for s in ours] == [("SendMessage", SpanKind.CLIENT)]
     assert (ours[0].attributes or {})[sc.GEN_AI_CONVERSATION_ID] == "conv-in-proc"
 
@@ -196,11 +221,7 @@ def test_wrapper_failure_does_not_break_the_call(
 
     monkeypatch.setattr(_a2a_instrumentor, "start_client_span", boom)
     assert asyncio.run(_send(url)) == "3"
-    assert not [
-        s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    ]
+    assert not _ours(exporter)
 
 
 def test_streaming_client_and_server(
@@ -211,11 +232,7 @@ def test_streaming_client_and_server(
     sink, url = server
     _, exporter = instrumented
     assert asyncio.run(_send(url, streaming=True, context_id="conv-stream")) == "3"
-    ours = [
-        s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    ]
+    ours = _ours(exporter)
     assert [(s.name, s.kind) for s in ours] == [("SendStreamingMessage", SpanKind.CLIENT)]
     client = ours[0]
     assert (client.attributes or {})[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
@@ -255,26 +272,13 @@ def test_protocol_error_sets_jsonrpc_code(
 
     with pytest.raises(TaskNotFoundError):
         asyncio.run(poll_unknown())
-    (client_span,) = [
-        s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    ]
+    (client_span,) = _ours(exporter)
     assert client_span.name == "GetTask"
     assert client_span.status.status_code is StatusCode.ERROR
     assert (client_span.attributes or {})[sc.ERROR_TYPE] == "-32001"
 
-    def remote() -> list[Any]:
-        return [
-            s
-            for s in sink.spans()
-            if s.name == "GetTask"
-            and s.kind == SERVER_KIND
-            and s.parent_span_id == format(client_span.context.span_id, "016x")
-        ]
-
-    assert sink.wait_for(lambda _: len(remote()) == 1, timeout=15)
-    assert remote()[0].attributes[sc.ERROR_TYPE] == "-32001"
+    remote = _server_children(sink, {"GetTask": client_span})
+    assert remote["GetTask"].attributes[sc.ERROR_TYPE] == "-32001"
 
 
 class _Webhook:
@@ -445,56 +449,41 @@ def test_opt_in_a2a_event_records(server: tuple[OtlpSink, str]) -> None:
     assert a[sc.AGENT_A2A_PEER_AGENT] == "researcher"
 
 
-def test_rest_binding_client_and_server(
-    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
-) -> None:
-    """Over the HTTP+JSON (REST) binding the same CLIENT/SERVER pairs form: SendMessage via the
-    message metadata, GetTask via the request headers."""
+async def _send_then_get(url: str, text: str, context_id: str, **config: Any) -> str:
+    """SendMessage then GetTask of the created task over the binding ``config`` selects."""
     import httpx
     from a2a.client import ClientConfig, create_client
     from a2a.helpers.proto_helpers import new_text_message
     from a2a.types.a2a_pb2 import GetTaskRequest, Role, SendMessageRequest
 
+    async with httpx.AsyncClient(timeout=10) as http:
+        client = await create_client(
+            url, client_config=ClientConfig(streaming=False, httpx_client=http, **config)
+        )
+        msg = new_text_message(text, context_id=context_id, role=Role.ROLE_USER)
+        task_id = ""
+        async for event in client.send_message(SendMessageRequest(message=msg)):
+            task_id = event.task.id
+        await client.get_task(GetTaskRequest(id=task_id))
+        await client.close()
+        return task_id
+
+
+def test_rest_binding_client_and_server(
+    server: tuple[OtlpSink, str], instrumented: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """Over the HTTP+JSON (REST) binding the same CLIENT/SERVER pairs form: SendMessage via the
+    message metadata, GetTask via the request headers."""
     sink, url = server
     _, exporter = instrumented
-
-    async def run() -> str:
-        async with httpx.AsyncClient(timeout=10) as http:
-            client = await create_client(
-                url,
-                client_config=ClientConfig(
-                    streaming=False, httpx_client=http, supported_protocol_bindings=["HTTP+JSON"]
-                ),
-            )
-            msg = new_text_message("via rest", context_id="conv-rest", role=Role.ROLE_USER)
-            task_id = ""
-            async for event in client.send_message(SendMessageRequest(message=msg)):
-                task_id = event.task.id
-            await client.get_task(GetTaskRequest(id=task_id))
-            await client.close()
-            return task_id
-
-    task_id = asyncio.run(run())
-    ours = {
-        s.name: s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    }
+    task_id = asyncio.run(
+        _send_then_get(url, "via rest", "conv-rest", supported_protocol_bindings=["HTTP+JSON"])
+    )
+    ours = {s.name: s for s in _ours(exporter)}
     assert set(ours) == {"SendMessage", "GetTask"}
     assert (ours["SendMessage"].attributes or {})[sc.A2A_TASK_ID] == task_id
-
-    def remote(name: str) -> list[Any]:
-        parent = format(ours[name].context.span_id, "016x")
-        return [
-            s
-            for s in sink.spans()
-            if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
-        ]
-
-    assert sink.wait_for(
-        lambda _: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
-    )
-    assert remote("SendMessage")[0].attributes[sc.GEN_AI_CONVERSATION_ID] == "conv-rest"
+    remote = _server_children(sink, ours)
+    assert remote["SendMessage"].attributes[sc.GEN_AI_CONVERSATION_ID] == "conv-rest"
 
 
 def test_grpc_binding_client_and_server(
@@ -502,51 +491,20 @@ def test_grpc_binding_client_and_server(
 ) -> None:
     """Over the gRPC binding, GetTask (no message) is connected through the gRPC metadata."""
     import grpc
-    import httpx
-    from a2a.client import ClientConfig, create_client
-    from a2a.helpers.proto_helpers import new_text_message
-    from a2a.types.a2a_pb2 import GetTaskRequest, Role, SendMessageRequest
 
     sink, url = server
     _, exporter = instrumented
-
-    async def run() -> str:
-        async with httpx.AsyncClient(timeout=10) as http:
-            client = await create_client(
-                url,
-                client_config=ClientConfig(
-                    streaming=False,
-                    httpx_client=http,
-                    supported_protocol_bindings=["GRPC"],
-                    grpc_channel_factory=grpc.aio.insecure_channel,
-                ),
-            )
-            msg = new_text_message("via grpc", context_id="conv-grpc", role=Role.ROLE_USER)
-            task_id = ""
-            async for event in client.send_message(SendMessageRequest(message=msg)):
-                task_id = event.task.id
-            await client.get_task(GetTaskRequest(id=task_id))
-            await client.close()
-            return task_id
-
-    task_id = asyncio.run(run())
-    ours = {
-        s.name: s
-        for s in exporter.get_finished_spans()
-        if s.instrumentation_scope and s.instrumentation_scope.name == "otel_agents.a2a"
-    }
+    task_id = asyncio.run(
+        _send_then_get(
+            url,
+            "via grpc",
+            "conv-grpc",
+            supported_protocol_bindings=["GRPC"],
+            grpc_channel_factory=grpc.aio.insecure_channel,
+        )
+    )
+    ours = {s.name: s for s in _ours(exporter)}
     assert set(ours) == {"SendMessage", "GetTask"}
     assert (ours["GetTask"].attributes or {})[sc.A2A_TASK_ID] == task_id
-
-    def remote(name: str) -> list[Any]:
-        parent = format(ours[name].context.span_id, "016x")
-        return [
-            s
-            for s in sink.spans()
-            if s.name == name and s.kind == SERVER_KIND and s.parent_span_id == parent
-        ]
-
-    assert sink.wait_for(
-        lambda _: len(remote("SendMessage")) == 1 and len(remote("GetTask")) == 1, 15
-    )
-    assert remote("GetTask")[0].attributes[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
+    remote = _server_children(sink, ours)
+    assert remote["GetTask"].attributes[sc.A2A_TASK_STATE] == "TASK_STATE_COMPLETED"
