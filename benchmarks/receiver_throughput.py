@@ -9,13 +9,18 @@ realistic agent traces over 1, 4 and 16 streams, gRPC and HTTP. Targets, each me
 same client in the same run:
 
 * ``rotel``            — rotel (Rust, PyPI) forwarding OTLP/gRPC to the sink: the anchor
+* ``ingest``           — transport + validation with the no-op ingestor (``serve_noop_main``)
 * ``ingest+spool``     — our receiver, durable spool, no destination, no analysis
-* ``+forward``         — our receiver forwarding to the sink
+* ``+forward``         — our receiver forwarding to the sink (``--no-analysis``)
 * ``+analysis``        — our receiver forwarding and running the full analysis pipeline
+* ``+forward 2w``      — ``+forward`` with ``serve --workers 2`` (two ingest processes)
 
-Receiver CPU is the target process's user+system CPU time over the load window (psutil), RSS its
-peak sample. Figures are medians over ``--rounds`` rounds; ratios are against rotel's median
-in the same run. Results as a markdown table (``--write`` updates benchmarks/RESULTS.md).
+rotel and our forwarder use the same compression (``--compression``, gzip by default as both
+ship).  Receiver CPU is the target's user+system CPU time (psutil, all its processes) from the
+first request until it is idle again after the last ack, so forwarding and analysis backlogs are
+charged; RSS is its peak sample.  Figures are medians over ``--rounds`` rounds; ratios are
+against rotel's median in the same run.  Results as a markdown table with the headline ratios
+(``--write`` updates benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def rotel_binary() -> str | None:
 
 
 @contextlib.contextmanager
-def rotel_target(tmp: Path, sink_port: int) -> Iterator[Target]:
+def rotel_target(tmp: Path, sink_port: int, compression: str = "gzip") -> Iterator[Target]:
     binary = rotel_binary()
     if binary is None:
         raise RuntimeError("rotel is not installed (pip install rotel)")
@@ -138,6 +143,8 @@ def rotel_target(tmp: Path, sink_port: int) -> Iterator[Target]:
             f"http://127.0.0.1:{sink_port}",
             "--otlp-exporter-protocol",
             "grpc",
+            "--otlp-exporter-compression",
+            compression,
             "--pid-file",
             str(tmp / "rotel.pid"),
             "--log-file",
@@ -182,7 +189,9 @@ def noop_target(tmp: Path) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def receiver_target(tmp: Path, sink_port: int, mode: str) -> Iterator[Target]:
+def receiver_target(
+    tmp: Path, sink_port: int, mode: str, compression: str = "gzip"
+) -> Iterator[Target]:
     """Our receiver via the CLI; ``mode`` picks forwarding/analysis from _RECEIVER_CONFIGS."""
     features = _RECEIVER_CONFIGS[mode].split(",")
     gport, hport, aport = _free_port(), _free_port(), _free_port()
@@ -204,7 +213,9 @@ def receiver_target(tmp: Path, sink_port: int, mode: str) -> Iterator[Target]:
         str(data),
     ]
     if "forward" in features:
-        args += ["--forward", f"grpc://127.0.0.1:{sink_port}"]
+        # Not --forward: the compression must match rotel's (--compression applies to both).
+        settings = f"{{endpoint: 'grpc://127.0.0.1:{sink_port}', compression: {compression}}}"
+        args += ["--set", f"exporters.otlp/sink={settings}"]
     if "analysis" not in features:
         args += ["--no-analysis"]
     if "workers2" in features:
@@ -294,11 +305,17 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
         timeout=args.seconds + 120,
         check=True,
     )
-    # Work the receiver finishes after the last ack (forwarding, analysis) is part of its cost.
+    # Work the receiver finishes after the last ack (forwarding, analysis backlog) is part of
+    # its cost: wait until it is idle (< 10 % of a core over 0.5 s), at most --settle seconds.
     settle = time.monotonic() + args.settle
-    while time.monotonic() < settle:
-        time.sleep(0.1)
     cpu1 = cpu()
+    while time.monotonic() < settle:
+        time.sleep(0.5)
+        now = cpu()
+        idle = now - cpu1 < 0.05
+        cpu1 = now
+        if idle:
+            break
     stop.set()
     sampler.join()
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -318,13 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=512, help="spans per request")
     parser.add_argument("--requests", type=int, default=400, help="max requests per case")
     parser.add_argument("--seconds", type=float, default=10.0, help="max seconds per case")
-    parser.add_argument("--settle", type=float, default=1.0, help="CPU accounting tail, s")
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="max wait for the receiver to go idle, s"
+    )
     parser.add_argument("--streams", default="1,4,16")
     parser.add_argument("--protocols", default="grpc,http")
     parser.add_argument(
         "--targets",
         default="rotel,ingest,ingest+spool,+forward,+analysis,+forward 2w",
         help="comma list of rotel and our modes",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("gzip", "none"),
+        default="gzip",
+        help="forwarding compression of rotel and of our receiver (both default to gzip)",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 1 and 4 streams, gRPC")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
@@ -342,11 +367,11 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 for name in targets:
                     ctx = (
-                        rotel_target(tmp, sink_port)
+                        rotel_target(tmp, sink_port, args.compression)
                         if name == "rotel"
                         else noop_target(tmp)
                         if name == "ingest"
-                        else receiver_target(tmp, sink_port, name)
+                        else receiver_target(tmp, sink_port, name, args.compression)
                     )
                     with ctx as target:
                         for protocol in protocols:
@@ -400,7 +425,41 @@ def render(
                     f"{eff:,.0f} | {ratio} | {c.median('peak_rss_mib'):.0f} | "
                     f"{c.median('p99_ms'):.0f} | {sum(s.failed for s in c.samples)} |"
                 )
+    lines += ["", *headline(cases, protocols, streams)]
     return "\n".join(lines)
+
+
+def headline(
+    cases: dict[tuple[str, str, int], Case], protocols: list[str], streams: list[int]
+) -> list[str]:
+    """The issue's target ratios, at the largest stream count of each protocol."""
+    out = []
+    n = max(streams)
+
+    def med(name: str, protocol: str, attr: str) -> float | None:
+        c = cases.get((name, protocol, n))
+        return c.median(attr) if c and c.samples else None
+
+    for protocol in protocols:
+        rotel = med("rotel", protocol, "spans_per_cpu_s")
+        parts = []
+        for name, label, target in (
+            ("+analysis", "full pipeline", "≥ 1.0"),
+            ("+forward", "ingest+spool+forward", "≥ 1.5"),
+            ("ingest+spool", "ingest+spool", "—"),
+        ):
+            ours = med(name, protocol, "spans_per_cpu_s")
+            if rotel and ours:
+                parts.append(f"{label} {ours / rotel:.2f}× rotel per CPU-s (target {target})")
+        one, two = (
+            med("+forward", protocol, "spans_per_s"),
+            med("+forward 2w", protocol, "spans_per_s"),
+        )
+        if one and two:
+            parts.append(f"2 workers {two / one:.2f}× one process's spans/s (target ≥ 1.7)")
+        if parts:
+            out.append(f"* {protocol}, {n} streams: " + "; ".join(parts))
+    return out
 
 
 def write_results(table: str) -> None:
