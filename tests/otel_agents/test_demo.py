@@ -54,6 +54,25 @@ class DemoRun:
         return [s for s in self.spans if s.trace_id == wanted]
 
 
+def env_without_otel() -> dict[str, str]:
+    """This process's environment minus every ``OTEL_*`` variable, so only the flags count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
+def cli_demo(
+    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m otel_agents._cli demo ARGS`` in a child process, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "otel_agents._cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
 def run_demo(
     sink: OtlpSink,
     *args: str,
@@ -65,28 +84,18 @@ def run_demo(
     """Run ``otel-agents demo`` in a child process against ``sink`` and wait for its spans."""
     endpoint = sink.grpc_endpoint if protocol == "grpc" else sink.http_endpoint
     sink.clear()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otel_agents._cli",
-            "demo",
-            "--endpoint",
-            endpoint,
-            "--protocol",
-            protocol,
-            "--runs",
-            str(runs),
-            "--time-scale",
-            time_scale,
-            *args,
-        ],
-        capture_output=True,
-        text=True,
+    proc = cli_demo(
+        "--endpoint",
+        endpoint,
+        "--protocol",
+        protocol,
+        "--runs",
+        str(runs),
+        "--time-scale",
+        time_scale,
+        *args,
         timeout=timeout,
-        env=env,
-        check=False,
+        env=env_without_otel(),
     )
     assert proc.returncode == 0, proc.stderr
     trace_ids = [m.group(2) for m in _RUN_LINE.finditer(proc.stdout)]
@@ -324,81 +333,29 @@ class TestCommandLine:
 
     def test_unknown_fault_is_a_usage_error(self) -> None:
         """An unknown --inject value exits 2 and lists the valid faults."""
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "otel_agents._cli",
-                "demo",
-                "--endpoint",
-                "http://127.0.0.1:1",
-                "--inject",
-                "meteor",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = cli_demo("--endpoint", "http://127.0.0.1:1", "--inject", "meteor")
         assert proc.returncode == 2
         assert "unknown fault 'meteor'" in proc.stderr and "tool-loop" in proc.stderr
 
     def test_endpoint_must_be_a_url(self) -> None:
         """An endpoint without http:// or https:// is a usage error (the scheme decides TLS)."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "otel_agents._cli", "demo", "--endpoint", "localhost:4317"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = cli_demo("--endpoint", "localhost:4317")
         assert proc.returncode == 2
         assert "expected a URL such as http://127.0.0.1:4317" in proc.stderr
 
     def test_forward_requires_the_embedded_receiver(self) -> None:
         """--forward with an explicit endpoint is refused (the demo exports only to its endpoint)."""
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "otel_agents._cli",
-                "demo",
-                "--endpoint",
-                "http://127.0.0.1:1",
-                "--forward",
-                "grpc://127.0.0.1:2",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = cli_demo("--endpoint", "http://127.0.0.1:1", "--forward", "grpc://127.0.0.1:2")
         assert proc.returncode == 2
         assert "--forward needs the embedded receiver" in proc.stderr
 
     def test_endpoint_and_protocol_from_environment(self, sink: OtlpSink) -> None:
         """OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL are honoured without flags."""
         sink.clear()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env = env_without_otel()
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.http_endpoint
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "otel_agents._cli",
-                "demo",
-                "--runs",
-                "1",
-                "--time-scale",
-                TIME_SCALE,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        proc = cli_demo("--runs", "1", "--time-scale", TIME_SCALE, timeout=60, env=env)
         assert proc.returncode == 0, proc.stderr
         assert f"OTLP/http/protobuf to {sink.http_endpoint}" in proc.stdout
         spans = sink.wait_for(lambda s: s.spans() if len(s.traces()) == 1 else [], timeout=10)
@@ -409,28 +366,19 @@ class TestCommandLine:
         with socket.socket() as bound:  # bound, never listening: connections are refused
             bound.bind(("127.0.0.1", 0))
             port = bound.getsockname()[1]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+            env = env_without_otel()
             env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "0.3"  # seconds; bounds the exporters' retries
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "otel_agents._cli",
-                    "demo",
-                    "--endpoint",
-                    f"http://127.0.0.1:{port}",
-                    "--protocol",
-                    "http/protobuf",
-                    "--runs",
-                    "1",
-                    "--time-scale",
-                    TIME_SCALE,
-                ],
-                capture_output=True,
-                text=True,
+            proc = cli_demo(
+                "--endpoint",
+                f"http://127.0.0.1:{port}",
+                "--protocol",
+                "http/protobuf",
+                "--runs",
+                "1",
+                "--time-scale",
+                TIME_SCALE,
                 timeout=60,
                 env=env,
-                check=False,
             )
         assert proc.returncode == 0, proc.stderr
         assert re.search(
@@ -524,7 +472,6 @@ class TestEmbeddedReceiver:
 
     def test_serve_keeps_the_admin_page_up_until_interrupted(self) -> None:
         """With --serve the report is printed, the admin API answers, and Ctrl-C exits cleanly."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -542,7 +489,7 @@ class TestEmbeddedReceiver:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=env_without_otel(),
         )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
