@@ -273,14 +273,7 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
         except (RuntimeError, OSError, OtelAgentsError) as exc:
             print(f"otel-agents demo: {exc}", file=sys.stderr)
             return 1
-    options = DemoOptions(
-        endpoint=endpoint,
-        protocol=protocol,
-        runs=args.runs,
-        seed=args.seed,
-        faults=faults,
-        time_scale=args.time_scale,
-    )
+    options = _options(args, endpoint, protocol, faults)
     print(_banner(options), flush=True)
     try:
         result = run_demo(options)
@@ -289,6 +282,20 @@ def main_demo(argv: Sequence[str] | None = None) -> int:
         return 1
     print(where_it_went(options, result))
     return 0
+
+
+def _options(
+    args: argparse.Namespace, endpoint: str, protocol: str, faults: FaultSet
+) -> DemoOptions:
+    """The run options from the command line, for an explicit or the embedded endpoint alike."""
+    return DemoOptions(
+        endpoint=endpoint,
+        protocol=protocol,
+        runs=args.runs,
+        seed=args.seed,
+        faults=faults,
+        time_scale=args.time_scale,
+    )
 
 
 def _banner(options: DemoOptions) -> str:
@@ -387,14 +394,7 @@ def _run_embedded(args: argparse.Namespace, protocol: str, faults: FaultSet, out
             endpoint = (
                 f"http://{receiver.grpc_endpoint}" if protocol == "grpc" else receiver.http_endpoint
             )
-            options = DemoOptions(
-                endpoint=endpoint,
-                protocol=protocol,
-                runs=args.runs,
-                seed=args.seed,
-                faults=faults,
-                time_scale=args.time_scale,
-            )
+            options = _options(args, endpoint, protocol, faults)
             print(_banner(options), file=out, flush=True)
             print(
                 f"Embedded otel-agents receiver: OTLP/gRPC {receiver.grpc_endpoint}, "
