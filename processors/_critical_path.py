@@ -66,7 +66,7 @@ def critical_path_times(start: I64, end: I64, parent: I64, roots: I64) -> I64:
         if visited[root]:
             continue
         visited[root] = True
-        # frame: [span, lo, cur, sorted kids as (eff_end, eff_start, idx), position]
+        # frame: [span, lo, cur, sorted kids as (-eff_end, eff_start, idx), position]
         stack = [
             [root, st[root], en[root], _sorted_kids(root, st[root], en[root], ptr, flat, st, en), 0]
         ]
@@ -75,10 +75,10 @@ def critical_path_times(start: I64, end: I64, parent: I64, roots: I64) -> I64:
             span, lo, cur, kids, pos = frame
             chosen = None
             while pos < len(kids):
-                k_end, k_start, k = kids[pos]
+                neg_end, k_start, k = kids[pos]
                 pos += 1
-                if k_end <= cur and not visited[k]:
-                    chosen = (k_end, k_start, k)
+                if -neg_end <= cur and not visited[k]:
+                    chosen = (-neg_end, k_start, k)
                     break
             frame[4] = pos
             if chosen is None:
@@ -96,12 +96,16 @@ def critical_path_times(start: I64, end: I64, parent: I64, roots: I64) -> I64:
 def _sorted_kids(
     span: int, lo: int, hi: int, ptr: list[int], flat: list[int], st: list[int], en: list[int]
 ) -> list[tuple[int, int, int]]:
-    """Children clipped to ``[lo, hi]``, non-empty ones, latest end first (ties: earliest start)."""
+    """Children clipped to ``[lo, hi]``, non-empty ones, latest end first (ties: earliest start),
+    as ``(-end, start, index)`` so that the plain tuple sort orders them (no key function)."""
+    a, b = ptr[span], ptr[span + 1]
+    if a == b:
+        return []  # a leaf: most spans
     out = []
-    for k in flat[ptr[span] : ptr[span + 1]]:
+    for k in flat[a:b]:
         ks = st[k] if st[k] > lo else lo
         ke = en[k] if en[k] < hi else hi
         if ke > ks:
-            out.append((ke, ks, k))
-    out.sort(key=lambda t: (-t[0], t[1], t[2]))
+            out.append((-ke, ks, k))
+    out.sort()
     return out
