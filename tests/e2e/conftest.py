@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -83,6 +84,28 @@ def http_get(
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+"""A Prometheus exposition as ``{sample name: [(labels, value), ...]}``."""
+
+
+def scrape_samples(admin_url: str) -> Samples:
+    """The receiver's ``/metrics`` as :data:`Samples`."""
+    status, body = http_get(f"{admin_url}/metrics")
+    assert status == 200
+    out: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+def sample_sum(samples: Samples, metric: str, /, **labels: str) -> float:
+    """The sum of ``metric``'s samples whose labels include ``labels`` (0 when none)."""
+    return sum(
+        v for lab, v in samples.get(metric, []) if all(lab.get(k) == x for k, x in labels.items())
+    )
 
 
 def listening_ports(pid: int) -> list[int]:

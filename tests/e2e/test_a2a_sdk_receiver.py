@@ -24,10 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otel_agents import semconv as sc
-from tests.e2e.conftest import RunningReceiver, http_get, require, run_receiver, wait_until
+from tests.e2e.conftest import (
+    RunningReceiver,
+    Samples,
+    http_get,
+    require,
+    run_receiver,
+    sample_sum,
+    scrape_samples,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -138,31 +146,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     server.kill()
                     server.wait(timeout=10)
             wait_until(
-                lambda: _value(_samples(rx.admin_url), "otel_agents_traces_completed_total") >= 1,
+                lambda: (
+                    sample_sum(scrape_samples(rx.admin_url), "otel_agents_traces_completed_total")
+                    >= 1
+                ),
                 timeout=20,
                 what="a trace completed by the receiver",
             )
             yield Run(rx, sink, result, server_log.read_text())
-
-
-def _samples(admin_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """``/metrics`` as ``{sample name: [(labels, value), ...]}``."""
-    status, body = http_get(f"{admin_url}/metrics")
-    assert status == 200
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
-    return out
-
-
-def _value(
-    samples: dict[str, list[tuple[dict[str, str], float]]], metric: str, /, **labels: str
-) -> float:
-    """The sum of ``metric``'s samples whose labels include ``labels`` (0 when none)."""
-    return sum(
-        v for lab, v in samples.get(metric, []) if all(lab.get(k) == x for k, x in labels.items())
-    )
 
 
 def _ours(run: Run) -> list[Any]:
@@ -193,18 +184,16 @@ def _forwarded(run: Run) -> list[Any]:
     return spans
 
 
-def _analysed(run: Run) -> dict[str, list[tuple[dict[str, str], float]]]:
+def _analysed(run: Run) -> Samples:
     """/metrics once the receiver has counted both A2A calls on the agent graph (the send and
     the poll are two traces, completed one decision wait after their last span)."""
 
-    def both() -> dict[str, list[tuple[dict[str, str], float]]] | None:
-        samples = _samples(run.rx.admin_url)
-        calls = _value(samples, "traces_service_graph_request_total", connection_type="a2a")
+    def both() -> Samples | None:
+        samples = scrape_samples(run.rx.admin_url)
+        calls = sample_sum(samples, "traces_service_graph_request_total", connection_type="a2a")
         return samples if calls >= 2 else None
 
-    samples: dict[str, list[tuple[dict[str, str], float]]] = wait_until(
-        both, timeout=15, what="both A2A calls on the agent graph"
-    )
+    samples: Samples = wait_until(both, timeout=15, what="both A2A calls on the agent graph")
     return samples
 
 
@@ -256,14 +245,16 @@ def test_receiver_analyses_the_a2a_hop(run: Run) -> None:
     edge, on /metrics and in the agent graph API."""
     _forwarded(run)
     samples = _analysed(run)
-    assert _value(samples, "otel_agents_orphan_spans_total") == 0
+    assert sample_sum(samples, "otel_agents_orphan_spans_total") == 0
     a2a = [
         (labels, v)
         for labels, v in samples.get("traces_service_graph_request_total", [])
         if labels.get("connection_type") == "a2a"
     ]
     assert [(labels["server"], v) for labels, v in a2a] == [(SERVER_AGENT, 2.0)]  # send + poll
-    assert _value(samples, "traces_service_graph_request_failed_total", connection_type="a2a") == 0
+    assert (
+        sample_sum(samples, "traces_service_graph_request_failed_total", connection_type="a2a") == 0
+    )
 
     status, body = http_get(f"{run.rx.admin_url}/api/v1/agents")
     assert status == 200
@@ -279,4 +270,4 @@ def test_a2a_edge_names_the_calling_agent_declared_on_the_resource(run: Run) -> 
     assert client.resource.get(sc.GEN_AI_MAIN_AGENT_NAME) == CLIENT_AGENT
     samples = _analysed(run)
     edge = {"client": CLIENT_AGENT, "server": SERVER_AGENT, "connection_type": "a2a"}
-    assert _value(samples, "traces_service_graph_request_total", **edge) == 2
+    assert sample_sum(samples, "traces_service_graph_request_total", **edge) == 2

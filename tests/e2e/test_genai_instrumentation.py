@@ -32,11 +32,19 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from otel_agents import semconv as sc
 from tests.e2e._clients_fake_openai import FakeOpenAI, Usage
-from tests.e2e.conftest import RunningReceiver, http_get, require, run_receiver, wait_until
+from tests.e2e.conftest import (
+    RunningReceiver,
+    Samples,
+    http_get,
+    require,
+    run_receiver,
+    sample_sum,
+    scrape_samples,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +84,7 @@ class Run:
     sink: Any  # otel_agents.testing.OtlpSink
     sent: list[ReadableSpan]
     provider_requests: list[dict[str, Any]]
-    samples: dict[str, list[tuple[dict[str, str], float]]]  # /metrics once the trace completed
+    samples: Samples  # /metrics once the trace completed
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +109,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             with FakeOpenAI(RESPONSE_MODEL, USAGES) as fake:
                 sent = _run_app(rx, fake, instrumentor)
 
-            def analysed() -> dict[str, list[tuple[dict[str, str], float]]] | None:
-                samples = _samples(rx.admin_url)
-                done = _value(samples, "otel_agents_traces_completed_total") >= 1
+            def analysed() -> Samples | None:
+                samples = scrape_samples(rx.admin_url)
+                done = sample_sum(samples, "otel_agents_traces_completed_total") >= 1
                 return samples if done else None
 
             samples = wait_until(analysed, timeout=20, what="the trace analysed")
@@ -164,26 +172,6 @@ def _run_app(rx: RunningReceiver, fake: FakeOpenAI, instrumentor: Any) -> list[R
 def _python(value: Any) -> Any:
     """SDK attribute values as the OTLP decoder gives them back (sequences as lists)."""
     return list(value) if isinstance(value, tuple) else value
-
-
-def _samples(admin_url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """``/metrics`` as ``{sample name: [(labels, value), ...]}``."""
-    status, body = http_get(f"{admin_url}/metrics")
-    assert status == 200
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
-    return out
-
-
-def _value(
-    samples: dict[str, list[tuple[dict[str, str], float]]], metric: str, /, **labels: str
-) -> float:
-    """The sum of ``metric``'s samples whose labels include ``labels`` (0 when none)."""
-    return sum(
-        v for lab, v in samples.get(metric, []) if all(lab.get(k) == x for k, x in labels.items())
-    )
 
 
 def _expected_cost() -> float:
@@ -273,24 +261,24 @@ def test_receiver_prices_and_counts_the_third_party_spans(run: Run) -> None:
     expected_cost, uncached = _expected_cost(), _uncached_cost()
     assert expected_cost < uncached  # the cached tokens make a difference worth asserting
     samples, model = run.samples, {"model": REQUEST_MODEL}
-    assert _value(samples, "otel_agents_tokens_total", token_type="input", **model) == sum(
+    assert sample_sum(samples, "otel_agents_tokens_total", token_type="input", **model) == sum(
         u.prompt_tokens for u in USAGES
     )
-    assert _value(samples, "otel_agents_tokens_total", token_type="output", **model) == sum(
+    assert sample_sum(samples, "otel_agents_tokens_total", token_type="output", **model) == sum(
         u.completion_tokens for u in USAGES
     )
-    cost = _value(samples, "otel_agents_cost_usd_total", **model)
+    cost = sample_sum(samples, "otel_agents_cost_usd_total", **model)
     assert math.isclose(cost, expected_cost, rel_tol=1e-9), (cost, expected_cost, uncached)
-    assert _value(samples, "otel_agents_unpriced_calls_total") == 0
-    calls = _value(
+    assert sample_sum(samples, "otel_agents_unpriced_calls_total") == 0
+    calls = sample_sum(
         samples, "otel_agents_operation_calls_total", operation="model", name=REQUEST_MODEL
     )
     assert (
         calls
-        == _value(samples, "otel_agents_operation_calls_total", status="ok") - 1
+        == sample_sum(samples, "otel_agents_operation_calls_total", status="ok") - 1
         == len(USAGES)
     )
-    assert _value(samples, "otel_agents_traces_completed_total") == 1
+    assert sample_sum(samples, "otel_agents_traces_completed_total") == 1
 
 
 def test_agents_api_attributes_cost_and_graph(run: Run) -> None:
@@ -319,9 +307,9 @@ def test_metrics_attribute_third_party_spans_to_their_agent(run: Run) -> None:
     """/metrics counts the chat calls' tokens and cost under the agent they ran in, as
     /api/v1/agents does."""
     labels = {"agent": AGENT, "model": REQUEST_MODEL}
-    assert _value(run.samples, "otel_agents_tokens_total", token_type="input", **labels) == sum(
+    assert sample_sum(run.samples, "otel_agents_tokens_total", token_type="input", **labels) == sum(
         u.prompt_tokens for u in USAGES
     )
     assert math.isclose(
-        _value(run.samples, "otel_agents_cost_usd_total", **labels), _expected_cost()
+        sample_sum(run.samples, "otel_agents_cost_usd_total", **labels), _expected_cost()
     )
