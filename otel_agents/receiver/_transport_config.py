@@ -171,7 +171,10 @@ class AdmissionConfig:
     Attributes:
         max_inflight_bytes: total size of requests being processed at once; must be at least
             ``limits.max_request_bytes`` or a maximal request could never be admitted.
-        memory_limit: process RSS budget; above it new requests are refused.  ``0`` = off.
+        memory_limit: process RSS budget.  New requests are refused from 80 % of it on (the
+            Collector memory_limiter's default 20 % spike headroom: requests already admitted,
+            their decoded copies and analysis state still grow after the check), so RSS stays
+            under the budget itself.  ``0`` = off.
         memory_check_interval: how often RSS is sampled (not per request).
         min_retry_delay: smallest retry delay we ask clients for.
         max_retry_delay: largest retry delay (keep it well under the Python exporter's 10 s

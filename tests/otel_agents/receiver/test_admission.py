@@ -240,3 +240,16 @@ def test_overload_only_ever_answers_unavailable_with_retry_info() -> None:
         assert len(slow.span_ids) == 60 * 20 == len(set(slow.span_ids))
     finally:
         gen.close()
+
+
+def test_memory_refusals_start_at_80_percent_of_the_budget() -> None:
+    """RSS between 80 % and 100 % of memory_limit already refuses (spike headroom, as otelcol)."""
+    clock = Clock()
+    rss = {"value": 159 << 20}
+    cfg = AdmissionConfig(memory_limit=200 << 20, memory_check_interval=0.1)
+    ctl = AdmissionController(cfg, rss=lambda: rss["value"], clock=clock)
+    ctl.admit(1).release()
+    rss["value"] = 161 << 20
+    clock.t += 0.2
+    with pytest.raises(RetryableError, match=r"161 MiB RSS > 160 MiB, 80 % of 200 MiB"):
+        ctl.admit(1)
