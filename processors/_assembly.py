@@ -259,16 +259,17 @@ class TraceAssembler:
 
     def _build(self, done: Sequence[_Open], evicted: BoolA, now: float) -> CompletedTraces:
         # Gather rows per source batch (one take per batch), then group rows by trace.
-        by_batch: dict[int, tuple[SpanBatch, list[I64], list[I64]]] = {}
+        by_batch: dict[int, tuple[SpanBatch, list[I64], list[int], list[int]]] = {}
         for t, tr in enumerate(done):
             for b, idx in tr.parts:
-                entry = by_batch.setdefault(id(b), (b, [], []))
+                entry = by_batch.setdefault(id(b), (b, [], [], []))
                 entry[1].append(idx)
-                entry[2].append(np.full(idx.shape[0], t, dtype=np.int64))
+                entry[2].append(t)
+                entry[3].append(idx.shape[0])
         pieces, numbers = [], []
-        for b, idxs, nos in by_batch.values():
+        for b, idxs, ts, lens in by_batch.values():
             pieces.append(b.take(np.concatenate(idxs)))
-            numbers.append(np.concatenate(nos))
+            numbers.append(np.repeat(np.asarray(ts, dtype=np.int64), lens))  # one call per batch
         spans = SpanBatch.concat(pieces)
         trace_no = np.concatenate(numbers)
         sid = ids_to_u64(spans.span_id)

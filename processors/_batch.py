@@ -333,7 +333,7 @@ def build_span_batch(
     main_agents, ops = cols["main_agent"], cols["operation"]
     # One dict lookup per attribute routes it: to a column (with its conversion) or, for the
     # few keys that need the whole span (cost, arguments, dialect keys), to ``extra``.
-    route: dict[str, tuple[list[Any] | None, int]] = {k: (None, _EXTRA) for k in _WANTED}
+    route: dict[str, tuple[list[Any], int]] = {k: (_NO_COLUMN, _EXTRA) for k in _WANTED}
     route.update(
         {k: (cols[c], _LABEL if c in _LOW_CARDINALITY else _STR) for k, c in _STR_KEYS.items()}
     )
@@ -369,26 +369,23 @@ def build_span_batch(
                     if r is None:
                         continue  # most keys: one lookup, value never touched
                     v = kv.value
-                    which = v.WhichOneof("value")
-                    # strings and ints are nearly all of them: no call for those
-                    if which == "string_value":
-                        val: Any = v.string_value
-                    elif which == "int_value":
-                        val = v.int_value
-                    else:
-                        val = _any_value(v)
                     col, how = r
-                    # duplicate keys: the last one wins, as in a dict
-                    if col is None:
+                    # Read the expected member first: a string key holding a non-empty string
+                    # (nearly all of them) costs no WhichOneof call; anything else (empty,
+                    # other types) takes the general conversion.  Duplicate keys: last wins.
+                    if how == _LABEL:
+                        val: Any = v.string_value
+                        col[i] = intern(val) if val else _as_label(_any_value(v))
+                    elif how == _INT:
+                        val = v.int_value
+                        col[i] = val if val > 0 else _as_int(_any_value(v))
+                    elif how == _STR:
+                        val = v.string_value
+                        col[i] = val if val else _as_str(_any_value(v))
+                    else:
                         if extra is None:
                             extra = {}
-                        extra[kv.key] = val
-                    elif how == _LABEL:
-                        col[i] = intern(val) if val.__class__ is str else _as_label(val)
-                    elif how == _STR:
-                        col[i] = val if val.__class__ is str else _as_str(val)
-                    else:
-                        col[i] = val if val.__class__ is int and val >= 0 else _as_int(val)
+                        extra[kv.key] = _any_value(v)
                 if extra is not None and not triggers.isdisjoint(extra):
                     # Another dialect (OpenInference, Traceloop...): normalize the whole span
                     # (rare, so this path re-reads it) and write its canonical values over.
@@ -454,11 +451,10 @@ def agent_pending(batch: SpanBatch) -> BoolArray:
 
 _EXTRA, _LABEL, _STR, _INT = 0, 1, 2, 3
 _NO_ATTRS: Mapping[str, Any] = {}
+_NO_COLUMN: list[Any] = []  # the "column" of keys routed to ``extra`` (never written)
 
 
-def _normalized(
-    span: Any, route: Mapping[str, tuple[list[Any] | None, int]], i: int
-) -> dict[str, Any]:
+def _normalized(span: Any, route: Mapping[str, tuple[list[Any], int]], i: int) -> dict[str, Any]:
     """Span ``i``'s wanted attributes normalized to the GenAI names, written to the columns."""
     attrs: dict[str, Any] = {}
     for kv in span.attributes:
@@ -466,8 +462,8 @@ def _normalized(
             attrs[kv.key] = _any_value(kv.value)
     attrs = _norm.normalize_attributes(attrs)
     for key, value in attrs.items():
-        col, how = route.get(key, (None, _EXTRA))
-        if col is None:
+        col, how = route.get(key, (_NO_COLUMN, _EXTRA))
+        if how == _EXTRA:
             continue
         if how == _LABEL:
             col[i] = _as_label(value)

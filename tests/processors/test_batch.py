@@ -231,3 +231,25 @@ def test_batches_without_a_main_agent_column_default_to_empty() -> None:
     bare = SpanBatch(**cols)
     assert bare.main_agent.tolist() == [""] * b.n
     assert bare.take(np.arange(2)).main_agent.tolist() == ["", ""]
+
+
+def test_values_of_unexpected_types_convert_and_the_last_duplicate_wins() -> None:
+    """A string key holding an int, an int key holding a numeric string or a double, and a
+    duplicated key decode as the general conversion says, the last duplicate winning."""
+    req = _one_span(
+        {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: 42,  # int where a string belongs
+            sc.GEN_AI_USAGE_INPUT_TOKENS: "120",  # numeric string
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 7.9,  # double
+        }
+    )
+    attrs = req.resource_spans[0].scope_spans[0].spans[0].attributes
+    attrs.extend([kv(sc.GEN_AI_AGENT_NAME, "first"), kv(sc.GEN_AI_AGENT_NAME, "")])
+    attrs.extend([kv(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, -5)])
+    b = build_span_batch(req, pricebook=None, received_at=0.0)
+    assert b.request_model.tolist() == ["42"]
+    assert b.input_tokens.tolist() == [120] and b.output_tokens.tolist() == [7]
+    assert b.agent_name.tolist() == [""]  # the later empty value wins; root: no main agent
+    assert b.cache_read_tokens.tolist() == [0]  # negative counts clamp to 0
+    assert b.unpriced.tolist() == [True]  # tokens, no pricebook
