@@ -28,10 +28,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_tcp(port: int, timeout: float) -> bool:
-    """Poll until something accepts on 127.0.0.1:``port``."""
+def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll until something accepts on 127.0.0.1:``port``; ``False`` at the timeout, or at once
+    when ``proc`` (the program that should listen) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         with socket.socket() as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -87,8 +90,11 @@ def run_rotel(
         stderr=subprocess.STDOUT,
     )
     try:
-        if not (wait_tcp(gport, 15) and wait_tcp(hport, 15)):
-            raise RuntimeError(f"rotel did not listen: {(tmp / 'rotel.out').read_text()}")
+        if not (wait_tcp(gport, 15, proc) and wait_tcp(hport, 15, proc)):
+            # a free port taken by someone else in between makes rotel exit 1: say so
+            raise RuntimeError(
+                f"rotel did not listen (exit code {proc.poll()}): {(tmp / 'rotel.out').read_text()}"
+            )
         yield gport, hport, tmp / "rotel.out"
     finally:
         out.close()

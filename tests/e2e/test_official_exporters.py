@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,43 +23,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from tests.e2e._fwd_components import rotel_binary, run_rotel
+from tests.e2e.conftest import require
 from tests.otel_agents.receiver._transport_fixtures import Stack, stack_fixture
 
 pytestmark = pytest.mark.e2e
-
-
-def _rotel_binary() -> str:
-    try:
-        import rotel  # type: ignore[import-not-found]
-    except ImportError:
-        path = None
-    else:
-        candidate = Path(rotel.__file__).parent / "rotel-agent"
-        path = str(candidate) if candidate.exists() else None
-    if path is None:
-        if os.environ.get("OTEL_AGENTS_E2E") == "1":
-            pytest.fail("rotel is not installed (scripts/e2e-setup installs it)")
-        pytest.skip("rotel is not installed (pip install rotel; scripts/e2e-setup)")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rotel exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"rotel did not listen on {port}")
 
 
 @pytest.fixture
@@ -69,44 +36,19 @@ def stack() -> Iterator[Stack]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_rotel_retries_our_retryable_refusals(stack: Stack, tmp_path: Path, protocol: str) -> None:
+def test_rotel_retries_our_retryable_refusals(stack: Stack, protocol: str) -> None:
     """rotel → our receiver: 2 retryable refusals, then every span arrives exactly once."""
-    binary = _rotel_binary()
+    binary = rotel_binary()
+    require(binary, "rotel is not installed (pip install rotel; scripts/e2e-setup)")
+    assert binary is not None
     stack.ingestor.refuse(2, retry_after=0.3)
-    gport, hport = _free_port(), _free_port()
     target = (
         f"http://127.0.0.1:{stack.grpc.port}"
         if protocol == "grpc"
         else f"http://127.0.0.1:{stack.http.port}"
     )
-    proc = subprocess.Popen(
-        [
-            binary,
-            "start",
-            "--otlp-grpc-endpoint",
-            f"127.0.0.1:{gport}",
-            "--otlp-http-endpoint",
-            f"127.0.0.1:{hport}",
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-endpoint",
-            target,
-            "--otlp-exporter-protocol",
-            protocol,
-            "--otlp-exporter-retry-initial-backoff",
-            "100ms",
-            "--batch-timeout",
-            "100ms",
-            "--pid-file",
-            str(tmp_path / "rotel.pid"),
-            "--log-file",
-            str(tmp_path / "rotel.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_tcp(gport, proc)
+    fast_retry = ("--otlp-exporter-retry-initial-backoff", "100ms", "--batch-timeout", "100ms")
+    with run_rotel(binary, target, protocol, *fast_retry) as (gport, _, _):
         provider = TracerProvider()
         provider.add_span_processor(
             SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{gport}", insecure=True))
@@ -138,13 +80,6 @@ def test_rotel_retries_our_retryable_refusals(stack: Stack, tmp_path: Path, prot
         ]
         gap = min(again) - stack.ingestor.refused_at[0]
         print(f"rotel {protocol}: retry gap after RetryInfo 0.3 s = {gap:.3f} s")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 JS_DIR = Path(__file__).parent / "js"
