@@ -36,12 +36,12 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -198,6 +198,10 @@ def span_cost(attrs: Mapping[str, Any], pricebook: Any = None) -> tuple[float | 
     return (price.amount, False) if price.currency == "USD" else (None, False)
 
 
+# (id(counter), sorted attributes) -> [counter, summed amount, attributes, latest context]
+_Sums = dict[tuple[int, tuple[tuple[str, Any], ...]], list[Any]]
+
+
 class AgentMetricsProcessor(SpanProcessor):
     """Derives the GenAI / agent metrics from every finished span.
 
@@ -275,7 +279,50 @@ class AgentMetricsProcessor(SpanProcessor):
         except Exception:
             _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
 
-    def _record(self, span: ReadableSpan) -> None:
+    def otel_agents_on_end_batch(self, spans: Sequence[ReadableSpan]) -> None:
+        """Records a batch of spans (``EnrichingSpanProcessor``'s worker calls this).
+
+        Histograms get every value; counter increments are summed per series within the batch
+        and added once (the latest span's context carries the exemplar): every counter
+        measurement costs the SDK several µs, and a batch of inference spans mostly repeats a
+        few series. Never raises.
+        """
+        sums: _Sums = {}
+        for span in spans:
+            try:
+                self._record(span, sums)
+            except Exception:
+                _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
+        for counter, amount, dims, ctx in sums.values():
+            try:
+                counter.add(amount, dims, context=ctx)
+            except Exception:
+                _log.debug("agent metrics: counter add failed", exc_info=True)
+
+    @staticmethod
+    def _add(
+        counter: Counter,
+        amount: float,
+        dims: dict[str, AttributeValue],
+        ctx: Context | None,
+        sums: _Sums | None,
+    ) -> None:
+        if sums is not None:
+            try:
+                key = (id(counter), tuple(sorted(dims.items())))
+                entry = sums.get(key)
+            except TypeError:  # an unhashable (sequence) attribute value: add it directly
+                entry, key = None, None
+            if key is not None:
+                if entry is None:
+                    sums[key] = [counter, amount, dims, ctx]
+                else:
+                    entry[1] += amount
+                    entry[3] = ctx
+                return
+        counter.add(amount, dims, context=ctx)
+
+    def _record(self, span: ReadableSpan, sums: _Sums | None = None) -> None:
         raw = span.attributes or {}
         attrs: Mapping[str, Any] = self._normalize(raw)
         op = attrs.get(sc.GEN_AI_OPERATION_NAME)
@@ -309,9 +356,9 @@ class AgentMetricsProcessor(SpanProcessor):
             amount, unpriced = span_cost(attrs, self._pricebook)
             cost_dims = _pick(attrs, _COST_KEYS)
             if amount is not None and amount >= 0:
-                self.cost.add(amount, cost_dims, context=ctx)
+                self._add(self.cost, amount, cost_dims, ctx, sums)
             elif unpriced:
-                self.unpriced.add(1, cost_dims, context=ctx)
+                self._add(self.unpriced, 1, cost_dims, ctx, sums)
         elif op == sc.OP_INVOKE_AGENT and duration is not None:
             dims = _pick(attrs, _AGENT_KEYS)
             if err:
@@ -328,7 +375,7 @@ class AgentMetricsProcessor(SpanProcessor):
                 ev = event.attributes or {}
                 dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
                 dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
-                self.decisions.add(1, dims, context=ctx)
+                self._add(self.decisions, 1, dims, ctx, sums)
 
         method = attrs.get(sc.A2A_METHOD_NAME)
         if isinstance(method, str) and method and span.kind in (SpanKind.CLIENT, SpanKind.SERVER):
@@ -339,7 +386,7 @@ class AgentMetricsProcessor(SpanProcessor):
             dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.a2a_messages.add(1, dims, context=ctx)
+            self._add(self.a2a_messages, 1, dims, ctx, sums)
 
     def shutdown(self) -> None:
         """Nothing to release: the meter provider owns the instruments."""

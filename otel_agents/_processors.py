@@ -630,11 +630,18 @@ class EnrichingSpanProcessor(SpanProcessor):
             rate_limited.exception(logger, "EnrichingSpanProcessor queue")
 
     def _deliver(self, batch: list[_Pending]) -> None:
-        """Worker side: enrich and hand each span to the deferred processors."""
-        deferred = self._deferred
-        for span, agent, done in batch:
-            out = span if done else self._enriched(span, agent)
-            for p in deferred:
+        """Worker side: enrich the batch, then hand it to each deferred processor (in order)."""
+        outs = [span if done else self._enriched(span, agent) for span, agent, done in batch]
+        for p in self._deferred:
+            # A processor may take the whole batch (the metrics processor sums its counters).
+            on_batch = getattr(p, "otel_agents_on_end_batch", None)
+            if on_batch is not None:
+                try:
+                    on_batch(outs)
+                except Exception:
+                    rate_limited.exception(logger, f"{type(p).__name__}.otel_agents_on_end_batch")
+                continue
+            for out in outs:
                 try:
                     p.on_end(out)
                 except Exception:

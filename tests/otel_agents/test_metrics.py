@@ -323,3 +323,54 @@ def test_metrics_recorded_off_thread_keep_the_span_as_exemplar() -> None:
     assert cost.value == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)  # priced before recording
     meters.shutdown()
     provider.shutdown()
+
+
+def test_batched_counters_sum_exactly_and_histograms_keep_every_value() -> None:
+    """Delivered in batches, counter increments of one series are summed once; histograms still see every span."""
+    from otel_agents import EnrichingSpanProcessor
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    provider = TracerProvider()
+    provider.add_span_processor(EnrichingSpanProcessor(AgentMetricsProcessor(meters)))
+    tracer = provider.get_tracer("third.party")
+    for prompt in (100, 200, 300):
+        attrs = {
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+            sc.GEN_AI_AGENT_NAME: "a",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: prompt,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: 10,
+        }
+        with tracer.start_as_current_span("chat gpt-4o", attributes=attrs):
+            pass
+    with tracer.start_as_current_span(
+        "chat x",
+        attributes={
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_REQUEST_MODEL: "house-model",
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 1,
+        },
+    ):
+        pass
+    assert provider.force_flush(5000)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: m.data.data_points
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    (cost,) = points[sc.METRIC_AGENT_COST]
+    assert cost.value == pytest.approx((100 + 200 + 300) * 2.5e-6 + 30 * 10e-6)
+    (unpriced,) = points[sc.METRIC_AGENT_UNPRICED_CALLS]
+    assert unpriced.value == 1
+    counts = {
+        dict(p.attributes or {})[sc.GEN_AI_TOKEN_TYPE]: p.count
+        for p in points[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE]
+        if dict(p.attributes or {}).get(sc.GEN_AI_REQUEST_MODEL) == "gpt-4o"
+    }
+    assert counts == {"input": 3, "output": 3}
+    meters.shutdown()
+    provider.shutdown()
