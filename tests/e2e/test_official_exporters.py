@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -121,20 +122,24 @@ def _node_with_otel() -> str:
     return node
 
 
-def test_js_sdk_otlp_json_round_trip(stack: Stack) -> None:
-    """OTLP/JSON from the official JS serializer is stored with the exact hex IDs, kinds and
-    attribute types, and our JSON answer decodes with the JS deserializer."""
-    node = _node_with_otel()
+def _run_js(script: str, **env: str) -> Any:
+    """Runs the ES module ``script`` with node in tests/e2e/js; its last stdout line as JSON."""
     out = subprocess.run(
-        [node, "--input-type=module", "-e", JS_JSON_SENDER],
+        [_node_with_otel(), "--input-type=module", "-e", script],
         cwd=JS_DIR,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "URL": f"http://127.0.0.1:{stack.http.port}/v1/traces"},
+        env={**os.environ, **env},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_js_sdk_otlp_json_round_trip(stack: Stack) -> None:
+    """OTLP/JSON from the official JS serializer is stored with the exact hex IDs, kinds and
+    attribute types, and our JSON answer decodes with the JS deserializer."""
+    result = _run_js(JS_JSON_SENDER, URL=f"http://127.0.0.1:{stack.http.port}/v1/traces")
     assert result["status"] == 200 and result["ctype"] == "application/json"
     assert result["answer"] == {}  # full success: no partialSuccess
     stored = {s.name: s for s in stack.ingestor.spans()}
@@ -188,17 +193,7 @@ def test_js_sdk_otlp_json_metrics_and_logs(stack: Stack) -> None:
         ExportMetricsServiceRequest,
     )
 
-    node = _node_with_otel()
-    out = subprocess.run(
-        [node, "--input-type=module", "-e", JS_JSON_METRICS_LOGS],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "BASE": f"http://127.0.0.1:{stack.http.port}"},
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _run_js(JS_JSON_METRICS_LOGS, BASE=f"http://127.0.0.1:{stack.http.port}")
     for signal in ("metrics", "logs"):
         assert result[signal] == {"status": 200, "ctype": "application/json", "answer": {}}
     stored = {b[0]: b[1] for b in stack.ingestor.batches}
