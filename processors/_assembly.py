@@ -86,9 +86,9 @@ class CompletedTraces:
         evicted: per trace, completed early because the open-trace table was full.
         duplicates: spans dropped as duplicates of an earlier ``(trace_id, span_id)``.
         completed_at: receiver time of completion.
-        root_agent: per trace, the agent the run belongs to (the root span's agent, else the
-            top-most agent under the root, else the root's Resource main agent, else the root's
-            ``service.name``; ``""`` only for traces without a root).
+        root_agent: per trace, the agent the run belongs to (the root span's agent or, when
+            it has none, its Resource's main agent; else the top-most agent under the root;
+            else the root's ``service.name``; ``""`` only for traces without a root).
         agent_pending: per span, its agent was left to assembly (see
             :func:`._batch.agent_pending`): span-level metrics and baselines take these rows
             at completion, every other row when its batch arrived.

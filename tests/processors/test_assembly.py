@@ -188,3 +188,62 @@ def test_split_order_and_retries_do_not_change_assembly(
     assert expected is not None and got is not None
     assert _summary(got) == _summary(expected)
     assert got.duplicates == (len(parts[0]) if dup else 0)
+
+
+def _resource_request(spans, main_agent: str = ""):  # type: ignore[no-untyped-def]
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+    from otel_agents import semconv as sc
+
+    from ._gen import kv
+
+    attrs = [kv("service.name", "zero-code-svc")]
+    if main_agent:
+        attrs.append(kv(sc.GEN_AI_MAIN_AGENT_NAME, main_agent))
+    rs = ResourceSpans(resource=Resource(attributes=attrs), scope_spans=[ScopeSpans(spans=spans)])
+    return build_span_batch(
+        ExportTraceServiceRequest(resource_spans=[rs]), pricebook=None, received_at=0.0
+    )
+
+
+def test_main_agent_names_agentless_spans_across_batches_and_runs_fall_back_to_service() -> None:
+    """A child exported before its agent-less root gets the Resource's main agent after assembly
+    (pending until then), and a run nobody names belongs to its root's service."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    from otel_agents.processors._batch import agent_pending
+
+    def span(tid: int, sid: int, parent: int) -> Span:
+        return Span(
+            trace_id=bytes([tid]) * 16,
+            span_id=bytes([sid]) * 8,
+            parent_span_id=bytes([parent]) * 8 if parent else b"",
+            name=f"span {sid}",
+            start_time_unix_nano=T0,
+            end_time_unix_nano=T0 + 1000 * sid,
+        )
+
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    child = _resource_request([span(1, 2, 1)], "support")
+    assert child.agent_name.tolist() == [""] and agent_pending(child).tolist() == [True]
+    asm.add(child, now=0.0)
+    asm.add(_resource_request([span(1, 1, 0)], "support"), now=0.0)
+    asm.add(_resource_request([span(2, 3, 0), span(2, 4, 3)]), now=0.0)
+    done = asm.collect(5.0)
+    assert done is not None and done.n_traces == 2
+    by_trace = {
+        done.trace_id_hex(t): (
+            done.spans.agent_name[done.offsets[t] : done.offsets[t + 1]].tolist(),
+            done.agent_pending[done.offsets[t] : done.offsets[t + 1]].tolist(),
+            done.root_agent[t],
+        )
+        for t in range(done.n_traces)
+    }
+    assert by_trace[(b"\x01" * 16).hex()][0] == ["support", "support"]
+    assert sorted(by_trace[(b"\x01" * 16).hex()][1]) == [False, True]
+    assert by_trace[(b"\x01" * 16).hex()][2] == "support"
+    agents, pending, run = by_trace[(b"\x02" * 16).hex()]
+    assert (agents, sorted(pending), run) == (["", ""], [False, True], "zero-code-svc")
