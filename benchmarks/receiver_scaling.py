@@ -34,7 +34,6 @@ import contextlib
 import http.server
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -55,7 +54,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from benchmarks._load import TRACE_EXPORT
-from benchmarks.receiver_throughput import PY, ROOT, _stop, sink
+from benchmarks.receiver_throughput import PY, ROOT, _stop, machine, sink
 
 MIB = 1 << 20
 
@@ -442,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
     head = (
         f"Receiver scaling — full pipeline, {args.spans}-span requests, {args.seconds:.0f} s "
-        f"windows, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}"
+        f"windows, {time.strftime('%Y-%m-%d')}; {machine()}"
     )
     table = "\n".join([head, "", *out])
     print(table)

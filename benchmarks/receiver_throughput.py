@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -250,6 +251,7 @@ class Sample:
     peak_rss_mib: float
     p99_ms: float
     failed: int
+    client_cores: float = 0.0  # the load client's CPU per wall second (it shares the machine)
 
 
 @dataclass
@@ -287,6 +289,7 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
     cpu0 = cpu()
+    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load client, once reaped
     out = subprocess.run(
         [
             PY,
@@ -305,6 +308,8 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
         timeout=args.seconds + 120,
         check=True,
     )
+    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
     # Work the receiver finishes after the last ack (forwarding, analysis backlog) is part of
     # its cost: wait until it is idle (< 10 % of a core over 0.5 s), at most --settle seconds.
     settle = time.monotonic() + args.settle
@@ -326,6 +331,7 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
         peak_rss_mib=peak,
         p99_ms=r["p99"] * 1000,
         failed=r["failed"],
+        client_cores=client_cpu / r["wall"],
     )
 
 
@@ -395,6 +401,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def machine() -> str:
+    """CPU, cores and the versions that decide the figures."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    model = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for pkg in ("grpcio", "protobuf", "rotel"):
+        try:
+            versions.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            versions.append(f"{pkg} -")
+    import sqlite3
+
+    return (
+        f"{model}, {os.cpu_count()} cores (shared with the load client and sink), "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        + ", ".join(versions)
+    )
+
+
 def render(
     cases: dict[tuple[str, str, int], Case],
     protocols: list[str],
@@ -404,12 +435,11 @@ def render(
 ) -> str:
     lines = [
         f"Receiver throughput — {args.spans}-span batches, medians of {args.rounds} round(s), "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{time.strftime('%Y-%m-%d')}",
+        f"{args.compression} forwarding, {time.strftime('%Y-%m-%d')}; {machine()}",
         "",
         "| target | protocol | streams | spans/s | spans per CPU-s | × rotel (CPU-s) "
-        "| peak RSS MiB | p99 ms | failed |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| peak RSS MiB | p99 ms | failed | client cores |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for protocol in protocols:
         for n in streams:
@@ -423,7 +453,8 @@ def render(
                 lines.append(
                     f"| {name} | {protocol} | {n} | {c.median('spans_per_s'):,.0f} | "
                     f"{eff:,.0f} | {ratio} | {c.median('peak_rss_mib'):.0f} | "
-                    f"{c.median('p99_ms'):.0f} | {sum(s.failed for s in c.samples)} |"
+                    f"{c.median('p99_ms'):.0f} | {sum(s.failed for s in c.samples)} | "
+                    f"{c.median('client_cores'):.2f} |"
                 )
     lines += ["", *headline(cases, protocols, streams)]
     return "\n".join(lines)
