@@ -392,11 +392,10 @@ def write_row(res: dict[str, Any]) -> None:
         f"{'pass' if res['ok'] else 'FAIL (exit ' + str(res['exit_code']) + ')'} |\n"
     )
     head, _, tail = text.partition("## Fuzz (RC-11)")
-    rest = tail.split("\n## ", 1)
+    # The next section starts at a heading or at another script's <!-- marker -->.
+    rest = re.split(r"\n(?=## |<!-- )", tail, maxsplit=1)
     section = rest[0].rstrip("\n") + "\n" + row
-    path.write_text(
-        head + "## Fuzz (RC-11)" + section + ("\n## " + rest[1] if len(rest) > 1 else "")
-    )
+    path.write_text(head + "## Fuzz (RC-11)" + section + ("\n" + rest[1] if len(rest) > 1 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

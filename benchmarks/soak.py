@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -420,9 +421,10 @@ def write_row(res: Result) -> None:
     )
     # Insert at the end of the soak table (it is the last section we own).
     head, _, tail = text.partition("## Soak (RC-12)")
-    rest = tail.split("\n## ", 1)
+    # The next section starts at a heading or at another script's <!-- marker -->.
+    rest = re.split(r"\n(?=## |<!-- )", tail, maxsplit=1)
     section = rest[0].rstrip("\n") + "\n" + row
-    text = head + "## Soak (RC-12)" + section + ("\n## " + rest[1] if len(rest) > 1 else "")
+    text = head + "## Soak (RC-12)" + section + ("\n" + rest[1] if len(rest) > 1 else "")
     path.write_text(text)
 
 
