@@ -17,20 +17,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.exporters.test_notifiers_sink import WebhookSink, start_sink
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -328,44 +328,6 @@ def run_receiver(data_dir: Path, **overrides: Any) -> Iterator[RunningReceiver]:
 
 
 # --------------------------------------------------------------------------- the fed stack
-class WebhookSink:
-    """A loopback HTTP server recording every POSTed JSON body (alert notifications)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                with contextlib.suppress(ValueError):
-                    sink.bodies.append(json.loads(raw))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Where to POST."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
-
-    def __enter__(self) -> WebhookSink:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 @dataclass
 class AgentStack:
     """Receiver fed by the demo, forwarding to an OTLP sink, scraped by a real Prometheus."""
@@ -373,7 +335,7 @@ class AgentStack:
     receiver: RunningReceiver
     prometheus: Prometheus
     sink: Any  # otel_agents.testing.OtlpSink
-    webhook: WebhookSink
+    webhook: WebhookSink  # alert notifications
     demo_output: str
 
 
@@ -434,14 +396,14 @@ def agent_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack
     from otel_agents.testing import OtlpSink
 
     work = tmp_path_factory.mktemp("stack")
-    with WebhookSink() as hook, OtlpSink() as sink:
+    with start_sink() as hook, OtlpSink() as sink:
         sink_endpoint = sink.grpc_endpoint.replace("http://", "grpc://")
         overrides = {
             "exporters": {"otlp/sink": {"endpoint": sink_endpoint, "protocol": "grpc"}},
             "processors.agent_analysis.assembly.decision_wait": "2s",
             "processors.agent_analysis.bottleneck.report_interval": "2s",
             "processors.alert.receivers": [
-                {"name": "default", "webhook_configs": [{"url": hook.url}]}
+                {"name": "default", "webhook_configs": [{"url": f"{hook.url}/alerts"}]}
             ],
             "processors.alert.route": {
                 "receiver": "default",

@@ -69,11 +69,8 @@ class Alertmanager:
 @pytest.fixture
 def sinks() -> Iterator[tuple[WebhookSink, WebhookSink]]:
     """One loopback sink for Alertmanager, one for our engine."""
-    a, b = start_sink(), start_sink()
-    yield a, b
-    for s in (a, b):
-        s.server.shutdown()
-        s.server.server_close()
+    with start_sink() as a, start_sink() as b:
+        yield a, b
 
 
 def _start_alertmanager(

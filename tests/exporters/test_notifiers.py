@@ -62,10 +62,8 @@ def _note(*alerts: AlertSnapshot) -> Notification:
 @pytest.fixture
 def sink() -> Iterator[WebhookSink]:
     """Loopback HTTP sink."""
-    s = start_sink()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
+    with start_sink() as s:
+        yield s
 
 
 def test_webhook_payload_is_alertmanager_v4(sink: WebhookSink) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,6 +61,17 @@ class WebhookSink:
         with self.lock:
             return [r.body for r in self.received]
 
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> WebhookSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def _handler(sink_ref: list[WebhookSink]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -97,23 +107,8 @@ def _handler(sink_ref: list[WebhookSink]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def webhook_sink() -> Iterator[WebhookSink]:
-    """A running sink; stopped at teardown."""
-    ref: list[WebhookSink] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
-    sink = WebhookSink(server)
-    ref.append(sink)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield sink
-    server.shutdown()
-    server.server_close()
-    t.join(5)
-
-
 def start_sink() -> WebhookSink:
-    """A sink outside pytest fixtures (caller stops ``sink.server``)."""
+    """A running sink; stop it with :meth:`WebhookSink.stop` or use it as a context manager."""
     ref: list[WebhookSink] = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
     sink = WebhookSink(server)

@@ -106,10 +106,8 @@ def test_every_private_ipv4_and_its_ipv6_forms_are_refused(net: str, n: int) -> 
 @pytest.fixture
 def sink() -> Iterator[WebhookSink]:
     """Loopback webhook sink."""
-    s = start_sink()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
+    with start_sink() as s:
+        yield s
 
 
 def test_redirects_are_rechecked(sink: WebhookSink) -> None:

@@ -28,10 +28,8 @@ RULE = {
 @pytest.fixture
 def sink() -> Iterator[WebhookSink]:
     """Loopback webhook sink."""
-    s = start_sink()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
+    with start_sink() as s:
+        yield s
 
 
 def _config(sink: WebhookSink, **extra: Any) -> AlertConfig:
