@@ -435,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     table += (
         "\n\nOne span-derived measurement (histogram `record` with the GenAI attributes and an "
         f"exemplar) costs {unit[1]:.2f} µs of CPU with one metric reader and {unit[2]:.2f} µs "
-        "with two (the budget reader is the second); the full set-up records 2 per span on "
-        "average (our API: 10 per 5-span trace)."
+        "with two (the budget reader is the second); the full set-up records 8 histogram values "
+        "per 5-span trace (1.6 per span) and sums its counters per delivered batch."
     )
     print(table)
     if args.write:
