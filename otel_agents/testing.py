@@ -445,23 +445,22 @@ class OtlpSink:
         def metadata(context: Any) -> dict[str, str]:
             return {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
 
+        def export(signal: Signal, request: Message, context: Any) -> Message:
+            _refuse_if_asked(sink, context)
+            sink._record(signal, "grpc", request, metadata(context))
+            return _RESPONSE_TYPES[signal]()
+
         class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
-                _refuse_if_asked(sink, context)
-                sink._record("traces", "grpc", request, metadata(context))
-                return trace_service_pb2.ExportTraceServiceResponse()
+                return export("traces", request, context)
 
         class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
-                _refuse_if_asked(sink, context)
-                sink._record("metrics", "grpc", request, metadata(context))
-                return metrics_service_pb2.ExportMetricsServiceResponse()
+                return export("metrics", request, context)
 
         class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Message, context: Any) -> Message:
-                _refuse_if_asked(sink, context)
-                sink._record("logs", "grpc", request, metadata(context))
-                return logs_service_pb2.ExportLogsServiceResponse()
+                return export("logs", request, context)
 
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)  # type: ignore[no-untyped-call]
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(), server)  # type: ignore[no-untyped-call]
