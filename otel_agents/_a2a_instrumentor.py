@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -79,13 +79,10 @@ _SERVER_STREAMING = frozenset({"on_message_send_stream", "on_subscribe_to_task"}
 _MARK = "__otel_agents_wrapped__"
 
 
-def _client_classes() -> list[type]:
+def _importable(specs: Sequence[tuple[str, str]]) -> list[type]:
+    """The classes of ``(module, name)`` that import; the others are logged and skipped."""
     classes: list[type] = []
-    for module, name in (
-        ("a2a.client.transports.jsonrpc", "JsonRpcTransport"),
-        ("a2a.client.transports.rest", "RestTransport"),
-        ("a2a.client.transports.grpc", "GrpcTransport"),
-    ):
+    for module, name in specs:
         try:
             classes.append(getattr(__import__(module, fromlist=[name]), name))
         except Exception:  # optional extras (grpc) not installed
@@ -93,17 +90,23 @@ def _client_classes() -> list[type]:
     return classes
 
 
+def _client_classes() -> list[type]:
+    return _importable(
+        (
+            ("a2a.client.transports.jsonrpc", "JsonRpcTransport"),
+            ("a2a.client.transports.rest", "RestTransport"),
+            ("a2a.client.transports.grpc", "GrpcTransport"),
+        )
+    )
+
+
 def _server_classes() -> list[type]:
-    classes: list[type] = []
-    for module, name in (
-        ("a2a.server.request_handlers.default_request_handler_v2", "DefaultRequestHandlerV2"),
-        ("a2a.server.request_handlers.default_request_handler", "LegacyRequestHandler"),
-    ):
-        try:
-            classes.append(getattr(__import__(module, fromlist=[name]), name))
-        except Exception:
-            _log.debug("a2a instrumentor: %s.%s unavailable", module, name, exc_info=True)
-    return classes
+    return _importable(
+        (
+            ("a2a.server.request_handlers.default_request_handler_v2", "DefaultRequestHandlerV2"),
+            ("a2a.server.request_handlers.default_request_handler", "LegacyRequestHandler"),
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
