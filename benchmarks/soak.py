@@ -216,7 +216,10 @@ def run(args: argparse.Namespace) -> Result:
     seconds = args.minutes * 60.0
     warmup = min(args.warmup * 60.0, seconds / 3)
     total_requests = int(args.rate * seconds / SPANS_PER_REQUEST) + 1
-    res = Result(args.minutes, args.rate, args.names, "in-process" if args.in_process else "child")
+    mode = ("in-process" if args.in_process else "child") + (
+        ", no analysis" if args.no_analysis else ""
+    )
+    res = Result(args.minutes, args.rate, args.names, mode)
     sink = BitmapSink(total_requests * SPANS_PER_REQUEST + SPANS_PER_REQUEST)
     tmp = Path(tempfile.mkdtemp(prefix="otel-agents-soak-"))
     data = tmp / "data"
@@ -241,7 +244,8 @@ def run(args: argparse.Namespace) -> Result:
                         "admin.endpoint": "127.0.0.1:0",
                         **settings,
                     },
-                )
+                ),
+                analysis=not args.no_analysis,
             )
             receiver.start()
             grpc_port, admin_port, pid = receiver.grpc_port, receiver.admin_port, os.getpid()
@@ -260,6 +264,7 @@ def run(args: argparse.Namespace) -> Result:
                 "--log-level=WARNING",
                 f"--forward=grpc://127.0.0.1:{sink.port}",
                 f"--set=storage.max_bytes={SPOOL_CAP // MIB}MiB",
+                *(["--no-analysis"] if args.no_analysis else []),
             ]
             with open(tmp / "receiver.log", "wb") as log:
                 proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
@@ -437,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", type=int, default=10_000, help="distinct agent/model names")
     p.add_argument("--max-slope", type=float, default=1.0, help="MiB per 10 min (default 1)")
     p.add_argument("--in-process", action="store_true", help="receiver in-process + tracemalloc")
+    p.add_argument("--no-analysis", action="store_true", help="ingest and forward only")
     p.add_argument("--write", action="store_true", help="append a row to benchmarks/RESULTS.md")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = p.parse_args(argv)

@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Reliability scorecard RC-12 (CI-lite): a short run of the soak command, benchmarks/soak.py.
+
+The nightly run is ``python -m benchmarks.soak --minutes 60 --write`` (RSS slope ≤ 1 MiB per
+10 min after a 10-min warm-up).  In CI the same command runs for ``OTEL_AGENTS_RC12_MINUTES``
+(1.5) with a 0.5-min warm-up; a one-minute regression window cannot resolve 1 MiB / 10 min (a
+flat ``--no-analysis`` receiver reads ~15 MiB / 10 min from 1 MiB of noise), so the CI slope bound
+is 50 MiB / 10 min — still 20× below the growth measured with analysis on.  Every other
+criterion is the nightly one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.otel_agents.receiver._rc_fixtures import ROOT, record_figures
+
+MINUTES = float(os.environ.get("OTEL_AGENTS_RC12_MINUTES", "1.5"))
+CI_MAX_SLOPE = 50.0  # MiB per 10 min, see the module docstring
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "receiver RSS grows without bound under trace/name churn: benchmarks/soak.py at 2,500 "
+        "spans/s with 10,000 agent/model names went 114 -> 704 MiB in 6 min (slope 539 MiB per "
+        "10 min after a 3-min warm-up; 1.5-min runs: 1,100-1,500 MiB per 10 min, also with "
+        "MALLOC_ARENA_MAX=2; flat at 75-76 MiB with --no-analysis); tracemalloc attributes only ~44 MiB (capped tables still filling: "
+        "processors/_baselines.py:109-110 RobustBaseline buffers, processors/_bottleneck.py:214, "
+        "processors/_anomaly.py:197), so the growth is mostly outside Python objects; see "
+        "docs/reliability.md, Known gaps"
+    ),
+)
+def test_rc12_soak_with_churn_ci_lite() -> None:
+    """RC-12: 2,500 spans/s with fresh traces and 10,000 agent/model names: no acknowledged span
+    lost, FDs/threads flat, spool and open traces within their caps, RSS slope within bound."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.soak",
+            "--minutes",
+            str(MINUTES),
+            "--warmup",
+            str(MINUTES / 3),
+            "--max-slope",
+            str(CI_MAX_SLOPE),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=MINUTES * 60 + 180,
+        check=False,
+    )
+    lines = proc.stdout.decode().strip().splitlines()
+    assert lines, proc.stderr.decode(errors="replace")[-3000:]
+    res = json.loads(lines[-1])
+    record_figures(
+        "RC-12",
+        "test_rc12_soak_with_churn_ci_lite",
+        **{k: v for k, v in res.items() if k != "tracemalloc_top"},
+    )
+    assert res["acked_spans"] > 0 and res["lost_spans"] == 0, res
+    assert res["failures"] == [], res["failures"]
+    assert proc.returncode == 0
