@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.conftest import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 PHOENIX = ROOT / ".venv-phoenix" / "bin" / "phoenix"
 
@@ -98,12 +100,7 @@ def run_rotel(
         yield gport, hport, tmp / "rotel.out"
     finally:
         out.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 class Phoenix:
@@ -169,9 +166,4 @@ def run_phoenix(timeout: float = 120.0) -> Iterator[Phoenix]:
             time.sleep(0.5)
         yield phoenix
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, grace=15)

@@ -192,13 +192,14 @@ def launch_prometheus(
     return Prometheus(url=url, process=proc, config_dir=work)
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminates a child process we started, killing it if it does not exit in time."""
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Terminates a child process we started, killing it if it does not exit within ``grace``
+    seconds."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)

@@ -27,7 +27,7 @@ from otel_agents.processors._alert_state import (
     parse_matcher,
 )
 
-from tests.e2e.conftest import http_get, listening_ports, require_binary, wait_until
+from tests.e2e.conftest import http_get, listening_ports, require_binary, stop_process, wait_until
 from tests.exporters.test_notifiers_sink import WebhookSink, start_sink
 
 pytestmark = pytest.mark.e2e
@@ -120,12 +120,7 @@ def alertmanager(tmp_path: Path, sinks: tuple[WebhookSink, WebhookSink]) -> Iter
     """Alertmanager 0.25 with the shared routing config, webhooks to the first sink."""
     am = _start_alertmanager(tmp_path, sinks[0].url)
     yield am
-    am.process.terminate()
-    try:
-        am.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        am.process.kill()
-        am.process.wait(timeout=5)
+    stop_process(am.process)
 
 
 def _groups(
