@@ -24,13 +24,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.exporters.test_notifiers_sink import WebhookSink, start_sink
+
+if TYPE_CHECKING:
+    from otel_agents.testing import OtlpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -326,6 +329,23 @@ def run_receiver(data_dir: Path, **overrides: Any) -> Iterator[RunningReceiver]:
         )
     finally:
         receiver.stop()
+
+
+@contextlib.contextmanager
+def run_forwarding_receiver(data_dir: Path) -> Iterator[tuple[RunningReceiver, OtlpSink]]:
+    """:func:`run_receiver` forwarding everything over OTLP/gRPC to an in-process
+    :class:`~otel_agents.testing.OtlpSink`; a trace is complete once its spans are quiet for
+    1 s. Yields ``(receiver, sink)``."""
+    from otel_agents.testing import OtlpSink
+
+    with OtlpSink() as sink:
+        forward = {"endpoint": sink.grpc_endpoint.replace("http://", "grpc://"), "protocol": "grpc"}
+        overrides = {
+            "exporters": {"otlp/sink": forward},
+            "processors.agent_analysis.assembly.decision_wait": "1s",
+        }
+        with run_receiver(data_dir, **overrides) as rx:
+            yield rx, sink
 
 
 # --------------------------------------------------------------------------- the fed stack

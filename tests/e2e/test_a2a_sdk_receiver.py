@@ -31,7 +31,7 @@ from tests.e2e.conftest import (
     Samples,
     http_get,
     require,
-    run_receiver,
+    run_forwarding_receiver,
     sample_sum,
     scrape_samples,
     wait_until,
@@ -93,67 +93,54 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """Receiver (forwarding to a sink), the server app, then the client app; yields once the
     receiver completed the trace."""
     launcher = _opentelemetry_instrument()
-    from otel_agents.testing import OtlpSink
-
     work = tmp_path_factory.mktemp("a2a")
-    with OtlpSink() as sink:
-        overrides = {
-            "exporters": {
-                "otlp/sink": {
-                    "endpoint": sink.grpc_endpoint.replace("http://", "grpc://"),
-                    "protocol": "grpc",
-                }
-            },
-            "processors.agent_analysis.assembly.decision_wait": "1s",
-        }
-        with run_receiver(work / "receiver", **overrides) as rx:
-            server_log = work / "server.log"
-            with server_log.open("w") as log:
-                server = subprocess.Popen(
-                    [launcher, sys.executable, str(APP), "server"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=log,
-                    text=True,
-                    env=_env(SERVER_SERVICE, rx.grpc_endpoint),
-                )
-            try:
-                assert server.stdout is not None
-                line = server.stdout.readline()
-                assert line.strip().isdigit(), server_log.read_text()[-3000:]
-                out = subprocess.run(
-                    [
-                        launcher,
-                        sys.executable,
-                        str(APP),
-                        "client",
-                        f"http://127.0.0.1:{line.strip()}/",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    env=_env(CLIENT_SERVICE, rx.grpc_endpoint, OTEL_AGENTS_AGENT_NAME=CLIENT_AGENT),
-                    check=False,
-                )
-                assert out.returncode == 0, out.stderr[-3000:]
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-            finally:
-                assert server.stdin is not None
-                server.stdin.close()  # the app exits; the SDK flushes its spans at exit
-                try:
-                    server.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait(timeout=10)
-            wait_until(
-                lambda: (
-                    sample_sum(scrape_samples(rx.admin_url), "otel_agents_traces_completed_total")
-                    >= 1
-                ),
-                timeout=20,
-                what="a trace completed by the receiver",
+    with run_forwarding_receiver(work / "receiver") as (rx, sink):
+        server_log = work / "server.log"
+        with server_log.open("w") as log:
+            server = subprocess.Popen(
+                [launcher, sys.executable, str(APP), "server"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=_env(SERVER_SERVICE, rx.grpc_endpoint),
             )
-            yield Run(rx, sink, result, server_log.read_text())
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert line.strip().isdigit(), server_log.read_text()[-3000:]
+            out = subprocess.run(
+                [
+                    launcher,
+                    sys.executable,
+                    str(APP),
+                    "client",
+                    f"http://127.0.0.1:{line.strip()}/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=_env(CLIENT_SERVICE, rx.grpc_endpoint, OTEL_AGENTS_AGENT_NAME=CLIENT_AGENT),
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr[-3000:]
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()  # the app exits; the SDK flushes its spans at exit
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+        wait_until(
+            lambda: (
+                sample_sum(scrape_samples(rx.admin_url), "otel_agents_traces_completed_total") >= 1
+            ),
+            timeout=20,
+            what="a trace completed by the receiver",
+        )
+        yield Run(rx, sink, result, server_log.read_text())
 
 
 def _ours(run: Run) -> list[Any]:

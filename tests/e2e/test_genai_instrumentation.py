@@ -40,7 +40,7 @@ from tests.e2e.conftest import (
     Samples,
     http_get,
     require,
-    run_receiver,
+    run_forwarding_receiver,
     sample_sum,
     scrape_samples,
     wait_until,
@@ -91,31 +91,18 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """The app run once against our receiver (ephemeral ports), which forwards to an in-process
     OTLP sink over gRPC; yields once the receiver has completed the trace."""
-    from otel_agents.testing import OtlpSink
-
     instrumentor = _instrumentor()
-    with OtlpSink() as sink:
-        overrides = {
-            "exporters": {
-                "otlp/sink": {
-                    "endpoint": sink.grpc_endpoint.replace("http://", "grpc://"),
-                    "protocol": "grpc",
-                }
-            },
-            # the trace is complete once its spans are quiet this long
-            "processors.agent_analysis.assembly.decision_wait": "1s",
-        }
-        with run_receiver(tmp_path_factory.mktemp("genai") / "receiver", **overrides) as rx:
-            with FakeOpenAI(RESPONSE_MODEL, USAGES) as fake:
-                sent = _run_app(rx, fake, instrumentor)
+    with run_forwarding_receiver(tmp_path_factory.mktemp("genai") / "receiver") as (rx, sink):
+        with FakeOpenAI(RESPONSE_MODEL, USAGES) as fake:
+            sent = _run_app(rx, fake, instrumentor)
 
-            def analysed() -> Samples | None:
-                samples = scrape_samples(rx.admin_url)
-                done = sample_sum(samples, "otel_agents_traces_completed_total") >= 1
-                return samples if done else None
+        def analysed() -> Samples | None:
+            samples = scrape_samples(rx.admin_url)
+            done = sample_sum(samples, "otel_agents_traces_completed_total") >= 1
+            return samples if done else None
 
-            samples = wait_until(analysed, timeout=20, what="the trace analysed")
-            yield Run(rx, sink, sent, list(fake.requests), samples)
+        samples = wait_until(analysed, timeout=20, what="the trace analysed")
+        yield Run(rx, sink, sent, list(fake.requests), samples)
 
 
 def _run_app(rx: RunningReceiver, fake: FakeOpenAI, instrumentor: Any) -> list[ReadableSpan]:
