@@ -27,7 +27,13 @@ import numpy.typing as npt
 
 from otel_agents._configtypes import DURATION
 
-from ._batch import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SpanBatch, agent_pending
+from ._batch import (
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    SpanBatch,
+    _server_main_agents,
+    agent_pending,
+)
 
 __all__ = ["AssemblyConfig", "CompletedTraces", "TraceAssembler"]
 
@@ -336,7 +342,27 @@ class TraceAssembler:
         self.orphans[ORPHAN_A2A_CLIENT] += int(client_broken.sum())
 
         pending = agent_pending(spans)
-        agent = inherit(spans.agent_name, parent)
+        # An A2A CLIENT span that does not name its peer (no Agent Card on the client side):
+        # the peer is the agent its SERVER child declares (own name, else its process's main
+        # agent) — before inheritance, which would give the SERVER span the caller's agent.
+        peer = spans.a2a_peer
+        srv_idx = np.nonzero(srv)[0]
+        if srv_idx.shape[0]:
+            server_agent = np.where(
+                spans.agent_name[srv_idx] != "",
+                spans.agent_name[srv_idx],
+                spans.main_agent[srv_idx],
+            )
+            cli = parent[srv_idx]
+            fill = (peer[cli] == "") & (spans.kind[cli] == SPAN_KIND_CLIENT) & (server_agent != "")
+            if fill.any():
+                peer = peer.copy()
+                peer[cli[fill]] = server_agent[fill]
+        own = spans.agent_name
+        if ((spans.kind == SPAN_KIND_SERVER) & (own == "") & (spans.main_agent != "")).any():
+            own = own.copy()
+            _server_main_agents(spans.kind, own, spans.main_agent)
+        agent = inherit(own, parent)
         # No agent above: the process's declared main agent (zero-code set-ups declare it on
         # the Resource only), after inheritance so a caller's agent still wins.
         unnamed = agent == ""
@@ -344,6 +370,7 @@ class TraceAssembler:
             agent = agent.copy()
             agent[unnamed] = spans.main_agent[unnamed]
         spans = spans.with_columns(
+            a2a_peer=peer,
             agent_name=agent,
             conversation_id=inherit(spans.conversation_id, parent),
         )

@@ -414,6 +414,7 @@ def resolve_agents(batch: SpanBatch) -> None:
     if batch.n == 0:
         return
     agent = batch.agent_name
+    _server_main_agents(batch.kind, agent, batch.main_agent)
     todo = np.nonzero(agent == "")[0]
     if todo.shape[0] == 0:
         return
@@ -443,9 +444,20 @@ def resolve_agents(batch: SpanBatch) -> None:
         agent[rooted] = batch.main_agent[rooted]
 
 
+def _server_main_agents(kind: I64Array, agent: ObjArray, main_agent: ObjArray) -> None:
+    """A SERVER span without an agent is where a call enters its process: it belongs to that
+    process's declared main agent, not (by inheritance across the remote hop) to the caller."""
+    m = (kind == SPAN_KIND_SERVER) & (agent == "") & (main_agent != "")
+    if m.any():
+        agent[m] = main_agent[m]
+
+
 def agent_pending(batch: SpanBatch) -> BoolArray:
-    """Spans whose agent only assembly can decide (no agent yet, and a parent)."""
+    """Spans whose analysis key only assembly can decide: no agent yet and a parent, or an A2A
+    CLIENT span that does not name its peer (the peer is the agent of its SERVER child, exported
+    by the other process)."""
     m: BoolArray = (batch.agent_name == "") & (batch.parent_span_id != b"")
+    m |= (batch.kind == SPAN_KIND_CLIENT) & (batch.a2a_method != "") & (batch.a2a_peer == "")
     return m
 
 

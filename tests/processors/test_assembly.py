@@ -247,3 +247,44 @@ def test_main_agent_names_agentless_spans_across_batches_and_runs_fall_back_to_s
     assert by_trace[(b"\x01" * 16).hex()][2] == "support"
     agents, pending, run = by_trace[(b"\x02" * 16).hex()]
     assert (agents, sorted(pending), run) == (["", ""], [False, True], "zero-code-svc")
+
+
+def test_a2a_client_without_a_peer_name_takes_its_server_childs_agent() -> None:
+    """An A2A CLIENT span that names no peer is pending at batch time and, once assembled, its
+    peer is the agent its SERVER child declares (here through its Resource's main agent), which
+    is also the SERVER span's own agent."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    from otel_agents.processors._batch import agent_pending
+
+    from otel_agents import semconv as sc
+
+    from ._gen import kv
+
+    def span(sid: int, parent: int, kind: int, **attrs: object) -> Span:
+        return Span(
+            trace_id=b"\x05" * 16,
+            span_id=bytes([sid]) * 8,
+            parent_span_id=bytes([parent]) * 8 if parent else b"",
+            name=f"span {sid}",
+            kind=kind,  # type: ignore[arg-type]
+            start_time_unix_nano=T0,
+            end_time_unix_nano=T0 + 10_000 - sid,
+            attributes=[kv(k, v) for k, v in attrs.items()],
+        )
+
+    method = {sc.A2A_METHOD_NAME: "SendMessage"}
+    client = _resource_request([span(1, 0, 1), span(2, 1, 3, **method)], "planner")
+    assert client.agent_name.tolist() == ["planner", "planner"]
+    assert agent_pending(client).tolist() == [False, True]  # peer unknown until the server
+    server = _resource_request([span(3, 2, 2, **method)], "researcher")
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    asm.add(client, now=0.0)
+    asm.add(server, now=0.0)
+    done = asm.collect(5.0)
+    assert done is not None
+    by_name = dict(zip(done.spans.name.tolist(), done.spans.a2a_peer.tolist(), strict=True))
+    assert by_name["span 2"] == "researcher"  # the CLIENT span names the agent it called
+    assert by_name["span 3"] == ""
+    agents = dict(zip(done.spans.name.tolist(), done.spans.agent_name.tolist(), strict=True))
+    # The SERVER span belongs to its own process's agent, not to the caller by inheritance.
+    assert agents == {"span 1": "planner", "span 2": "planner", "span 3": "researcher"}
