@@ -89,7 +89,12 @@ def critical_path_times(start: I64, end: I64, parent: I64, roots: I64) -> I64:
             cp[span] += cur - k_end
             frame[2] = k_start
             visited[k] = True
-            stack.append([k, k_start, k_end, _sorted_kids(k, k_start, k_end, ptr, flat, st, en), 0])
+            if ptr[k] == ptr[k + 1]:
+                cp[k] += k_end - k_start  # a leaf (most spans): its whole clipped span, no frame
+            else:
+                stack.append(
+                    [k, k_start, k_end, _sorted_kids(k, k_start, k_end, ptr, flat, st, en), 0]
+                )
     return np.asarray(cp, dtype=np.int64)
 
 
