@@ -253,3 +253,19 @@ def test_values_of_unexpected_types_convert_and_the_last_duplicate_wins() -> Non
     assert b.agent_name.tolist() == [""]  # the later empty value wins; root: no main agent
     assert b.cache_read_tokens.tolist() == [0]  # negative counts clamp to 0
     assert b.unpriced.tolist() == [True]  # tokens, no pricebook
+
+
+def test_agent_resolution_terminates_on_cycles_and_self_parents() -> None:
+    """Malformed parent links (a two-span cycle, a span its own parent) leave those spans for
+    assembly instead of looping or naming them from nowhere."""
+    op = sc.GEN_AI_OPERATION_NAME
+    spans = [
+        _span(1, 2, "a", **{op: "chat"}),
+        _span(2, 1, "b", **{op: "chat"}),
+        _span(3, 3, "self", **{op: "chat"}),
+        _span(4, 0, "invoke_agent x", **{op: "invoke_agent", sc.GEN_AI_AGENT_NAME: "x"}),
+        _span(5, 4, "chat", **{op: "chat"}),
+    ]
+    batch = build_span_batch(_agent_request(spans, "main"), pricebook=None, received_at=0.0)
+    assert batch.agent_name.tolist() == ["", "", "", "x", "x"]
+    assert agent_pending(batch).tolist() == [True, True, True, False, False]
