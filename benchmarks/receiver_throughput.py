@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(cases, protocols, streams, targets, args)
     print(table)
     if args.write:
-        write_results(table)
+        write_results(table, "" if args.compression == "gzip" else f"_{args.compression}")
     return 0
 
 
@@ -493,16 +493,24 @@ def headline(
     return out
 
 
-def write_results(table: str) -> None:
+def write_results(table: str, suffix: str = "") -> None:
+    """Replace (or append) this benchmark's marked section of benchmarks/RESULTS.md.
+
+    Args:
+        table: the rendered table.
+        suffix: section variant (``""`` for gzip forwarding, ``"_none"`` without compression).
+    """
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    marker_start, marker_end = "<!-- receiver_throughput -->", "<!-- /receiver_throughput -->"
+    name = f"receiver_throughput{suffix}"
+    marker_start, marker_end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{marker_start}\n{table}\n{marker_end}"
     if marker_start in text:
         head, rest = text.split(marker_start, 1)
         text = head + block + rest.split(marker_end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Receiver throughput\n\n" + block + "\n"
+        title = "Receiver throughput" + (f" ({suffix[1:]} compression)" if suffix else "")
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text)
 
 

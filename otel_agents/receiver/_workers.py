@@ -76,10 +76,12 @@ class _WorkerMetrics:
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
+        headers = self._supervisor.admin_headers()
         for index, port in self._supervisor.admin_ports():
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
             try:
                 with urllib.request.urlopen(  # loopback URL we built
-                    f"http://127.0.0.1:{port}/metrics", timeout=_SCRAPE_TIMEOUT
+                    request, timeout=_SCRAPE_TIMEOUT
                 ) as resp:
                     text = resp.read().decode("utf-8")
             except (OSError, urllib.error.URLError) as exc:
@@ -218,6 +220,18 @@ class WorkerSupervisor:
                 for w in self._workers
                 if w.admin_port and w.proc is not None and w.proc.poll() is None
             ]
+
+    def admin_headers(self) -> dict[str, str]:
+        """Credentials for the workers' ``/metrics`` (they share the admin auth config)."""
+        auth = self.config.admin.auth
+        token = auth.tokens[0] if auth.tokens else None
+        if token is None and auth.token_file is not None:
+            try:
+                lines = Path(auth.token_file).read_text("utf-8").splitlines()
+            except OSError:
+                lines = []
+            token = next((ln.strip() for ln in lines if ln.strip()), None)
+        return {auth.header: f"{auth.scheme} {token}"} if token else {}
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Ready when every worker's ``/readyz`` answers 200."""

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,30 @@ def test_workers_need_no_analysis(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "--workers > 1 requires --no-analysis" in out.stderr
     assert not (tmp_path / "data" / "worker-0").exists()
+
+
+def test_the_shared_metrics_scrape_uses_the_admin_token(tmp_path: Path) -> None:
+    """With admin auth on, the supervisor scrapes the workers with the configured token."""
+    ports_file = tmp_path / "ports.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "otel_agents._cli", "serve", "--workers", "2", "--no-analysis",
+            "--grpc-endpoint", "127.0.0.1:0", "--http-endpoint", "127.0.0.1:0",
+            "--admin-endpoint", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+            "--set", "admin.auth.tokens=[s3cret-token]", "--ports-file", str(ports_file),
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        ports = _wait_file(ports_file, proc)
+        url = f"http://127.0.0.1:{ports['admin']}/metrics"
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret-token"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'worker="0"' in text and 'worker="1"' in text
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, timeout=10)
+        assert err.value.code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
