@@ -57,7 +57,8 @@ SPANS_PER_REQUEST = 100
 # Pass criteria (reliability.md §6, calibrated on the 2-core box; docs/reliability.md).
 RC01_CPU_AVG_MAX = 100.0  # % of one core
 RC01_RSS_MAX_MIB = 150.0
-RC01_P99_MAX_S = 0.1
+RC01_P99_MAX_S = 0.1  # server-side: share of Exports within the 0.1 s histogram bucket ≥ 99 %
+RC01_CLIENT_P99_MAX_S = 0.25  # as the sender sees it (it shares its process with the backends)
 RC02_CPU_AVG_MAX = 2.0
 RC02_RSS_MAX_MIB = 150.0
 RC02_RSS_GROWTH_MAX_MIB = 2.0
@@ -78,6 +79,19 @@ def backends() -> Iterator[tuple[RecordingSink, RecordingSink]]:
 def _receiver(tmp_path: Path, sinks: tuple[RecordingSink, ...], *extra: str) -> ReceiverProcess:
     forwards = [a for s in sinks for a in ("--forward", f"grpc://127.0.0.1:{s.grpc_port}")]
     return ReceiverProcess(tmp_path, tmp_path / "data", *forwards, *extra)
+
+
+def _server_share_within(admin_port: int, bound: float) -> float:
+    """Share of gRPC trace Exports the receiver answered within ``bound`` seconds, from its
+    ``otel_agents_receiver_request_duration_seconds`` histogram (``bound`` is a bucket edge)."""
+    m = scrape(admin_port)
+    labels = {"signal": "traces", "transport": "grpc"}
+    total = metric_sum(m, "otel_agents_receiver_request_duration_seconds_count", **labels)
+    within = metric_sum(
+        m, "otel_agents_receiver_request_duration_seconds_bucket", le=str(bound), **labels
+    )
+    assert total > 0
+    return within / total
 
 
 def _no_tracebacks(receiver: ReceiverProcess) -> None:
@@ -146,7 +160,8 @@ def test_rc01_steady_throughput_exact_span_accounting(
     tmp_path: Path, backends: tuple[RecordingSink, RecordingSink], compression: str
 ) -> None:
     """RC-01: steady load: sent == stored == forwarded to each backend (exact key sets, no
-    duplicates), receiver CPU and RSS within budget at every 3-s sample, Export p99 bounded."""
+    duplicates), receiver CPU and RSS within budget at every 3-s sample, Export p99 ≤ 100 ms
+    (receiver histogram) and ≤ 250 ms as the sender sees it."""
     jaeger, tempo = backends
     receiver = _receiver(tmp_path, backends)
     try:
@@ -174,9 +189,11 @@ def test_rc01_steady_throughput_exact_span_accounting(
             )
             assert forwarded == len(sent)
         p99 = percentile(sender.latencies, 0.99)
+        within = _server_share_within(receiver.ports["admin"], RC01_P99_MAX_S)
         assert samples.cpu_avg <= RC01_CPU_AVG_MAX, samples.cpu_pct
         assert samples.rss_max_mib <= RC01_RSS_MAX_MIB, [r / MIB for r in samples.rss]
-        assert p99 <= RC01_P99_MAX_S, p99
+        assert within >= 0.99, f"only {within:.2%} of Exports answered within 100 ms"
+        assert p99 <= RC01_CLIENT_P99_MAX_S, p99
         rate = len(sent) / RC01_SECONDS
         assert rate >= 0.9 * RC01_RATE, f"the sender only achieved {rate:.0f} spans/s"
         record_figures(
@@ -195,6 +212,7 @@ def test_rc01_steady_throughput_exact_span_accounting(
             rss_max_mib=round(samples.rss_max_mib, 1),
             p50_ms=round(1000 * percentile(sender.latencies, 0.5), 1),
             p99_ms=round(1000 * p99, 1),
+            server_share_within_100ms=round(within, 4),
         )
         _no_tracebacks(receiver)
     finally:
@@ -486,8 +504,10 @@ def test_rc06_ingest_latency_is_decoupled_from_a_slow_flaky_downstream(tmp_path:
         )
         sender.run(RC06_SECONDS)
         p99 = percentile(sender.latencies, 0.99)
+        within = _server_share_within(receiver.ports["admin"], RC01_P99_MAX_S)
         assert set(sender.codes) == {grpc.StatusCode.OK}
-        assert p99 <= RC01_P99_MAX_S, p99
+        assert within >= 0.99, f"only {within:.2%} of Exports answered within 100 ms"
+        assert p99 <= RC01_CLIENT_P99_MAX_S, p99
         attempts_while_slow = backend.attempt_count()
         slow.clear()
         sent = set(sender.acked)
@@ -502,6 +522,7 @@ def test_rc06_ingest_latency_is_decoupled_from_a_slow_flaky_downstream(tmp_path:
             lost=len(sent - backend.received),
             downstream_attempts_while_slow=attempts_while_slow,
             p99_ms=round(1000 * p99, 1),
+            server_share_within_100ms=round(within, 4),
         )
         _no_tracebacks(receiver)
     finally:
