@@ -83,15 +83,34 @@ class Configured:
         self._shut_down = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export what is buffered; ``False`` on timeout or failure. Never raises."""
+        """Export what is buffered; ``False`` on timeout or failure. Never raises.
+
+        Returns within ``timeout_millis``: the SDK's BatchSpanProcessor (1.45) ignores the
+        timeout and exports every queued batch with the exporter's own timeout, so the flush
+        runs on a helper thread that is abandoned (it finishes in the background) when time
+        is up.
+        """
+        outcome: list[bool] = []
+
+        def flush() -> None:
+            try:
+                if self.created_provider and self.tracer_provider is not None:
+                    outcome.append(bool(self.tracer_provider.force_flush(timeout_millis)))
+                    return
+                deliver_pending(self.tracer_provider)
+                outcome.append(all(p.force_flush(timeout_millis) for p in self._processors))
+            except Exception:
+                logger.exception("otel_agents: force_flush failed")
+                outcome.append(False)
+
         try:
-            if self.created_provider and self.tracer_provider is not None:
-                return self.tracer_provider.force_flush(timeout_millis)
-            deliver_pending(self.tracer_provider)
-            return all(p.force_flush(timeout_millis) for p in self._processors)
+            worker = threading.Thread(target=flush, name="otel_agents-force-flush", daemon=True)
+            worker.start()
+            worker.join(max(timeout_millis, 0) / 1000)
         except Exception:
             logger.exception("otel_agents: force_flush failed")
             return False
+        return bool(outcome) and outcome[0]
 
     def shutdown(self) -> None:
         """Flush and stop what :func:`configure` created; a later ``configure()`` starts afresh.

@@ -79,11 +79,15 @@ def _against_black_hole() -> dict[str, Any]:
 
 def test_rc15_exporter_down_never_blocks_the_app_and_shutdown_is_bounded() -> None:
     """RC-15: against a destination that accepts TCP but never answers, agent runs stay fast and
-    shutdown returns within one export timeout per queued batch (900 spans: 2 batches)."""
+    shutdown returns within one export timeout per queued batch.
+
+    force_flush(1000) gives up after 1 s, so the 900 spans it could not export (2 batches) are
+    still queued at shutdown beside the 900 queued after it (2 more): 4 batches."""
     out = _against_black_hole()
     assert out["reached_app"] == 0
     assert out["run_p99_ms"] <= 20.0, out  # 3 spans; a blocked export would take seconds
-    assert out["shutdown_s"] <= 2 * EXPORT_TIMEOUT_S + 1.0, out
+    queued_batches = 4
+    assert out["shutdown_s"] <= queued_batches * EXPORT_TIMEOUT_S + 1.0, out
     record_figures(
         "RC-15",
         "test_rc15_exporter_down_never_blocks_the_app_and_shutdown_is_bounded",
@@ -94,16 +98,6 @@ def test_rc15_exporter_down_never_blocks_the_app_and_shutdown_is_bounded() -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Configured.force_flush(timeout_millis) (otel_agents/_configure.py:85) delegates to "
-        "TracerProvider.force_flush, whose BatchSpanProcessor (SDK 1.45 _shared_internal "
-        "BatchProcessor.force_flush) ignores the timeout and exports every queued batch with the "
-        "exporter's own timeout: force_flush(1000) took ~4 s against a hanging endpoint and "
-        "returned True although nothing was exported"
-    ),
-)
 def test_rc15_force_flush_returns_within_its_timeout_when_the_exporter_hangs() -> None:
     """RC-15: force_flush(1000) returns within ~1 s and reports False when nothing got out."""
     out = _against_black_hole()
