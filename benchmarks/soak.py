@@ -199,7 +199,8 @@ class Result:
     spool_max_mib: float = 0.0
     open_traces_max: float = 0.0
     tracemalloc_top10_growth_mib: float | None = None
-    tracemalloc_top: list[str] = field(default_factory=list)
+    tracemalloc_total_growth_mib: float | None = None
+    tracemalloc_top: list[str] = field(default_factory=list)  # by line, then by file
     failures: list[str] = field(default_factory=list)
 
 
@@ -343,9 +344,12 @@ def run(args: argparse.Namespace) -> Result:
         loader.join(30)
         res.cpu_avg_pct = 100 * (sum(watched.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
         if args.in_process and snap0 is not None:
-            top = tracemalloc.take_snapshot().compare_to(snap0, "lineno")[:10]
+            snap1 = tracemalloc.take_snapshot()
+            top = snap1.compare_to(snap0, "lineno")[:10]
             res.tracemalloc_top10_growth_mib = sum(max(0, s.size_diff) for s in top) / MIB
-            res.tracemalloc_top = [str(s) for s in top]
+            by_file = snap1.compare_to(snap0, "filename")
+            res.tracemalloc_total_growth_mib = sum(s.size_diff for s in by_file) / MIB
+            res.tracemalloc_top = [str(s) for s in top] + [str(s) for s in by_file[:10]]
             tracemalloc.stop()
         # Drain: every acknowledged span must reach the destination.
         deadline = time.monotonic() + 60
