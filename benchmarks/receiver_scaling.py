@@ -373,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
             # 3. cardinality
             out += [
                 "",
-                "| distinct agent/tool/model names (50 % load) | receiver cores | peak RSS MiB "
-                "| /metrics lines |",
-                "| ---: | ---: | ---: | ---: |",
+                "| distinct agent/tool/model names (50 % load) | acked spans/s | refused "
+                "| receiver cores | peak RSS MiB | /metrics lines |",
+                "| ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
             for names in cardinalities:
                 with receiver(tmp, sink_port, args.budget) as r:
@@ -386,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
                     series = sum(1 for ln in r.metrics().splitlines() if ln and ln[0] != "#")
                 print(f"names {names}: {p} series {series}", file=log)
                 label = names or "4 / 4 / 3"
-                out.append(f"| {label} | {p.cores:.2f} | {p.peak_rss_mib:.0f} | {series:,} |")
+                out.append(
+                    f"| {label} | {p.acked:,.0f} | {p.failed} | {p.cores:.2f} | "
+                    f"{p.peak_rss_mib:.0f} | {series:,} |"
+                )
             # 4. open traces
             out += [
                 "",
