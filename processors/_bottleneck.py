@@ -153,6 +153,12 @@ class BottleneckState:
         self.max_keys = max_keys
         self.max_sessions = max_sessions
         self._buckets: dict[int, _Bucket] = {}
+        # Keys admitted in the window -> last bucket number they were seen in.  The cap applies to
+        # the whole window, not per bucket: a per-bucket cap let every 10 s bucket fill its own
+        # max_keys entries (and an uncapped cost table) under name churn, i.e. 30 x the state of
+        # one bucket, growing for a whole window (RC-12).  Keys leave when their last bucket does.
+        self._keys: dict[Key, int] = {}
+        self._cost_keys: dict[tuple[str, str], int] = {}
         self.sessions: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self.sessions_evicted = 0
         self.keys_overflowed = 0
@@ -167,13 +173,19 @@ class BottleneckState:
             horizon = int((now - self.window) // self.bucket)
             for old in [k for k in self._buckets if k <= horizon]:
                 del self._buckets[old]
+            regs: tuple[dict[Any, int], ...] = (self._keys, self._cost_keys)
+            for reg in regs:
+                for k in [k for k, last in reg.items() if last <= horizon]:
+                    del reg[k]
         return cur
 
-    def _key(self, bucket: _Bucket, key: Key, table: dict[Any, Any]) -> Key:
-        if key in table or len(table) < self.max_keys:
+    def _admit(self, reg: dict[Any, int], key: Any, bucket_no: int, overflow: Any) -> Any:
+        """``key`` if it is (or can become) one of the window's ``max_keys``, else ``overflow``."""
+        if key in reg or len(reg) < self.max_keys:
+            reg[key] = bucket_no
             return key
         self.keys_overflowed += 1
-        return ("__overflow__", key[1], "__overflow__")
+        return overflow
 
     def add(self, traces: CompletedTraces, now: float) -> tuple[I64, F64]:
         """Analyse a completed set at receiver time ``now``.
@@ -183,6 +195,7 @@ class BottleneckState:
         """
         s = traces.spans
         b = self._bucket_for(now)
+        bno = int(now // self.bucket)
         ok = (traces.root >= 0) & ~traces.late
         roots = traces.root[ok]
         cp = critical_path_times(s.start_ns, s.end_ns, traces.parent, roots)
@@ -202,12 +215,11 @@ class BottleneckState:
         hist = np.bincount(inv * nb + latency_bin(dur), minlength=g * nb).reshape(g, nb)
         errs = np.bincount(inv, weights=s.is_error, minlength=g)
         for k, key in enumerate(keys):
+            kh: Key = self._admit(self._keys, key, bno, ("__overflow__", key[1], "__overflow__"))
             if cp_sec[k] > 0:
-                kk = self._key(b, key, b.cp)  # type: ignore[arg-type]
-                cur = b.cp.setdefault(kk, [0.0, 0.0])
+                cur = b.cp.setdefault(kh, [0.0, 0.0])
                 cur[0] += float(cp_sec[k])
                 cur[1] += float(cp_traces[k])
-            kh = self._key(b, key, b.hist)  # type: ignore[arg-type]
             if kh in b.hist:
                 b.hist[kh] = b.hist[kh] + hist[k]
             else:
@@ -234,7 +246,10 @@ class BottleneckState:
                 )
             ]
             for k, ck in enumerate(ckeys):
-                cur = b.cost.setdefault((ck[0], ck[1]), [0.0] * 5)
+                ckey = self._admit(
+                    self._cost_keys, (ck[0], ck[1]), bno, ("__overflow__", "__overflow__")
+                )
+                cur = b.cost.setdefault(ckey, [0.0] * 5)
                 for i in range(5):
                     cur[i] += float(sums[i][k])
             self._add_sessions(s.conversation_id[idx], s.cost[idx], now)
