@@ -50,6 +50,7 @@ SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
 _SIGNAL_CODE = {s: i for i, s in enumerate(SIGNALS)}
 
 DB_NAME = "spool.db"
+_WAL_SIZE_LIMIT = 64 << 20  # bytes the WAL file is truncated to after a checkpoint
 _PAGE_SIZE = 16384
 #: Minimum seconds between two returns of free pages to the filesystem (see compact()).
 _SHRINK_INTERVAL = 30.0
@@ -228,6 +229,10 @@ class Spool:
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
+            # The WAL is not payload, so max_bytes does not see it: without a limit it keeps its
+            # high-water mark (a soak reached 2x the cap on disk while a slow reader held back
+            # checkpoints). After each checkpoint SQLite truncates it back to this size.
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             # Debian/Ubuntu build SQLite with SECURE_DELETE on: every page compaction frees is
             # overwritten with zeros and written to the WAL again, which made deleting a 512-span
