@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from otel_agents.processors import AgentAnalysis, AnalysisConfig
-from otel_agents.processors._batch import build_span_batch
+from otel_agents.processors._assembly import AssemblyConfig, TraceAssembler
+from otel_agents.processors._batch import SpanBatch, build_span_batch
+from otel_agents.processors._bottleneck import BottleneckState
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_agents import semconv as sc
@@ -77,3 +79,43 @@ def test_interval_accumulators_are_capped() -> None:
     assert len(eng._acc) <= 2 * 10 + 1
     assert ("latency", ("researcher", "tool", "tool-0")) in eng._acc
     assert ("latency", (OVERFLOW, "tool", OVERFLOW)) in eng._acc
+
+
+def _renamed_batch(gen: TraceGen, tag: str, traces: int) -> SpanBatch:
+    """``traces`` generated traces with every agent, tool and model name made unique by ``tag``."""
+    spans: list[GenSpan] = []
+    for i in range(traces):
+        for g in gen.trace(0):
+            for kv in g.span.attributes:
+                if kv.key in (sc.GEN_AI_TOOL_NAME, sc.GEN_AI_AGENT_NAME, sc.GEN_AI_REQUEST_MODEL):
+                    kv.value.string_value = f"{kv.value.string_value}-{tag}-{i}"
+            spans.append(g)
+    return build_span_batch(request(spans), pricebook=None, received_at=0.0)
+
+
+def test_bottleneck_key_cap_holds_across_the_window_and_frees_expired_keys() -> None:
+    """Name churn over many buckets: the window holds at most max_keys keys (and cost rows) in
+    all its buckets together, not per bucket, and keys free their slots when they leave it."""
+    state = BottleneckState(bucket=10.0, window=60.0, max_keys=CAP)
+    asm = TraceAssembler(AssemblyConfig(decision_wait=1.0))
+    gen = TraceGen(52)
+    now = 1_700_000_000.0
+
+    def feed(tag: str) -> None:
+        asm.add(_renamed_batch(gen, tag, 40), now)
+        done = asm.collect(now + 5.0, flush=True)
+        assert done is not None
+        state.add(done, now)
+
+    for b in range(6):  # six 10 s buckets, all inside the 60 s window
+        feed(f"b{b}")
+        now += 10.0
+    keys = {k for bk in state._buckets.values() for k in bk.hist if k[0] != "__overflow__"}
+    cost = {k for bk in state._buckets.values() for k in bk.cost if k[0] != "__overflow__"}
+    assert len(keys) == CAP and len(cost) <= CAP
+    assert all(len(bk.hist) <= 5 for bk in list(state._buckets.values())[1:])  # overflow only
+    assert state.keys_overflowed > 0
+    now += 70.0  # past the window: every admitted key has expired
+    feed("fresh")
+    fresh = [k for bk in state._buckets.values() for k in bk.hist if k[0] != "__overflow__"]
+    assert fresh and all("-fresh-" in k[0] or "-fresh-" in k[2] for k in fresh)
