@@ -145,3 +145,24 @@ def test_fewer_observations_than_usual_weigh_less() -> None:
     few = b.score(1.6, 10)
     assert few[1] == pytest.approx(full[1] / 2)
     assert few[0] < full[0]
+
+
+def test_growing_ring_matches_a_full_window_of_the_latest_values() -> None:
+    """The ring grows from a few slots to the window and wraps: at every step its median, spread
+    and observation-scaled z equal those of the latest ``window`` values computed directly."""
+    cfg = BaselineConfig(window=37, warmup_intervals=1, warmup_observations=1, min_effect=0.0)
+    b = RobustBaseline(cfg, abs_floor=1e-9)
+    rng = np.random.default_rng(7)
+    values = rng.lognormal(0.0, 0.5, 120)
+    counts = rng.integers(1, 50, 120)
+    for i, (v, n) in enumerate(zip(values.tolist(), counts.tolist(), strict=True)):
+        b.update(v, n)
+        last = values[max(0, i + 1 - cfg.window) : i + 1]
+        med = float(np.median(last))
+        mad = float(np.median(np.abs(last - med))) * 1.4826
+        got_med, got_spread = b.center_spread()
+        assert got_med == med
+        assert got_spread == max(mad, cfg.rel_floor * med, 1e-9)
+        typical = float(np.median(counts[max(0, i + 1 - cfg.window) : i + 1]))
+        z = (3 * med - med) / got_spread * min(1.0, (1 / typical) ** 0.5)
+        assert b.score(3 * med, 1)[1] == pytest.approx(z, rel=1e-12)
