@@ -10,8 +10,13 @@ once per inference span, so lookups are cached:
   are cached as floats and the amount is computed directly — the same leaf decomposition as
   ``genai_prices.calc_price`` (uncached input = input − cache read − cache write when those are
   priced separately), verified against it in the tests;
-* models with time-dependent or tiered prices are priced by genai-prices itself for every call,
-  at the span's timestamp.
+* tiered prices (genai-prices ``TieredPrices``: crossing a threshold of the call's *total input
+  tokens* moves every token of that price to the tier's rate) are compiled into exact steps:
+  ``(threshold, linear prices)`` pairs, picked by bisecting the input-token count — the same
+  ``input_tokens > tier.start`` rule genai-prices applies, verified against it in the tests;
+* models with time-dependent prices resolve their ``ModelPrice`` at the span's timestamp (each
+  distinct one compiled once); only prices with a per-request fee are computed by genai-prices
+  itself for every call.
 
 Token semantics follow the GenAI conventions, which match genai-prices' model:
 ``input_tokens`` *includes* cache-read and cache-write tokens; ``output_tokens`` *includes*
@@ -24,6 +29,7 @@ An unknown model is priced as ``None`` — never 0 — so callers can mark it
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -168,16 +174,31 @@ class _Linear:
         return total + max(uncached, 0) * self.input + out * self.output
 
 
+@dataclasses.dataclass(frozen=True)
+class _Stepped:
+    """Tiered prices as steps: ``linears[i]`` applies when the call's input tokens exceed
+    ``thresholds[i - 1]`` (and ``linears[0]``, the base prices, up to ``thresholds[0]``)."""
+
+    thresholds: tuple[int, ...]
+    linears: tuple[_Linear, ...]
+
+    def amount(self, inp: int, out: int, cache_read: int, cache_write: int) -> float:
+        # bisect_left counts the thresholds strictly below ``inp``: genai-prices applies a tier
+        # when ``total_input_tokens > tier.start``.
+        step = self.linears[bisect.bisect_left(self.thresholds, inp)]
+        return step.amount(inp, out, cache_read, cache_write)
+
+
 class _Dynamic:
-    """A genai-prices model whose price depends on the request time, or is tiered."""
+    """A genai-prices model whose price depends on the request time or needs genai-prices."""
 
     __slots__ = ("compiled", "model", "provider")
 
     def __init__(self, model: Any, provider: Any) -> None:
         self.model = model
         self.provider = provider
-        # id(ModelPrice) -> (ModelPrice kept alive so the id stays unique, linear form or None)
-        self.compiled: dict[int, tuple[object, _Linear | None]] = {}
+        # id(ModelPrice) -> (ModelPrice kept alive so the id stays unique, compiled form or None)
+        self.compiled: dict[int, tuple[object, _Linear | _Stepped | None]] = {}
 
 
 class PriceBook:
@@ -213,7 +234,7 @@ class PriceBook:
             )
             for name, o in overrides.items()
         }
-        self._cache: dict[tuple[str, str | None], _Linear | _Dynamic | None] = {}
+        self._cache: dict[tuple[str, str | None], _Linear | _Stepped | _Dynamic | None] = {}
         self._lock = threading.Lock()
 
     def price(
@@ -254,6 +275,11 @@ class PriceBook:
                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens
             )
             return Price(amount, resolved.currency, "local", resolved.price_source)
+        if isinstance(resolved, _Stepped):
+            amount = resolved.amount(
+                input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens
+            )
+            return Price(amount, _USD, "local", PRICE_SOURCE_GENAI_PRICES)
         return self._price_dynamic(
             resolved,
             input_tokens,
@@ -263,7 +289,7 @@ class PriceBook:
             timestamp,
         )
 
-    def _resolve(self, model: str, provider: str | None) -> _Linear | _Dynamic | None:
+    def _resolve(self, model: str, provider: str | None) -> _Linear | _Stepped | _Dynamic | None:
         key = (model, provider)
         try:
             return self._cache[key]
@@ -278,7 +304,7 @@ class PriceBook:
             self._cache[key] = resolved
         return resolved
 
-    def _lookup(self, model: str, provider: str | None) -> _Linear | _Dynamic | None:
+    def _lookup(self, model: str, provider: str | None) -> _Linear | _Stepped | _Dynamic | None:
         name = model.strip().lower()
         if not name:
             return None
@@ -314,7 +340,7 @@ class PriceBook:
         model_price = resolved.model.get_prices(when)
         entry = resolved.compiled.get(id(model_price))
         if entry is None:
-            entry = (model_price, _linear(model_price))
+            entry = (model_price, _linear(model_price) or _stepped(model_price))
             resolved.compiled[id(model_price)] = entry
         linear = entry[1]
         if linear is not None:
@@ -338,7 +364,7 @@ def _now() -> datetime:
     return datetime.now(tz=timezone.utc)
 
 
-def _lookup_genai_prices(name: str, provider: str | None) -> _Linear | _Dynamic | None:
+def _lookup_genai_prices(name: str, provider: str | None) -> _Linear | _Stepped | _Dynamic | None:
     """Resolve a model through genai-prices' own matching; ``None`` when it does not know it."""
     from genai_prices import Usage, calc_price
 
@@ -360,8 +386,9 @@ def _lookup_genai_prices(name: str, provider: str | None) -> _Linear | _Dynamic 
     return None
 
 
-def _compile(model: Any, provider: Any) -> _Linear | _Dynamic:
-    """A cached linear price when the model's price is static, else a per-call resolver.
+def _compile(model: Any, provider: Any) -> _Linear | _Stepped | _Dynamic:
+    """A cached linear (or stepped, when tiered) price when the model's price does not depend
+    on time, else a per-call resolver.
 
     ``price_variants`` (service tiers) only apply with a genai-prices ``price_context``, which
     spans do not carry, so they do not make a model dynamic.
@@ -369,9 +396,9 @@ def _compile(model: Any, provider: Any) -> _Linear | _Dynamic:
     from genai_prices.types import ModelPrice
 
     if isinstance(model.prices, ModelPrice):
-        linear = _linear(model.prices)
-        if linear is not None:
-            return linear
+        static = _linear(model.prices) or _stepped(model.prices)
+        if static is not None:
+            return static
     return _Dynamic(model, provider)
 
 
@@ -392,6 +419,52 @@ def _linear(prices: Any) -> _Linear | None:
         currency=_USD,
         price_source=PRICE_SOURCE_GENAI_PRICES,
     )
+
+
+_PRICE_KEYS: Final = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+
+
+def _stepped(prices: Any) -> _Stepped | None:
+    """Tiered ``ModelPrice`` → exact steps; ``None`` when it is not (only) tiered token prices.
+
+    Every price key may have its own tiers; the steps are the union of all thresholds, each
+    carrying, per key, the rate genai-prices picks for an input-token count in that step.
+    """
+    from genai_prices.types import TieredPrices
+
+    if getattr(prices, "requests_kcount", None) is not None:
+        return None
+    values = [getattr(prices, k) for k in _PRICE_KEYS]
+    if not all(v is None or isinstance(v, (Decimal, TieredPrices)) for v in values):
+        return None
+    thresholds = sorted({t.start for v in values if isinstance(v, TieredPrices) for t in v.tiers})
+    if not thresholds:
+        return None
+
+    def rate(v: Decimal | TieredPrices | None, above: int | None) -> float | None:
+        if not isinstance(v, TieredPrices):
+            return _per_token(v)
+        chosen = v.base
+        if above is not None:  # the highest tier whose start this step lies above
+            for tier in v.tiers:
+                if above >= tier.start:
+                    chosen = tier.price
+        return _per_token(chosen)
+
+    linears = []
+    for above in (None, *thresholds):
+        inp, out, read, write = (rate(v, above) for v in values)
+        linears.append(
+            _Linear(
+                input=inp or 0.0,
+                output=out or 0.0,
+                cache_read=read,
+                cache_write=write,
+                currency=_USD,
+                price_source=PRICE_SOURCE_GENAI_PRICES,
+            )
+        )
+    return _Stepped(tuple(thresholds), tuple(linears))
 
 
 def _per_token(per_million: object) -> float | None:

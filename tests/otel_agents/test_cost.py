@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from genai_prices import Usage, calc_price
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_agents import ConfigError, ModelPriceOverride, PriceBook, load_price_overrides
 from otel_agents.environment_variables import OTEL_AGENTS_PRICES_FILE
@@ -224,3 +226,121 @@ def test_lookup_cache_is_bounded() -> None:
     for i in range(5000):
         book.price(model=f"bogus-{i}", provider="nobody", input_tokens=1, output_tokens=1)
     assert len(book._cache) <= 4096
+
+
+TIERED = [
+    ("claude-sonnet-4-5", "anthropic"),
+    ("claude-haiku-5-5", "anthropic"),
+    ("gemini-1.5-pro", "google"),
+    ("gemini-2.5-pro", "google"),
+    ("gpt-5.6-luna", "github-copilot"),
+]
+
+
+def _tier_starts(model: str, provider: str) -> list[int]:
+    """Every tier threshold of the model's genai-prices ``ModelPrice`` (fails if it has none)."""
+    from genai_prices.types import TieredPrices
+
+    calc = calc_price(Usage(input_tokens=0, output_tokens=0), model, provider_id=provider)
+    starts = sorted(
+        {
+            t.start
+            for v in vars(calc.model_price).values()
+            if isinstance(v, TieredPrices)
+            for t in v.tiers
+        }
+    )
+    assert starts, f"{model} is no longer tiered in genai-prices"
+    return starts
+
+
+@pytest.mark.parametrize(("model", "provider"), TIERED)
+def test_tiered_models_match_genai_prices_at_and_around_every_threshold(
+    model: str, provider: str
+) -> None:
+    """Tiered models are priced locally, equal to genai-prices at, just below and just above
+    each threshold, with and without cache read/write tokens."""
+    from otel_agents._cost import _Stepped
+
+    book = PriceBook()
+    assert isinstance(book._resolve(model, provider), _Stepped)  # compiled, not per-call
+    for start in _tier_starts(model, provider):
+        for inp in (start - 1, start, start + 1, 2 * start):
+            for read, write in ((0, 0), (inp // 3, 0), (0, inp // 5), (inp // 4, inp // 6)):
+                tokens = {
+                    "input_tokens": inp,
+                    "output_tokens": 1_234,
+                    "cache_read_tokens": read,
+                    "cache_creation_tokens": write,
+                }
+                price = book.price(model=model, provider=provider, **tokens)
+                assert price is not None and price.price_source == "genai-prices"
+                assert price.amount == pytest.approx(
+                    reference(model, provider, **tokens), rel=1e-12, abs=1e-15
+                ), tokens
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    case=st.sampled_from(TIERED),
+    inp=st.integers(0, 600_000),
+    out=st.integers(0, 100_000),
+    read_frac=st.floats(0.0, 1.0),
+    write_frac=st.floats(0.0, 1.0),
+)
+def test_tiered_prices_equal_genai_prices_for_random_usage(
+    case: tuple[str, str], inp: int, out: int, read_frac: float, write_frac: float
+) -> None:
+    """Property: for random token usages (cache read + write within the input) the compiled
+    tier steps give genai-prices' own ``calc_price`` amount."""
+    model, provider = case
+    read = int(inp * read_frac)
+    write = int((inp - read) * write_frac)
+    tokens = {
+        "input_tokens": inp,
+        "output_tokens": out,
+        "cache_read_tokens": read,
+        "cache_creation_tokens": write,
+    }
+    price = PriceBook().price(model=model, provider=provider, **tokens)
+    assert price is not None
+    assert price.amount == pytest.approx(reference(model, provider, **tokens), rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    inp=st.integers(0, 1_200_000),
+    read_frac=st.floats(0.0, 1.0),
+    write_frac=st.floats(0.0, 1.0),
+)
+def test_multi_tier_prices_with_per_key_thresholds_equal_genai_prices(
+    inp: int, read_frac: float, write_frac: float
+) -> None:
+    """Several tiers per key, different thresholds per key and an untiered key compile to
+    steps that equal ``ModelPrice.calc_price`` (tiers chosen by total input tokens)."""
+    from decimal import Decimal as D
+
+    from genai_prices.types import ModelPrice, Tier, TieredPrices
+
+    from otel_agents._cost import _stepped
+
+    mp = ModelPrice(
+        input_mtok=TieredPrices(
+            base=D("3"),
+            tiers=[Tier(start=500_000, price=D("9")), Tier(start=128_000, price=D("6"))],
+        ),
+        output_mtok=TieredPrices(base=D("15"), tiers=[Tier(start=200_000, price=D("22.5"))]),
+        cache_read_mtok=D("0.3"),
+        cache_write_mtok=TieredPrices(
+            base=D("3.75"), tiers=[Tier(start=128_000, price=D("7.5")), Tier(start=1, price=D("4"))]
+        ),
+    )
+    stepped = _stepped(mp)
+    assert stepped is not None and stepped.thresholds == (1, 128_000, 200_000, 500_000)
+    read = int(inp * read_frac)
+    write = int((inp - read) * write_frac)
+    out = 4_321
+    want = mp.calc_price(
+        Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write)
+    )["total_price"]
+    assert stepped.amount(inp, out, read, write) == pytest.approx(float(want), rel=1e-12, abs=1e-15)
