@@ -68,6 +68,11 @@ class _Family:
     def set(self, key: tuple[str, ...], value: float) -> None:
         self.values[self._key(key, self.values)] = value
 
+    def ensure(self, key: tuple[str, ...]) -> None:
+        """Create the series at 0 if there is room (never spills into the overflow series)."""
+        if key not in self.values and len(self.values) < self.max_series:
+            self.values[key] = 0.0
+
     def observe_counts(
         self, key: tuple[str, ...], counts: np.ndarray[Any, Any], total: float
     ) -> None:
@@ -199,6 +204,9 @@ class AnalysisMetrics:
         with self._lock:
             for k, key in enumerate(keys):
                 self.calls.add(key, float(calls[k]))
+                # Both outcomes exist from a label set's first batch on: an error series that
+                # first appears at its final count gives Prometheus' rate() no increase to see.
+                self.calls.ensure((*key[:3], "ok" if key[3] == "error" else "error"))
                 self.duration.observe_counts(key[:3], hist[k], float(sums[k]))
             if idx.shape[0]:
                 mkeys, minv = group_keys(batch.agent_name[idx], batch.request_model[idx])

@@ -61,5 +61,9 @@ def test_label_cardinality_is_capped_with_overflow_series() -> None:
     series = [s for s in fams["otel_agents_operation_calls"] if s[0].endswith("_total")]
     assert len(series) == 51
     over = [s for s in series if s[1]["name"] == OVERFLOW]
-    assert len(over) == 1 and over[0][2] == 3000 - 50
+    # Each tool's series comes with its zero-valued other-outcome twin (ok/error), so 25 tools
+    # fill the 50 slots and the other 2975 tools' calls are counted in the overflow series.
+    assert len(over) == 1 and over[0][2] == 3000 - 50 // 2
+    twins = [s for s in series if s[1]["name"] != OVERFLOW and s[1]["status"] == "error"]
+    assert len(twins) == 25 and all(s[2] == 0 for s in twins)
     assert all(v == OVERFLOW for v in over[0][1].values())
