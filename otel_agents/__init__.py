@@ -74,6 +74,12 @@ from otel_agents._budget import (
 from otel_agents._detector import AgentResourceDetector
 from otel_agents._errors import BudgetExceededError
 from otel_agents._events import AgentEvents, emit_agent_event
+from otel_agents._executors import (
+    ContextExecutor,
+    instrument_threading,
+    run_in_thread,
+    wrap_context,
+)
 from otel_agents._metrics import AgentMetricsProcessor, ProcessMetrics, install_metrics
 from otel_agents._profiling import ProfileResult, profile_span
 from otel_agents._summary import RunSummary, RunTracker, run_summary
@@ -96,6 +102,7 @@ __all__ = [
     "BudgetStatus",
     "ConfigError",
     "Configured",
+    "ContextExecutor",
     "EnrichOnEndingSpanProcessor",
     "EnrichingSpanProcessor",
     "InferenceSpan",
@@ -125,6 +132,7 @@ __all__ = [
     "inject_a2a_context",
     "install_budget_guard",
     "install_metrics",
+    "instrument_threading",
     "invoke_agent",
     "invoke_workflow",
     "load_price_overrides",
@@ -132,9 +140,11 @@ __all__ = [
     "plan",
     "profile_span",
     "record_decision",
+    "run_in_thread",
     "run_summary",
     "text_completion",
     "tool_args_hash",
+    "wrap_context",
 ]
 
 # Report the public path in reprs, docs and tracebacks (httpx does the same).

@@ -1,0 +1,267 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Context-carrying executors: spans started in worker threads keep their parent and agent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import pickle
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_agents import (
+    ContextExecutor,
+    execute_tool,
+    instrument_threading,
+    invoke_agent,
+    run_in_thread,
+    wrap_context,
+)
+from otel_agents import semconv as sc
+from otel_agents.testing import make_tracer_provider
+
+_WAIT = 10.0  # seconds: upper bound for any hand-over between threads in these tests
+
+
+@pytest.fixture
+def tp() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    provider, memory = make_tracer_provider()
+    yield provider, memory
+    provider.shutdown()
+
+
+def _tool(provider: TracerProvider, name: str = "search") -> str:
+    """Run one tool span in the current thread; returns the thread's name."""
+    with execute_tool(name, tracer_provider=provider):
+        pass
+    return threading.current_thread().name
+
+
+def _by_name(memory: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in memory.get_finished_spans()}
+
+
+def _assert_child(child: ReadableSpan, parent: ReadableSpan, agent: str | None) -> None:
+    assert child.context is not None and parent.context is not None
+    assert child.parent is not None, f"{child.name} is an orphan root span"
+    assert child.parent.span_id == parent.context.span_id
+    assert child.context.trace_id == parent.context.trace_id
+    assert (child.attributes or {}).get(sc.GEN_AI_AGENT_NAME) == agent
+
+
+def test_bare_thread_pool_loses_the_parent(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """The control case: plain ThreadPoolExecutor.submit starts an orphan root span."""
+    provider, memory = tp
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        invoke_agent("planner", tracer_provider=provider),
+    ):
+        pool.submit(_tool, provider).result(_WAIT)
+    tool = _by_name(memory)["execute_tool search"]
+    assert tool.parent is None
+    assert (tool.attributes or {}).get(sc.GEN_AI_AGENT_NAME) is None
+
+
+def test_context_executor_keeps_parent_and_agent(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A tool span submitted through ContextExecutor is the agent span's child and names it."""
+    provider, memory = tp
+    with (
+        ContextExecutor(max_workers=2, thread_name_prefix="ctxpool") as pool,
+        invoke_agent("planner", tracer_provider=provider),
+    ):
+        worker = pool.submit(_tool, provider).result(_WAIT)
+    assert worker.startswith("ctxpool")
+    spans = _by_name(memory)
+    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+
+
+def test_context_executor_parent_ended_before_task_runs(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A task that starts after its submitter's span has ended still becomes that span's child."""
+    provider, memory = tp
+    release = threading.Event()
+
+    def late() -> str:
+        assert release.wait(_WAIT)
+        return _tool(provider)
+
+    with ContextExecutor(max_workers=1) as pool:
+        with invoke_agent("planner", tracer_provider=provider):
+            future = pool.submit(late)
+        release.set()
+        future.result(_WAIT)
+    spans = _by_name(memory)
+    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+
+
+def test_context_executor_map_parents_every_task(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """Executor.map goes through submit, so every mapped call is parented."""
+    provider, memory = tp
+    names = [f"tool{i}" for i in range(8)]
+    with ContextExecutor(max_workers=3) as pool, invoke_agent("planner", tracer_provider=provider):
+        list(pool.map(lambda n: _tool(provider, n), names, timeout=_WAIT))
+    spans = _by_name(memory)
+    for name in names:
+        _assert_child(spans[f"execute_tool {name}"], spans["invoke_agent planner"], "planner")
+
+
+def test_context_executor_does_not_leak_between_tasks(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A task that attaches a span and never detaches leaves the next task on that thread clean."""
+    provider, _ = tp
+    tracer = provider.get_tracer("test")
+
+    def leaky() -> None:
+        otel_context.attach(trace.set_span_in_context(tracer.start_span("leaked")))
+
+    with ContextExecutor(max_workers=1) as pool:
+        pool.submit(leaky).result(_WAIT)
+        current = pool.submit(trace.get_current_span).result(_WAIT)
+    assert current is trace.INVALID_SPAN
+
+
+def test_context_executor_propagates_task_exceptions_unchanged() -> None:
+    """The application's exception reaches the future as raised, not wrapped by the helper."""
+
+    class Boom(Exception):
+        pass
+
+    def fail() -> None:
+        raise Boom("tool failed")
+
+    with ContextExecutor(max_workers=1) as pool, pytest.raises(Boom, match="tool failed"):
+        pool.submit(fail).result(_WAIT)
+
+
+def test_wrap_context_carries_into_a_thread(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """threading.Thread(target=wrap_context(fn)) runs fn under the wrapping agent."""
+    provider, memory = tp
+    with invoke_agent("researcher", tracer_provider=provider):
+        worker = threading.Thread(target=wrap_context(_tool), args=(provider,))
+    worker.start()
+    worker.join(_WAIT)
+    assert not worker.is_alive()
+    spans = _by_name(memory)
+    _assert_child(spans["execute_tool search"], spans["invoke_agent researcher"], "researcher")
+
+
+def test_wrap_context_callable_runs_concurrently_and_keeps_metadata(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """One wrapped callable used by several threads at once enters its own context copy each time."""
+    provider, memory = tp
+    barrier = threading.Barrier(4, timeout=_WAIT)
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("n", default=0)
+
+    def task(name: str) -> int:
+        """Tool task."""
+        barrier.wait()  # all four inside the context at the same time
+        var.set(var.get() + 1)  # must not be seen by the others
+        _tool(provider, name)
+        return var.get()
+
+    with invoke_agent("planner", tracer_provider=provider):
+        wrapped = wrap_context(task)
+    assert wrapped.__name__ == "task" and wrapped.__doc__ == "Tool task."
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        counts = list(pool.map(wrapped, [f"t{i}" for i in range(4)], timeout=_WAIT))
+    assert counts == [1, 1, 1, 1]
+    spans = _by_name(memory)
+    for i in range(4):
+        _assert_child(spans[f"execute_tool t{i}"], spans["invoke_agent planner"], "planner")
+
+
+def test_wrap_context_pickles_as_the_bare_function() -> None:
+    """Process pools pickle their callables: a wrapped one travels as the plain function."""
+    wrapped = wrap_context(len)
+    assert pickle.loads(pickle.dumps(wrapped)) is len
+    assert wrapped([1, 2, 3]) == 3
+
+
+def test_run_in_executor_loses_the_parent_run_in_thread_keeps_it(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """loop.run_in_executor drops the context (haystack#9433); run_in_thread carries it."""
+    provider, memory = tp
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with (
+            ThreadPoolExecutor(max_workers=1) as pool,
+            invoke_agent("planner", tracer_provider=provider),
+        ):
+            await loop.run_in_executor(pool, _tool, provider, "bare")
+            await run_in_thread(_tool, provider, "carried", executor=pool)
+            await run_in_thread(_tool, provider, name="default")
+
+    asyncio.run(main())
+    spans = _by_name(memory)
+    assert spans["execute_tool bare"].parent is None
+    _assert_child(spans["execute_tool carried"], spans["invoke_agent planner"], "planner")
+    _assert_child(spans["execute_tool default"], spans["invoke_agent planner"], "planner")
+
+
+def test_context_executor_as_default_executor(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """With ContextExecutor as the loop's default, run_in_executor(None, ...) keeps the parent."""
+    provider, memory = tp
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ContextExecutor(max_workers=1))
+        with invoke_agent("planner", tracer_provider=provider):
+            await loop.run_in_executor(None, _tool, provider)
+
+    asyncio.run(main())  # shuts the default executor down
+    spans = _by_name(memory)
+    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+
+
+def test_instrument_threading_keeps_parent_but_not_agent(
+    tp: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """The contrib threading instrumentation parents pool tasks but carries no agent identity."""
+    threading_mod = pytest.importorskip(
+        "opentelemetry.instrumentation.threading",
+        reason="opentelemetry-instrumentation-threading is not installed",
+    )
+    instrumentor = threading_mod.ThreadingInstrumentor()
+    was_on = instrumentor.is_instrumented_by_opentelemetry
+    provider, memory = tp
+    try:
+        assert instrument_threading() is True
+        assert instrument_threading() is True  # idempotent
+        with (
+            ThreadPoolExecutor(max_workers=1) as pool,
+            invoke_agent("planner", tracer_provider=provider),
+        ):
+            pool.submit(_tool, provider, "plain").result(_WAIT)
+        with (
+            ContextExecutor(max_workers=1) as pool,
+            invoke_agent("planner2", tracer_provider=provider),
+        ):
+            pool.submit(_tool, provider, "both").result(_WAIT)
+    finally:
+        if not was_on:
+            instrumentor.uninstrument()
+    spans = _by_name(memory)
+    _assert_child(spans["execute_tool plain"], spans["invoke_agent planner"], None)
+    _assert_child(spans["execute_tool both"], spans["invoke_agent planner2"], "planner2")
