@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import otel_agents
 from otel_agents import semconv as sc
 from otel_agents._autoinstrument import install, post_instrument
+from otel_agents.testing import OtlpSink, ReceivedSpan
 from tests.otel_agents._sdkcore_helpers import VENV_BIN, subprocess_env
-from tests.otel_agents._sdkcore_sink import OtlpSink
 
 # The application knows nothing about otel_agents: it only uses the OpenTelemetry API.
 APP = """
@@ -50,9 +51,18 @@ trace.get_tracer_provider().shutdown()
 
 @pytest.fixture(scope="module")
 def sink() -> Iterator[OtlpSink]:
-    s = OtlpSink().start()
-    yield s
-    s.stop()
+    with OtlpSink() as s:
+        yield s
+
+
+def attributes_by_name(sink: OtlpSink, service: str, n: int) -> dict[str, dict[str, Any]]:
+    """Wait for ``n`` spans of one ``service.name``; their attributes by span name."""
+
+    def enough(s: OtlpSink) -> list[ReceivedSpan]:
+        mine = [x for x in s.spans() if x.service_name == service]
+        return mine if len(mine) >= n else []
+
+    return {x.name: x.attributes for x in sink.wait_for(enough, 15.0)}
 
 
 def run_instrumented(tmp_path: Path, sink: OtlpSink, service: str, **env: str) -> str:
@@ -88,12 +98,7 @@ def test_entry_point_is_registered() -> None:
 def test_zero_code_spans_are_normalized_and_priced(tmp_path: Path, sink: OtlpSink) -> None:
     """Under opentelemetry-instrument, an API-only app's LLM spans arrive normalized and priced."""
     run_instrumented(tmp_path, sink, "zero-code-app")
-    spans = sink.wait_for(
-        lambda ss: sum(s.resource.get("service.name") == "zero-code-app" for s in ss) >= 4
-    )
-    mine = {
-        s.name: s.attributes for s in spans if s.resource.get("service.name") == "zero-code-app"
-    }
+    mine = attributes_by_name(sink, "zero-code-app", 4)
     chat = mine["chat gpt-4o"]
     assert chat[sc.GEN_AI_PROVIDER_NAME] == "openai"
     assert chat[sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] == 800
@@ -112,12 +117,7 @@ def test_zero_code_spans_are_normalized_and_priced(tmp_path: Path, sink: OtlpSin
 def test_zero_code_can_be_switched_off(tmp_path: Path, sink: OtlpSink) -> None:
     """OTEL_AGENTS_ENABLED=false leaves the pipeline exactly as the SDK configured it."""
     run_instrumented(tmp_path, sink, "zero-code-off", OTEL_AGENTS_ENABLED="false")
-    spans = sink.wait_for(
-        lambda ss: sum(s.resource.get("service.name") == "zero-code-off" for s in ss) >= 4
-    )
-    mine = {
-        s.name: s.attributes for s in spans if s.resource.get("service.name") == "zero-code-off"
-    }
+    mine = attributes_by_name(sink, "zero-code-off", 4)
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in mine["chat gpt-4o"]
     assert "llm.token_count.prompt" in mine["ChatCompletion"]
 

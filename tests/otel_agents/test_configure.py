@@ -16,15 +16,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_agents
 from otel_agents import semconv as sc
+from otel_agents.testing import OtlpSink, ReceivedSpan
 from tests.otel_agents._sdkcore_helpers import provider_with_memory, subprocess_env
-from tests.otel_agents._sdkcore_sink import OtlpSink
 
 
 @pytest.fixture(scope="module")
 def sink() -> Iterator[OtlpSink]:
-    s = OtlpSink().start()
-    yield s
-    s.stop()
+    with OtlpSink() as s:
+        yield s
+
+
+def spans_of(sink: OtlpSink, service: str) -> list[ReceivedSpan]:
+    """Wait for the spans of one ``service.name`` (the sink is shared by the module's tests)."""
+    return sink.wait_for(lambda s: [x for x in s.spans() if x.service_name == service], 15.0)
 
 
 def run_app(script: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -134,12 +138,13 @@ def test_creates_provider_from_env_grpc(sink: OtlpSink) -> None:
         OTEL_SERVICE_NAME="svc-grpc",
     )
     assert out.returncode == 0, out.stderr
-    spans = sink.wait_for(lambda ss: any(s.resource.get("service.name") == "svc-grpc" for s in ss))
-    mine = {s.name: s for s in spans if s.resource.get("service.name") == "svc-grpc"}
+    mine = {s.name: s for s in spans_of(sink, "svc-grpc")}
     chat = mine["chat gpt-4o"].attributes
     assert chat[sc.GEN_AI_AGENT_NAME] == "env-agent"
     assert chat[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(2000 * 2.5e-6 + 100 * 10e-6)
-    assert any(m.get("authorization") == "Bearer s3cret" for m in sink.metadata)
+    assert any(
+        m.get("authorization") == "Bearer s3cret" for m in (r.headers for r in sink.requests())
+    )
 
 
 def test_creates_provider_http_by_default_and_argument_wins(sink: OtlpSink) -> None:
@@ -156,11 +161,13 @@ def test_creates_provider_http_by_default_and_argument_wins(sink: OtlpSink) -> N
         OTEL_SERVICE_NAME="svc-env",
     )
     assert out.returncode == 0, out.stderr
-    spans = sink.wait_for(lambda ss: any(s.resource.get("service.name") == "svc-arg" for s in ss))
-    (tool,) = [s for s in spans if s.resource.get("service.name") == "svc-arg"]
+    (tool,) = spans_of(sink, "svc-arg")
     assert tool.name == "execute_tool lookup"
     assert tool.attributes[sc.AGENT_TOOL_ARGS_HASH] == otel_agents.tool_args_hash({"id": 1})
-    assert any(m.get("content-type") == "application/x-protobuf" for m in sink.metadata)
+    assert any(
+        m.get("content-type") == "application/x-protobuf"
+        for m in (r.headers for r in sink.requests())
+    )
 
 
 def test_never_replaces_a_global_provider_set_by_someone_else(sink: OtlpSink) -> None:
@@ -194,10 +201,7 @@ def test_never_replaces_a_global_provider_set_by_someone_else(sink: OtlpSink) ->
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() in ("wrapped", "on_ending")
-    spans = sink.wait_for(
-        lambda ss: any(s.resource.get("service.name") == "svc-theirs" for s in ss)
-    )
-    (llm,) = [s for s in spans if s.resource.get("service.name") == "svc-theirs"]
+    (llm,) = spans_of(sink, "svc-theirs")
     assert llm.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
     assert llm.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(1000 * 0.15e-6)
 
@@ -264,8 +268,5 @@ def test_exporter_list_from_env_builds_each_exporter(sink: OtlpSink) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert '"gen_ai.usage.cost.amount"' in out.stdout  # the console exporter's JSON
-    spans = sink.wait_for(
-        lambda ss: any(s.resource.get("service.name") == "svc-two-exporters" for s in ss)
-    )
-    (chat,) = [s for s in spans if s.resource.get("service.name") == "svc-two-exporters"]
+    (chat,) = spans_of(sink, "svc-two-exporters")
     assert chat.attributes[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(100 * 2.5e-6)
