@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -79,55 +80,108 @@ def _metric(pipeline: Pipeline, name: str, **labels: str) -> float:
     return pipeline.metrics_registry.get_sample_value(name, labels) or 0.0
 
 
+@contextlib.contextmanager
+def _forwarding(
+    tmp_path: Path,
+    sinks: list[RecordingSink],
+    decide: Any = None,
+    *,
+    http: bool = False,
+    storage: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[tuple[RecordingSink, Pipeline]]:
+    """A started pipeline whose one destination ``otlp/a`` is a new sink answering ``decide``.
+
+    gRPC, or OTLP/HTTP protobuf with ``http``; ``settings`` are further exporter settings,
+    ``storage`` ``storage.*`` overrides. The pipeline is stopped (1 s drain) on exit, the sink by
+    the ``sinks`` fixture.
+    """
+    sink = _sink(sinks, decide, http)
+    if http:
+        dest = {"endpoint": f"http://127.0.0.1:{sink.http_port}", "protocol": "http/protobuf"}
+    else:
+        dest = {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}
+    p = _pipeline(tmp_path, {"otlp/a": {**dest, **settings}}, **(storage or {}))
+    try:
+        yield sink, p
+    finally:
+        p.stop(drain_timeout=1)
+
+
+def _delivered(sink: RecordingSink, batches: list[Any], timeout: float = 10.0) -> bool:
+    """Wait until the sink holds exactly the spans of ``batches``."""
+    return sink.wait_for(lambda: sink.received == _keys(batches), timeout=timeout)
+
+
+def _sent(p: Pipeline) -> float:
+    return _metric(
+        p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
+    )
+
+
+def _failed(p: Pipeline, reason: str) -> float:
+    return _metric(
+        p,
+        "otel_agents_forwarder_failed_items_total",
+        destination="otlp/a",
+        signal="traces",
+        reason=reason,
+    )
+
+
+def _fail_first(n: int, code: grpc.StatusCode, retry_after: float | None = None) -> Any:
+    """A decision function refusing the first ``n`` requests with ``code``, then accepting."""
+    return lambda _s, i: Decision(code, retry_after) if i <= n else Decision()
+
+
+def _attempt_gaps(sink: RecordingSink) -> list[float]:
+    """Seconds between consecutive requests the sink answered."""
+    return [b - a for a, b in itertools.pairwise([t for t, _, _ in sink.attempts])]
+
+
+def _retry_gaps(
+    tmp_path: Path,
+    sinks: list[RecordingSink],
+    failures: int,
+    *,
+    multiplier: float,
+    max_ms: int,
+    randomization_factor: float,
+) -> list[float]:
+    """The waits between attempts at one request refused ``failures`` times (initial 100 ms)."""
+    retry = {
+        "initial_interval": "100ms",
+        "multiplier": multiplier,
+        "max_interval": f"{max_ms}ms",
+        "randomization_factor": randomization_factor,
+    }
+    decide = _fail_first(failures, grpc.StatusCode.UNAVAILABLE)
+    with _forwarding(tmp_path, sinks, decide, retry_on_failure=retry) as (sink, p):
+        assert _delivered(sink, _ingest(p, 1))
+        return _attempt_gaps(sink)
+
+
 def test_forwards_the_spooled_bytes_unchanged_over_grpc(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """Every acked span reaches the gRPC destination and the bytes sent are the bytes received."""
-    sink = _sink(sinks)
-    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
-    try:
+    with _forwarding(tmp_path, sinks) as (sink, p):
         batches = _ingest(p, 4)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert _delivered(sink, batches)
         assert b"".join(sink.bodies) == b"".join(b.payload for b in batches)
         assert sink.duplicates == 0
-        assert sink.wait_for(
-            lambda: (
-                _metric(
-                    p,
-                    "otel_agents_forwarder_sent_items_total",
-                    destination="otlp/a",
-                    signal="traces",
-                )
-                == 20
-            )
-        )
-    finally:
-        p.stop(drain_timeout=1)
+        assert sink.wait_for(lambda: _sent(p) == 20)
 
 
 def test_forwards_over_http_protobuf_with_gzip_and_headers(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """OTLP/HTTP: POST /v1/traces, application/x-protobuf, gzip, configured headers sent."""
-    sink = _sink(sinks, http=True)
-    p = _pipeline(
-        tmp_path,
-        {
-            "otlp/h": {
-                "endpoint": f"http://127.0.0.1:{sink.http_port}",
-                "protocol": "http/protobuf",
-                "headers": {"x-tenant": "t1"},
-            }
-        },
-    )
-    try:
-        batches = _ingest(p, 3)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    with _forwarding(tmp_path, sinks, http=True, headers={"x-tenant": "t1"}) as (sink, p):
+        assert _delivered(sink, _ingest(p, 3))
         assert sink.headers[0]["content-encoding"] == "gzip"
         assert sink.headers[0]["content-type"] == "application/x-protobuf"
         assert sink.headers[0]["x-tenant"] == "t1"
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rc05_dead_destination_does_not_block_a_healthy_one_and_catches_up(
@@ -167,58 +221,33 @@ def test_rc05_waits_at_least_the_retry_info_delay(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-05: a throttled export (UNAVAILABLE + RetryInfo 0.4 s) is retried no sooner than asked."""
-    sink = _sink(
-        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE, 0.4) if n <= 2 else Decision()
-    )
-    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
-    try:
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
-        times = [t for t, _, _ in sink.attempts]
-        assert len(times) == 3
-        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.39
-    finally:
-        p.stop(drain_timeout=1)
+    decide = _fail_first(2, grpc.StatusCode.UNAVAILABLE, 0.4)
+    with _forwarding(tmp_path, sinks, decide) as (sink, p):
+        assert _delivered(sink, _ingest(p, 1))
+        gaps = _attempt_gaps(sink)
+        assert len(gaps) == 2
+        assert min(gaps) >= 0.39
 
 
 def test_rc05_http_retry_after_is_honoured(tmp_path: Path, sinks: list[RecordingSink]) -> None:
     """RC-05: HTTP 503 + Retry-After: 1 delays the next attempt by at least a second."""
-    sink = _sink(
-        sinks,
-        lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE, 1.0) if n == 1 else Decision(),
-        http=True,
-    )
-    p = _pipeline(
-        tmp_path,
-        {"otlp/h": {"endpoint": f"http://127.0.0.1:{sink.http_port}", "protocol": "http/protobuf"}},
-    )
-    try:
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    decide = _fail_first(1, grpc.StatusCode.UNAVAILABLE, 1.0)
+    with _forwarding(tmp_path, sinks, decide, http=True) as (sink, p):
+        assert _delivered(sink, _ingest(p, 1))
         (t1, _, c1), (t2, _, c2) = sink.attempts
         assert (c1, c2) == ("UNAVAILABLE", "OK")
         assert t2 - t1 >= 0.99
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rc06_flaky_destination_gets_everything_without_a_retry_storm(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-06: 70 % UNAVAILABLE still delivers every span once, with attempts bounded by backoff."""
-    sink = _sink(sinks, share_unavailable(0.7))
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
-    )
-    try:
-        batches = _ingest(p, 8)
-        assert sink.wait_for(lambda: sink.received == _keys(batches), timeout=20)
+    with _forwarding(tmp_path, sinks, share_unavailable(0.7), max_batch_requests=1) as (sink, p):
+        assert _delivered(sink, _ingest(p, 8), timeout=20)
         assert sink.duplicates == 0
         # 8 batches at 30 % success need ~27 attempts on average; a storm would be hundreds.
         assert sink.attempt_count() < 80
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rc06_hanging_destination_does_not_delay_the_other(
@@ -249,141 +278,67 @@ def test_rc07_permanent_errors_are_dropped_after_one_attempt_and_counted(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-07: INVALID_ARGUMENT is not retried; the items are counted by reason."""
-    sink = _sink(sinks, always(Decision(grpc.StatusCode.INVALID_ARGUMENT, message="bad")))
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
-    )
-    try:
+    decide = always(Decision(grpc.StatusCode.INVALID_ARGUMENT, message="bad"))
+    with _forwarding(tmp_path, sinks, decide, max_batch_requests=1) as (sink, p):
         _ingest(p, 3, spans=4)
-        assert sink.wait_for(
-            lambda: (
-                _metric(
-                    p,
-                    "otel_agents_forwarder_failed_items_total",
-                    destination="otlp/a",
-                    signal="traces",
-                    reason="invalid_argument",
-                )
-                == 12
-            )
-        )
+        assert sink.wait_for(lambda: _failed(p, "invalid_argument") == 12)
         time.sleep(0.3)  # would reveal a retry (initial interval is 50 ms)
         assert sink.attempt_count() == 3
         assert p.spool.cursor("otlp/a").pending() == (0, 0)
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rc07_http_400_is_permanent(tmp_path: Path, sinks: list[RecordingSink]) -> None:
     """RC-07: HTTP 400 is dropped after one attempt and counted as http_400."""
-    sink = _sink(sinks, always(Decision(grpc.StatusCode.INVALID_ARGUMENT)), http=True)
-    p = _pipeline(
-        tmp_path,
-        {"otlp/h": {"endpoint": f"http://127.0.0.1:{sink.http_port}", "protocol": "http/protobuf"}},
-    )
-    try:
+    decide = always(Decision(grpc.StatusCode.INVALID_ARGUMENT))
+    with _forwarding(tmp_path, sinks, decide, http=True) as (sink, p):
         _ingest(p, 1, spans=3)
-        assert sink.wait_for(
-            lambda: (
-                _metric(
-                    p,
-                    "otel_agents_forwarder_failed_items_total",
-                    destination="otlp/h",
-                    signal="traces",
-                    reason="http_400",
-                )
-                == 3
-            )
-        )
+        assert sink.wait_for(lambda: _failed(p, "http_400") == 3)
         time.sleep(0.3)
         assert sink.attempt_count() == 1
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rc07_partial_success_is_counted_and_not_retried(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-07: rejected_spans from partial_success are counted as failed; the rest as sent."""
-    sink = _sink(sinks, always(Decision(rejected=2, message="2 spans too old")))
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_requests": 1}},
-    )
-    try:
+    decide = always(Decision(rejected=2, message="2 spans too old"))
+    with _forwarding(tmp_path, sinks, decide, max_batch_requests=1) as (sink, p):
         _ingest(p, 1, spans=5)
-        assert sink.wait_for(
-            lambda: (
-                _metric(
-                    p,
-                    "otel_agents_forwarder_failed_items_total",
-                    destination="otlp/a",
-                    signal="traces",
-                    reason="partial_success",
-                )
-                == 2
-            )
-        )
-        assert (
-            _metric(
-                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
-            )
-            == 3
-        )
+        assert sink.wait_for(lambda: _failed(p, "partial_success") == 2)
+        assert _sent(p) == 3
         time.sleep(0.3)
         assert sink.attempt_count() == 1
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_resource_exhausted_without_retry_info_is_retried(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """Bare RESOURCE_EXHAUSTED (Tempo 2.x rate limiting) is retried with backoff, not dropped."""
-    sink = _sink(
-        sinks, lambda _s, n: Decision(grpc.StatusCode.RESOURCE_EXHAUSTED) if n <= 2 else Decision()
-    )
-    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
-    try:
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    decide = _fail_first(2, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    with _forwarding(tmp_path, sinks, decide) as (sink, p):
+        assert _delivered(sink, _ingest(p, 1))
         assert [c for _, _, c in sink.attempts] == [
             "RESOURCE_EXHAUSTED",
             "RESOURCE_EXHAUSTED",
             "OK",
         ]
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_only_configured_signals_are_sent(tmp_path: Path, sinks: list[RecordingSink]) -> None:
     """A traces-only destination (Phoenix, Tempo) never gets metrics or logs requests."""
-    sink = _sink(sinks)
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "signals": ["traces"]}},
-    )
-    try:
+    with _forwarding(tmp_path, sinks, signals=["traces"]) as (sink, p):
         logs = make_logs(3)
         p.ingest("logs", logs, logs.SerializeToString(), 3)
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert _delivered(sink, _ingest(p, 1))
         assert sink.wait_for(lambda: p.spool.cursor("otlp/a").pending() == (0, 0))
         assert {s for _, s, _ in sink.attempts} == {"traces"}
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_receiver_made_logs_are_forwarded(tmp_path: Path, sinks: list[RecordingSink]) -> None:
     """Host.export_logs spools log records that the destinations then receive."""
-    sink = _sink(sinks)
-    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
-    try:
+    with _forwarding(tmp_path, sinks) as (sink, p):
         p.export_logs(make_logs(4))
         assert sink.wait_for(lambda: sink.items["logs"] == 4)
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_restart_resumes_from_the_cursor(tmp_path: Path, sinks: list[RecordingSink]) -> None:
@@ -419,39 +374,26 @@ def test_secrets_are_masked_before_storage_and_forwarding(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """By default secrets are masked at ingest: the spool and the destination never see them."""
-    sink = _sink(sinks)
-    p = _pipeline(tmp_path, {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}})
-    try:
+    with _forwarding(tmp_path, sinks) as (sink, p):
         batches = _ingest(
             p, 1, spans=1, **{"http.request.header.authorization": "Bearer abcdefghijkl"}
         )
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert _delivered(sink, batches)
         assert b"abcdefghijkl" not in sink.bodies[0]
         assert b"[REDACTED]" in sink.bodies[0]
         stored = b"".join(f.read_bytes() for f in tmp_path.glob("spool.db*"))  # db + WAL
         assert b"fwd-test" in stored and b"abcdefghijkl" not in stored
         assert _metric(p, "otel_agents_spool_redacted_values_total") == 1
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_forwarder_masks_secrets_when_storage_keeps_them(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """With storage.redact_secrets off, each destination's own redaction still masks them."""
-    sink = _sink(sinks)
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}},
-        redact_secrets=False,
-    )
-    try:
-        batches = _ingest(p, 1, spans=1, **{"db.password": "hunter2"})
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    with _forwarding(tmp_path, sinks, storage={"redact_secrets": False}) as (sink, p):
+        assert _delivered(sink, _ingest(p, 1, spans=1, **{"db.password": "hunter2"}))
         assert b"hunter2" not in sink.bodies[0]
         assert _metric(p, "otel_agents_forwarder_redacted_values_total", destination="otlp/a") == 1
-    finally:
-        p.stop(drain_timeout=1)
 
 
 def test_rows_stored_unmasked_before_a_restart_are_still_masked_when_forwarded(
@@ -516,78 +458,29 @@ def test_backoff_follows_initial_multiplier_and_cap(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-05: without jitter the waits are 0.1, 0.2, 0.4, 0.4 s (initial × multiplier, capped)."""
-    sink = _sink(
-        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE) if n <= 4 else Decision()
-    )
-    retry = {
-        "initial_interval": "100ms",
-        "multiplier": 2.0,
-        "max_interval": "400ms",
-        "randomization_factor": 0,
-    }
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "retry_on_failure": retry}},
-    )
-    try:
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
-        gaps = [b - a for a, b in itertools.pairwise([t for t, _, _ in sink.attempts])]
-        for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4], strict=True):
-            assert expected - 0.01 <= gap < expected + 0.15, gaps
-    finally:
-        p.stop(drain_timeout=1)
+    gaps = _retry_gaps(tmp_path, sinks, 4, multiplier=2.0, max_ms=400, randomization_factor=0)
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4, 0.4], strict=True):
+        assert expected - 0.01 <= gap < expected + 0.15, gaps
 
 
 def test_jittered_waits_stay_within_the_randomization_factor(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """RC-05: with factor 0.5 each wait is within interval × [0.5, 1.5]."""
-    sink = _sink(
-        sinks, lambda _s, n: Decision(grpc.StatusCode.UNAVAILABLE) if n <= 5 else Decision()
-    )
-    retry = {
-        "initial_interval": "100ms",
-        "multiplier": 1.0,
-        "max_interval": "100ms",
-        "randomization_factor": 0.5,
-    }
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "retry_on_failure": retry}},
-    )
-    try:
-        batches = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
-        gaps = [b - a for a, b in itertools.pairwise([t for t, _, _ in sink.attempts])]
-        assert len(gaps) == 5
-        assert all(0.049 <= g < 0.15 + 0.1 for g in gaps), gaps
-    finally:
-        p.stop(drain_timeout=1)
+    gaps = _retry_gaps(tmp_path, sinks, 5, multiplier=1.0, max_ms=100, randomization_factor=0.5)
+    assert len(gaps) == 5
+    assert all(0.049 <= g < 0.15 + 0.1 for g in gaps), gaps
 
 
 def test_a_request_larger_than_max_batch_bytes_is_split(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """A spooled request over the destination's size budget goes out in several smaller ones."""
-    sink = _sink(sinks)
-    p = _pipeline(
-        tmp_path,
-        {"otlp/a": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}", "max_batch_bytes": "4KiB"}},
-    )
-    try:
-        batches = _ingest(p, 1, spans=200)
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+    with _forwarding(tmp_path, sinks, max_batch_bytes="4KiB") as (sink, p):
+        assert _delivered(sink, _ingest(p, 1, spans=200))
         assert len(sink.bodies) >= 3 and max(len(b) for b in sink.bodies) <= 4096
         assert sink.duplicates == 0
-        assert (
-            _metric(
-                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
-            )
-            == 200
-        )
-    finally:
-        p.stop(drain_timeout=1)
+        assert _sent(p) == 200
 
 
 def test_split_request_keeps_every_item_resource_and_scope() -> None:
@@ -672,27 +565,14 @@ def test_http_keep_alive_closed_by_the_server_is_not_a_failure(
     tmp_path: Path, sinks: list[RecordingSink]
 ) -> None:
     """A keep-alive connection the server closed while idle is replaced at once, no backoff."""
-    sink = _sink(sinks, http=True)
-    sink.drop_idle_connections = True
-    p = _pipeline(
-        tmp_path,
-        {
-            "otlp/h": {
-                "endpoint": f"http://127.0.0.1:{sink.http_port}",
-                "protocol": "http/protobuf",
-                "retry_on_failure": {"initial_interval": "5s", "max_interval": "5s"},
-            }
-        },
-    )
-    try:
+    slow_retry = {"initial_interval": "5s", "max_interval": "5s"}
+    with _forwarding(tmp_path, sinks, http=True, retry_on_failure=slow_retry) as (sink, p):
+        sink.drop_idle_connections = True
         first = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(first))
+        assert _delivered(sink, first)
         time.sleep(0.1)  # the server has closed the idle connection by now
-        second = _ingest(p, 1)
-        assert sink.wait_for(lambda: sink.received == _keys(first + second), timeout=3)
-        assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/h") == 0
-    finally:
-        p.stop(drain_timeout=1)
+        assert _delivered(sink, first + _ingest(p, 1), timeout=3)
+        assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/a") == 0
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
@@ -738,15 +618,9 @@ def test_a_destination_size_limit_below_ours_is_met_by_splitting(
         endpoint = f"http://127.0.0.1:{sink.start_http()}"
     p = _pipeline(tmp_path, {"otlp/a": {"endpoint": endpoint, "protocol": protocol}})
     try:
-        batches = _ingest(p, 1, spans=300)  # ~17 KB
-        assert sink.wait_for(lambda: sink.received == _keys(batches))
+        assert _delivered(sink, _ingest(p, 1, spans=300))  # ~17 KB
         assert sink.duplicates == 0
-        assert (
-            _metric(
-                p, "otel_agents_forwarder_sent_items_total", destination="otlp/a", signal="traces"
-            )
-            == 300
-        )
+        assert _sent(p) == 300
         assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/a") == 0
     finally:
         p.stop(drain_timeout=1)
