@@ -20,13 +20,14 @@ Messages may be plain dicts (JSON-RPC shape, camelCase or snake_case keys), a2a-
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ParamSpec
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
 
 _SCOPE = "otel_agents.a2a"
 
@@ -376,10 +378,28 @@ def start_client_span(
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: trace.TracerProvider | None = None,
 ) -> A2ASpan:
-    """Starts (without making it current) the CLIENT span of :func:`a2a_client_span`.
+    """Starts a CLIENT span ``{method}``, not current; its context goes into ``message.metadata``.
 
-    Injects the span's context into ``message.metadata``.  The caller must call
+    Applications use the ``with`` form, :func:`a2a_client_span`; this one is for
+    instrumentations whose request spans several callbacks. The caller must call
     ``handle.end()``; attach ``handle.context`` around work that should be its child.
+
+    Follow-up calls on a task this process created (``GetTask`` polling, ``CancelTask``,
+    ``SubscribeToTask``) get a link to the span that created the task.
+
+    Args:
+        method: ``a2a.method.name`` (``SendMessage``, ``GetTask``, ...).
+        message: The outgoing A2A message (its metadata receives the trace context); None for
+            methods without a message.
+        peer_card: The remote agent's Agent Card (dict or a2a-sdk ``AgentCard``) when known.
+        task_id: ``a2a.task.id`` when the request addresses a task.
+        context_id: ``gen_ai.conversation.id`` when not in the message.
+        links: Extra span contexts / links to attach.
+        attributes: Extra span attributes.
+        tracer_provider: Provider to use; the global one when None.
+
+    Returns:
+        The span's handle.
     """
     all_links = _links(links)
     origin = _task_origin(task_id) if method in _TASK_FOLLOW_UP_METHODS else None
@@ -412,10 +432,28 @@ def start_server_span(
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: trace.TracerProvider | None = None,
 ) -> A2ASpan:
-    """Starts (without making it current) the SERVER span of :func:`a2a_server_span`.
+    """Starts a SERVER span ``{method}``, not current, parented on the context ``message`` carries.
 
-    The caller must call ``handle.end()``; attach ``handle.context`` (span + the extracted
-    baggage) around the request's work.
+    Applications use the ``with`` form, :func:`a2a_server_span`. The caller must call
+    ``handle.end()``; attach ``handle.context`` (span + the extracted baggage) around the
+    request's work. For one-way methods (push-notification delivery; or ``one_way=True``) the
+    remote span becomes a *link* and the span stays in the receiver's current trace, because the
+    sender never waits for this work.
+
+    Args:
+        method: ``a2a.method.name``.
+        message: The incoming A2A message (attributes and, by default, the carrier).
+        agent_card: This agent's own Agent Card, for ``gen_ai.agent.*``.
+        one_way: Link instead of parent; default: ``method in ONE_WAY_METHODS``.
+        carrier_message: Read the trace context from this object instead of ``message``.
+        task_id: ``a2a.task.id`` when the request addresses a task.
+        context_id: ``gen_ai.conversation.id`` when not in the message.
+        links: Extra span contexts / links to attach.
+        attributes: Extra span attributes.
+        tracer_provider: Provider to use; the global one when None.
+
+    Returns:
+        The span's handle.
     """
     carrier = carrier_message if carrier_message is not None else message
     current = otel_context.get_current()
@@ -458,19 +496,37 @@ def _run(handle: A2ASpan) -> Iterator[A2ASpan]:
         otel_context.detach(token)
 
 
-@contextmanager
-def a2a_client_span(
-    method: str,
-    message: Any = None,
-    *,
-    peer_card: Any = None,
-    task_id: str | None = None,
-    context_id: str | None = None,
-    links: Sequence[SpanContext | Link] | None = None,
-    attributes: Mapping[str, Any] | None = None,
-    tracer_provider: trace.TracerProvider | None = None,
-) -> Iterator[A2ASpan]:
+def _with_form(
+    start: Callable[_P, A2ASpan], name: str, doc: str
+) -> Callable[_P, AbstractContextManager[A2ASpan]]:
+    """The ``with`` form of a ``start_*_span`` function, taking exactly its arguments.
+
+    The span starts on entering the block, is current inside it, and ends on leaving it; an
+    escaping exception is recorded on the span first and then propagates.
+    """
+
+    @contextmanager
+    def scope(*args: _P.args, **kwargs: _P.kwargs) -> Iterator[A2ASpan]:
+        with _run(start(*args, **kwargs)) as handle:
+            yield handle
+
+    scope.__name__ = scope.__qualname__ = name
+    scope.__doc__ = doc
+    # help() and IDEs show the start function's parameters under the public name
+    scope.__signature__ = inspect.signature(start).replace(  # type: ignore[attr-defined]
+        return_annotation="AbstractContextManager[A2ASpan]"
+    )
+    return scope
+
+
+a2a_client_span = _with_form(
+    start_client_span,
+    "a2a_client_span",
     """Starts a CLIENT span ``{method}`` and injects its context into ``message.metadata``.
+
+    The span is current inside the ``with`` block. Takes the arguments of
+    :func:`start_client_span` (``method``, ``message``, ``peer_card``, ``task_id``,
+    ``context_id``, ``links``, ``attributes``, ``tracer_provider``).
 
     Example::
 
@@ -478,84 +534,23 @@ def a2a_client_span(
         with a2a_client_span("SendMessage", msg, peer_card=card) as a2a:
             result = post_jsonrpc("SendMessage", {"message": msg})
             a2a.set_task(result.get("task"))
+    """,
+)
 
-    Follow-up calls on a task this process created (``GetTask`` polling, ``CancelTask``,
-    ``SubscribeToTask``) get a link to the span that created the task.
-
-    Args:
-        method: ``a2a.method.name`` (``SendMessage``, ``GetTask``, ...).
-        message: The outgoing A2A message (its metadata receives the trace context); None for
-            methods without a message.
-        peer_card: The remote agent's Agent Card (dict or a2a-sdk ``AgentCard``) when known.
-        task_id: ``a2a.task.id`` when the request addresses a task.
-        context_id: ``gen_ai.conversation.id`` when not in the message.
-        links: Extra span contexts / links to attach.
-        attributes: Extra span attributes.
-        tracer_provider: Provider to use; the global one when None.
-    """
-    handle = start_client_span(
-        method,
-        message,
-        peer_card=peer_card,
-        task_id=task_id,
-        context_id=context_id,
-        links=links,
-        attributes=attributes,
-        tracer_provider=tracer_provider,
-    )
-    with _run(handle) as h:
-        yield h
-
-
-@contextmanager
-def a2a_server_span(
-    method: str,
-    message: Any = None,
-    *,
-    agent_card: Any = None,
-    one_way: bool | None = None,
-    carrier_message: Any = None,
-    task_id: str | None = None,
-    context_id: str | None = None,
-    links: Sequence[SpanContext | Link] | None = None,
-    attributes: Mapping[str, Any] | None = None,
-    tracer_provider: trace.TracerProvider | None = None,
-) -> Iterator[A2ASpan]:
+a2a_server_span = _with_form(
+    start_server_span,
+    "a2a_server_span",
     """Starts a SERVER span ``{method}`` parented on the context carried by ``message``.
 
-    The extracted baggage is active inside the block.  For one-way methods (push-notification
-    delivery; or ``one_way=True``) the remote span becomes a *link* and the span stays in the
-    receiver's current trace, because the sender never waits for this work.
+    The span and the extracted baggage are current inside the ``with`` block. Takes the
+    arguments of :func:`start_server_span` (``method``, ``message``, ``agent_card``,
+    ``one_way``, ``carrier_message``, ``task_id``, ``context_id``, ``links``, ``attributes``,
+    ``tracer_provider``); one-way methods link to the sender instead of continuing its trace.
 
     Example::
 
         with a2a_server_span("SendMessage", params["message"], agent_card=my_card) as a2a:
             task = handle(params)
             a2a.set_task(task)
-
-    Args:
-        method: ``a2a.method.name``.
-        message: The incoming A2A message (attributes and, by default, the carrier).
-        agent_card: This agent's own Agent Card, for ``gen_ai.agent.*``.
-        one_way: Link instead of parent; default: ``method in ONE_WAY_METHODS``.
-        carrier_message: Read the trace context from this object instead of ``message``.
-        task_id: ``a2a.task.id`` when the request addresses a task.
-        context_id: ``gen_ai.conversation.id`` when not in the message.
-        links: Extra span contexts / links to attach.
-        attributes: Extra span attributes.
-        tracer_provider: Provider to use; the global one when None.
-    """
-    handle = start_server_span(
-        method,
-        message,
-        agent_card=agent_card,
-        one_way=one_way,
-        carrier_message=carrier_message,
-        task_id=task_id,
-        context_id=context_id,
-        links=links,
-        attributes=attributes,
-        tracer_provider=tracer_provider,
-    )
-    with _run(handle) as h:
-        yield h
+    """,
+)
