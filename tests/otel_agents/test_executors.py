@@ -48,12 +48,17 @@ def _by_name(memory: InMemorySpanExporter) -> dict[str, ReadableSpan]:
     return {s.name: s for s in memory.get_finished_spans()}
 
 
-def _assert_child(child: ReadableSpan, parent: ReadableSpan, agent: str | None) -> None:
+def _assert_under(
+    memory: InMemorySpanExporter, tool: str, agent: str, *, identity: bool = True
+) -> None:
+    """Tool span ``tool`` is a child of agent span ``agent`` (and names it, with ``identity``)."""
+    spans = _by_name(memory)
+    child, parent = spans[f"execute_tool {tool}"], spans[f"invoke_agent {agent}"]
     assert child.context is not None and parent.context is not None
     assert child.parent is not None, f"{child.name} is an orphan root span"
     assert child.parent.span_id == parent.context.span_id
     assert child.context.trace_id == parent.context.trace_id
-    assert (child.attributes or {}).get(sc.GEN_AI_AGENT_NAME) == agent
+    assert (child.attributes or {}).get(sc.GEN_AI_AGENT_NAME) == (agent if identity else None)
 
 
 def test_bare_thread_pool_loses_the_parent(
@@ -82,8 +87,7 @@ def test_context_executor_keeps_parent_and_agent(
     ):
         worker = pool.submit(_tool, provider).result(_WAIT)
     assert worker.startswith("ctxpool")
-    spans = _by_name(memory)
-    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+    _assert_under(memory, "search", "planner")
 
 
 def test_context_executor_parent_ended_before_task_runs(
@@ -102,8 +106,7 @@ def test_context_executor_parent_ended_before_task_runs(
             future = pool.submit(late)
         release.set()
         future.result(_WAIT)
-    spans = _by_name(memory)
-    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+    _assert_under(memory, "search", "planner")
 
 
 def test_context_executor_map_parents_every_task(
@@ -114,9 +117,8 @@ def test_context_executor_map_parents_every_task(
     names = [f"tool{i}" for i in range(8)]
     with ContextExecutor(max_workers=3) as pool, invoke_agent("planner", tracer_provider=provider):
         list(pool.map(lambda n: _tool(provider, n), names, timeout=_WAIT))
-    spans = _by_name(memory)
     for name in names:
-        _assert_child(spans[f"execute_tool {name}"], spans["invoke_agent planner"], "planner")
+        _assert_under(memory, name, "planner")
 
 
 def test_context_executor_does_not_leak_between_tasks(
@@ -158,8 +160,7 @@ def test_wrap_context_carries_into_a_thread(
     worker.start()
     worker.join(_WAIT)
     assert not worker.is_alive()
-    spans = _by_name(memory)
-    _assert_child(spans["execute_tool search"], spans["invoke_agent researcher"], "researcher")
+    _assert_under(memory, "search", "researcher")
 
 
 def test_wrap_context_callable_runs_concurrently_and_keeps_metadata(
@@ -183,9 +184,8 @@ def test_wrap_context_callable_runs_concurrently_and_keeps_metadata(
     with ThreadPoolExecutor(max_workers=4) as pool:
         counts = list(pool.map(wrapped, [f"t{i}" for i in range(4)], timeout=_WAIT))
     assert counts == [1, 1, 1, 1]
-    spans = _by_name(memory)
     for i in range(4):
-        _assert_child(spans[f"execute_tool t{i}"], spans["invoke_agent planner"], "planner")
+        _assert_under(memory, f"t{i}", "planner")
 
 
 def test_wrap_context_pickles_as_the_bare_function() -> None:
@@ -212,10 +212,9 @@ def test_run_in_executor_loses_the_parent_run_in_thread_keeps_it(
             await run_in_thread(_tool, provider, name="default")
 
     asyncio.run(main())
-    spans = _by_name(memory)
-    assert spans["execute_tool bare"].parent is None
-    _assert_child(spans["execute_tool carried"], spans["invoke_agent planner"], "planner")
-    _assert_child(spans["execute_tool default"], spans["invoke_agent planner"], "planner")
+    assert _by_name(memory)["execute_tool bare"].parent is None
+    _assert_under(memory, "carried", "planner")
+    _assert_under(memory, "default", "planner")
 
 
 def test_context_executor_as_default_executor(
@@ -231,8 +230,7 @@ def test_context_executor_as_default_executor(
             await loop.run_in_executor(None, _tool, provider)
 
     asyncio.run(main())  # shuts the default executor down
-    spans = _by_name(memory)
-    _assert_child(spans["execute_tool search"], spans["invoke_agent planner"], "planner")
+    _assert_under(memory, "search", "planner")
 
 
 def test_instrument_threading_keeps_parent_but_not_agent(
@@ -262,6 +260,5 @@ def test_instrument_threading_keeps_parent_but_not_agent(
     finally:
         if not was_on:
             instrumentor.uninstrument()
-    spans = _by_name(memory)
-    _assert_child(spans["execute_tool plain"], spans["invoke_agent planner"], None)
-    _assert_child(spans["execute_tool both"], spans["invoke_agent planner2"], "planner2")
+    _assert_under(memory, "plain", "planner", identity=False)
+    _assert_under(memory, "both", "planner2")
