@@ -243,6 +243,39 @@ def _llm(
         llm.set_response_model(spec.response_model)
 
 
+def _llm_decides(
+    pace: Pace,
+    rng: random.Random,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    decision: tuple[str, str, list[str]],
+    confidence: tuple[float, float],
+) -> None:
+    """A model call whose answer is a decision: the inference span, then the decision event.
+
+    ``decision`` is ``(decision_type, chosen, options)``; the confidence is drawn from the
+    ``confidence`` range after the call (the model states it in its answer).
+    """
+    _llm(
+        pace,
+        rng,
+        model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens,
+    )
+    decision_type, chosen, options = decision
+    record_decision(
+        decision_type=decision_type,
+        chosen=chosen,
+        options=options,
+        confidence=round(rng.uniform(*confidence), 2),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Researcher (runs in its own process, behind A2A)
 # --------------------------------------------------------------------------------------------
@@ -296,18 +329,14 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
         description=RESEARCHER_DESCRIPTION,
         conversation_id=spec.conversation_id(),
     ):
-        _llm(
+        _llm_decides(
             pace,
             rng,
             "gpt-4o-mini",
             input_tokens=rng.randint(900, 1300),
             output_tokens=rng.randint(60, 140),
-        )
-        record_decision(
-            decision_type="tool_choice",
-            chosen="web_search",
-            options=["web_search", "answer_from_memory"],
-            confidence=round(rng.uniform(0.72, 0.95), 2),
+            decision=("tool_choice", "web_search", ["web_search", "answer_from_memory"]),
+            confidence=(0.72, 0.95),
         )
 
         urls: list[str] = []
@@ -350,19 +379,15 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
         synth_input = rng.randint(2600, 4200)
         if faults_mod.TOKEN_SPIKE in active:
             synth_input *= faults_mod.TOKEN_SPIKE_FACTOR  # raw pages pasted into the prompt
-        _llm(
+        _llm_decides(
             pace,
             rng,
             faults_mod.TOKEN_SPIKE_MODEL,
             input_tokens=synth_input,
             output_tokens=rng.randint(450, 800),
             cache_read_tokens=1024,
-        )
-        record_decision(
-            decision_type="stop",
-            chosen="answer",
-            options=["answer", "search_more"],
-            confidence=round(rng.uniform(0.7, 0.92), 2),
+            decision=("stop", "answer", ["answer", "search_more"]),
+            confidence=(0.7, 0.92),
         )
         sources = tuple(url for url, _ in pages)
         return ResearchResult(
@@ -406,18 +431,14 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
     ):
         trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
         with plan(agent_name=PLANNER):
-            _llm(
+            _llm_decides(
                 pace,
                 rng,
                 "gpt-4o",
                 input_tokens=rng.randint(1500, 2200),
                 output_tokens=rng.randint(250, 450),
-            )
-            record_decision(
-                decision_type="route",
-                chosen=RESEARCHER,
-                options=[RESEARCHER, "answer_directly"],
-                confidence=round(rng.uniform(0.75, 0.97), 2),
+                decision=("route", RESEARCHER, [RESEARCHER, "answer_directly"]),
+                confidence=(0.75, 0.97),
             )
         with execute_tool(
             "recall_memory", call_id=_call_id(rng), arguments={"topic": question}
@@ -440,33 +461,25 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
         if faults_mod.COST_RUNAWAY in active:
             # the writer escalates to the most capable model and keeps rewriting at full length
             for revision in range(faults_mod.COST_RUNAWAY_REVISIONS):
-                _llm(
+                last = revision == faults_mod.COST_RUNAWAY_REVISIONS - 1
+                _llm_decides(
                     pace,
                     rng,
                     faults_mod.COST_RUNAWAY_MODEL,
                     input_tokens=rng.randint(18_000, 24_000),
                     output_tokens=faults_mod.COST_RUNAWAY_OUTPUT_TOKENS + rng.randint(0, 2000),
-                )
-                last = revision == faults_mod.COST_RUNAWAY_REVISIONS - 1
-                record_decision(
-                    decision_type="review",
-                    chosen="deliver" if last else "revise",
-                    options=["deliver", "revise"],
-                    confidence=round(rng.uniform(0.3, 0.5), 2),
+                    decision=("review", "deliver" if last else "revise", ["deliver", "revise"]),
+                    confidence=(0.3, 0.5),
                 )
         else:
-            _llm(
+            _llm_decides(
                 pace,
                 rng,
                 "claude-sonnet-4-5",
                 input_tokens=rng.randint(2500, 4000),
                 output_tokens=rng.randint(700, 1100),
-            )
-            record_decision(
-                decision_type="review",
-                chosen="deliver",
-                options=["deliver", "revise"],
-                confidence=round(rng.uniform(0.8, 0.95), 2),
+                decision=("review", "deliver", ["deliver", "revise"]),
+                confidence=(0.8, 0.95),
             )
         return RunOutcome(trace_id=trace_id, research=research)
 
