@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from otel_agents._budget import (
 )
 from otel_agents._errors import BudgetExceededError
 from otel_agents._metrics import AgentMetricsProcessor
+from tests.otel_agents._sdk_fixtures import fork_child, wait_child
 
 
 def _llm(tp: TracerProvider, agent: str, cost: float, tokens: int = 100) -> None:
@@ -164,30 +164,19 @@ def test_forked_child_is_not_deadlocked_by_a_held_lock(tp: TracerProvider) -> No
     t = threading.Thread(target=hold)
     t.start()
     assert holding.wait(5)
-    pid = os.fork()
-    if pid == 0:  # child: must not block on the lock the parent's thread holds
-        code = 1
+
+    def child() -> bool:  # must not block on the lock the parent's thread holds
+        guard.add("a", cost=2.0)
         try:
-            guard.add("a", cost=2.0)
-            try:
-                guard.check("a")
-            except BudgetExceededError:
-                code = 0
-        finally:
-            os._exit(code)
+            guard.check("a")
+        except BudgetExceededError:
+            return True
+        return False
+
+    pid = fork_child(child)
     release.set()
     t.join(5)
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("forked child deadlocked")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid) == 0
 
 
 def test_failing_reader_collection_never_raises_from_check() -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from otel_agents._processors import (
     attach_to_provider,
     on_ending_can_mutate,
 )
+from tests.otel_agents._sdk_fixtures import fork_child, wait_child
 
 
 class Recorder(SpanProcessor):
@@ -520,28 +520,14 @@ def test_forked_child_delivers_its_own_spans_not_the_parents(
     tracer = provider.get_tracer("x")
     with tracer.start_as_current_span("parent", attributes={"gen_ai.system": "openai"}):
         pass
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            with tracer.start_as_current_span("child", attributes={"gen_ai.system": "openai"}):
-                pass
-            processor.deliver_pending()
-            if [s.name for s in deferred.ended] == ["child"]:
-                code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError("forked child hung")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> bool:
+        with tracer.start_as_current_span("child", attributes={"gen_ai.system": "openai"}):
+            pass
+        processor.deliver_pending()
+        return [s.name for s in deferred.ended] == ["child"]
+
+    assert wait_child(fork_child(child)) == 0
     processor.deliver_pending()
     assert [s.name for s in deferred.ended] == ["parent"]
     provider.shutdown()
