@@ -12,7 +12,7 @@ from genai_prices import Usage, calc_price
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_agents import ConfigError, ModelPriceOverride, PriceBook, load_price_overrides
+from otel_agents import ConfigError, ModelPriceOverride, Price, PriceBook, load_price_overrides
 from otel_agents.environment_variables import OTEL_AGENTS_PRICES_FILE
 
 
@@ -34,6 +34,14 @@ def reference(
     return float(
         calc_price(usage, model, provider_id=provider, genai_request_timestamp=when).total_price
     )
+
+
+def priced(book: PriceBook, model: str, provider: str | None = "openai", **tokens: int) -> Price:
+    """``book``'s price of one call (``input_tokens``/``output_tokens`` default 0); must be priced."""
+    tokens = {"input_tokens": 0, "output_tokens": 0, **tokens}
+    price = book.price(model=model, provider=provider, **tokens)
+    assert price is not None, f"{model} is unpriced"
+    return price
 
 
 @pytest.mark.parametrize(
@@ -83,15 +91,8 @@ def test_time_dependent_prices_use_the_request_timestamp() -> None:
 def test_cache_reads_are_cheaper_than_uncached_input() -> None:
     """Moving input tokens from uncached to cache-read lowers the price (cache-aware)."""
     book = PriceBook()
-    cold = book.price(model="gpt-4o", provider="openai", input_tokens=10_000, output_tokens=0)
-    warm = book.price(
-        model="gpt-4o",
-        provider="openai",
-        input_tokens=10_000,
-        output_tokens=0,
-        cache_read_tokens=8_000,
-    )
-    assert cold is not None and warm is not None
+    cold = priced(book, "gpt-4o", input_tokens=10_000)
+    warm = priced(book, "gpt-4o", input_tokens=10_000, cache_read_tokens=8_000)
     assert warm.amount < cold.amount
     assert cold.amount == pytest.approx(10_000 * 2.5 / 1e6)
 
@@ -99,15 +100,10 @@ def test_cache_reads_are_cheaper_than_uncached_input() -> None:
 def test_reasoning_tokens_are_not_added_on_top_of_output() -> None:
     """Reasoning tokens are part of output tokens, so passing them does not change the price."""
     book = PriceBook()
-    a = book.price(model="o3-mini", provider="openai", input_tokens=100, output_tokens=1000)
-    b = book.price(
-        model="o3-mini",
-        provider="openai",
-        input_tokens=100,
-        output_tokens=1000,
-        reasoning_tokens=800,
+    plain = priced(book, "o3-mini", input_tokens=100, output_tokens=1000)
+    assert (
+        priced(book, "o3-mini", input_tokens=100, output_tokens=1000, reasoning_tokens=800) == plain
     )
-    assert a == b
 
 
 @pytest.mark.parametrize(
@@ -149,20 +145,17 @@ def test_override_wins_and_matches_dated_and_prefixed_names() -> None:
             "my-private-llm": ModelPriceOverride(input=10.0, output=20.0),
         }
     )
-    price = book.price(
-        model="gpt-4o-2024-08-06",
-        provider="openai",
+    price = priced(
+        book,
+        "gpt-4o-2024-08-06",
         input_tokens=1_000_000,
         output_tokens=1_000_000,
         cache_read_tokens=500_000,
     )
-    assert price is not None
     assert price.amount == pytest.approx(0.5 * 1.0 + 0.5 * 0.5 + 2.0)
     assert (price.currency, price.price_source) == ("EUR", "override")
-    private = book.price(
-        model="acme/my-private-llm", provider=None, input_tokens=100_000, output_tokens=0
-    )
-    assert private is not None and private.amount == pytest.approx(1.0)
+    private = priced(book, "acme/my-private-llm", None, input_tokens=100_000)
+    assert private.amount == pytest.approx(1.0)
 
 
 def test_overrides_load_from_yaml_and_json_files(
@@ -178,14 +171,10 @@ def test_overrides_load_from_yaml_and_json_files(
         json.dumps({"models": {"other": {"input": 1, "output": 1, "currency": "GBP"}}})
     )
     monkeypatch.setenv(OTEL_AGENTS_PRICES_FILE, str(yaml_file))
-    price = PriceBook().price(
-        model="house-model",
-        provider=None,
-        input_tokens=2_000_000,
-        output_tokens=0,
-        cache_creation_tokens=1_000_000,
+    price = priced(
+        PriceBook(), "house-model", None, input_tokens=2_000_000, cache_creation_tokens=1_000_000
     )
-    assert price is not None and price.amount == pytest.approx(3.0 + 3.75)
+    assert price.amount == pytest.approx(3.0 + 3.75)
     loaded = load_price_overrides(json_file)
     assert loaded == {"other": ModelPriceOverride(input=1.0, output=1.0, currency="GBP")}
 
