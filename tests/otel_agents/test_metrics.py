@@ -29,15 +29,25 @@ LLM_ATTRS: dict[str, Any] = {
 
 
 class Env:
-    """A tracer provider whose spans feed an AgentMetricsProcessor read by an in-memory reader."""
+    """A tracer provider whose spans feed an AgentMetricsProcessor read by an in-memory reader.
 
-    def __init__(self, **reader_kwargs: Any) -> None:
+    With ``behind_enricher`` the processor is chained behind an ``EnrichingSpanProcessor`` (as
+    ``configure()`` does), so its worker records the metrics; ``scope`` names the tracer.
+    """
+
+    def __init__(
+        self, *, behind_enricher: bool = False, scope: str = "test", **reader_kwargs: Any
+    ) -> None:
+        from otel_agents import EnrichingSpanProcessor
+
         self.reader = InMemoryMetricReader(**reader_kwargs)
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
         self.tracer_provider = TracerProvider()
         self.processor = AgentMetricsProcessor(self.meter_provider)
-        self.tracer_provider.add_span_processor(self.processor)
-        self.tracer = self.tracer_provider.get_tracer("test")
+        self.tracer_provider.add_span_processor(
+            EnrichingSpanProcessor(self.processor) if behind_enricher else self.processor
+        )
+        self.tracer = self.tracer_provider.get_tracer(scope)
 
     def metrics(self) -> dict[str, Metric]:
         data = self.reader.get_metrics_data()
@@ -293,47 +303,29 @@ def test_process_metrics_of_vanished_process_yield_nothing() -> None:
 
 def test_metrics_recorded_off_thread_keep_the_span_as_exemplar() -> None:
     """Behind the enriching processor the metrics are recorded by its worker, and exemplars still point at the span."""
-    from otel_agents import EnrichingSpanProcessor
-
-    reader = InMemoryMetricReader()
-    meters = MeterProvider(metric_readers=[reader])
-    provider = TracerProvider()
-    provider.add_span_processor(EnrichingSpanProcessor(AgentMetricsProcessor(meters)))
-    tracer = provider.get_tracer("openinference.instrumentation.openai")
+    env = Env(behind_enricher=True, scope="openinference.instrumentation.openai")
     attrs = {
         "openinference.span.kind": "LLM",
         "llm.model_name": "gpt-4o",
         "llm.token_count.prompt": 100,
         "llm.token_count.completion": 10,
     }
-    with tracer.start_as_current_span("ChatCompletion", attributes=attrs) as span:
+    with env.tracer.start_as_current_span("ChatCompletion", attributes=attrs) as span:
         ids = (span.get_span_context().trace_id, span.get_span_context().span_id)
-    assert provider.force_flush(5000)
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        m.name: m.data.data_points
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
-    (duration,) = points[sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION]
+    assert env.tracer_provider.force_flush(5000)
+    metrics = env.metrics()
+    (duration,) = points(metrics[sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION])
     assert [(e.trace_id, e.span_id) for e in duration.exemplars] == [ids]
-    (cost,) = points[sc.METRIC_AGENT_COST]
+    (cost,) = points(metrics[sc.METRIC_AGENT_COST])
     assert cost.value == pytest.approx(100 * 2.5e-6 + 10 * 10e-6)  # priced before recording
-    meters.shutdown()
-    provider.shutdown()
+    env.meter_provider.shutdown()
+    env.tracer_provider.shutdown()
 
 
 def test_batched_counters_sum_exactly_and_histograms_keep_every_value() -> None:
     """Delivered in batches, counter increments of one series are summed once; histograms still see every span."""
-    from otel_agents import EnrichingSpanProcessor
-
-    reader = InMemoryMetricReader()
-    meters = MeterProvider(metric_readers=[reader])
-    provider = TracerProvider()
-    provider.add_span_processor(EnrichingSpanProcessor(AgentMetricsProcessor(meters)))
-    tracer = provider.get_tracer("third.party")
+    env = Env(behind_enricher=True, scope="third.party")
+    tracer = env.tracer
     for prompt in (100, 200, 300):
         attrs = {
             sc.GEN_AI_OPERATION_NAME: "chat",
@@ -353,24 +345,17 @@ def test_batched_counters_sum_exactly_and_histograms_keep_every_value() -> None:
         },
     ):
         pass
-    assert provider.force_flush(5000)
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        m.name: m.data.data_points
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
-    (cost,) = points[sc.METRIC_AGENT_COST]
+    assert env.tracer_provider.force_flush(5000)
+    metrics = env.metrics()
+    (cost,) = points(metrics[sc.METRIC_AGENT_COST])
     assert cost.value == pytest.approx((100 + 200 + 300) * 2.5e-6 + 30 * 10e-6)
-    (unpriced,) = points[sc.METRIC_AGENT_UNPRICED_CALLS]
+    (unpriced,) = points(metrics[sc.METRIC_AGENT_UNPRICED_CALLS])
     assert unpriced.value == 1
     counts = {
         dict(p.attributes or {})[sc.GEN_AI_TOKEN_TYPE]: p.count
-        for p in points[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE]
+        for p in points(metrics[sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE])
         if dict(p.attributes or {}).get(sc.GEN_AI_REQUEST_MODEL) == "gpt-4o"
     }
     assert counts == {"input": 3, "output": 3}
-    meters.shutdown()
-    provider.shutdown()
+    env.meter_provider.shutdown()
+    env.tracer_provider.shutdown()
