@@ -19,12 +19,14 @@ from __future__ import annotations
 import gzip
 import http.cookies
 import http.server
+import itertools
 import json
 import logging
 import socket
 import socketserver
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 
 from otel_agents._component import ApiHandler
 from otel_agents._errors import ConfigError
+from otel_agents.exporters._analysis_metrics import exposition_chunks
 from otel_agents.receiver._auth import BearerAuthenticator, ReloadingSSLContext, check_exposure
 from otel_agents.receiver._transport_config import AdminConfig, split_endpoint
 
@@ -125,11 +128,49 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(405, {"error": "use GET"}, [("Allow", "GET")])
             return
         encoder, ctype = choose_encoder(self.headers.get("Accept") or "")
-        body = encoder(self.server.owner.registry)
-        if "gzip" in (self.headers.get("Accept-Encoding") or ""):  # Prometheus asks for gzip
-            self._send(200, ctype, gzip.compress(body, 6), [("Content-Encoding", "gzip")])
+        # Streamed in ~64 KiB chunks (the analysis families are rendered straight from their
+        # state): a full exposition under name churn is ~9 MiB, and building it whole per
+        # scrape was the RC-12 soak's largest allocation churn.
+        chunks = exposition_chunks(
+            self.server.owner.registry,
+            encoder,
+            openmetrics=ctype.startswith("application/openmetrics-text"),
+        )
+        first = next(chunks)  # the registry's other collectors: fails before any header is sent
+        gz = "gzip" in (self.headers.get("Accept-Encoding") or "")  # Prometheus asks for gzip
+        if self.request_version == "HTTP/1.0":  # no chunked encoding before HTTP/1.1
+            body = first + b"".join(chunks)
+            if gz:
+                self._send(200, ctype, gzip.compress(body, 6), [("Content-Encoding", "gzip")])
+            else:
+                self._send(200, ctype, body)
             return
-        self._send(200, ctype, body)
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if gz:
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31) if gz else None  # wbits 31: gzip framing
+        try:
+            for chunk in itertools.chain((first,), chunks):
+                self._chunk(comp.compress(chunk) if comp is not None else chunk)
+            if comp is not None:
+                self._chunk(comp.flush())
+        except (TimeoutError, ConnectionError):
+            raise
+        except Exception:
+            # Headers are out: no 500 can follow.  Without the last chunk the scraper sees a
+            # truncated body, never a partial exposition taken as complete.
+            _log.exception("admin /metrics rendering failed mid-stream")
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: bytes) -> None:
+        if data:  # an empty chunk would end the body
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _api(self, path: str, raw_query: str) -> None:
         owner = self.server.owner
