@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from otel_agents.processors import AgentAnalysis, AnalysisConfig
 from otel_agents.processors._batch import build_span_batch
@@ -39,8 +41,18 @@ class Scenario:
         self.gen = TraceGen(self.seed, jitter=self.jitter)
         self.rng = random.Random(self.seed + 1)
 
-    def run(self, seconds: int, fault: str | None = None, fault_share: float = 1.0) -> None:
-        """Simulate ``seconds`` of traffic (1–3 traces a second), ticking once a second."""
+    def run(
+        self,
+        seconds: int,
+        fault: str | None = None,
+        fault_share: float = 1.0,
+        also: Sequence[Any] = (),
+    ) -> None:
+        """Simulate ``seconds`` of traffic (1–3 traces a second), ticking once a second.
+
+        ``also``: further stages (e.g. the alert engine) fed the same batches and ticked after
+        the analysis stage.
+        """
         for _ in range(seconds):
             now = self.host.clock
             spans = []
@@ -53,5 +65,9 @@ class Scenario:
                 if part:
                     batch = build_span_batch(request(part), pricebook=None, received_at=now)
                     self.stage.process_traces(batch)
+                    for stage in also:
+                        stage.process_traces(batch)
             self.host.clock = now + 1.0
             self.stage.tick(self.host.clock)
+            for stage in also:
+                stage.tick(self.host.clock)

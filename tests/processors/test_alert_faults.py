@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 from otel_agents.processors._alert import AlertConfig, AlertEngine
-from otel_agents.processors._batch import build_span_batch
 
 from otel_agents._configtypes import decode
 
-from ._gen import MS, request
 from ._scenario import Scenario
 
 WARMUP_S = 120
@@ -42,22 +40,7 @@ class _Run:
         self.alerts.start(self.sc.host)
 
     def run(self, seconds: int, fault: str | None = None, share: float = 0.5) -> None:
-        sc = self.sc
-        for _ in range(seconds):
-            now = sc.host.clock
-            spans = []
-            for _ in range(sc.rng.choice((1, 2, 2, 3))):
-                f = fault if fault and sc.rng.random() < share else None
-                spans += sc.gen.trace(int(now * 1e9) - 3000 * MS, fault=f)
-            for svc in ("planner-svc", "researcher-svc"):
-                part = [g for g in spans if g.service == svc]
-                if part:
-                    batch = build_span_batch(request(part), pricebook=None, received_at=now)
-                    sc.stage.process_traces(batch)
-                    self.alerts.process_traces(batch)
-            sc.host.clock = now + 1.0
-            sc.stage.tick(sc.host.clock)
-            self.alerts.tick(sc.host.clock)
+        self.sc.run(seconds, fault, share, also=(self.alerts,))
 
     def history(self) -> list[dict[str, Any]]:
         return list(
