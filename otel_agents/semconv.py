@@ -197,6 +197,9 @@ METRIC_TRACES_COMPLETED: Final = "otel_agents_traces_completed_total"
 METRIC_PIPELINE_BATCH_DURATION: Final = "otel_agents_pipeline_batch_duration_seconds"
 METRIC_PIPELINE_SKIPPED_ITEMS: Final = "otel_agents_pipeline_skipped_items_total"
 METRIC_SPOOL_REDACTED_VALUES: Final = "otel_agents_spool_redacted_values_total"
+#: Analysis metric families: measurements folded into a family's ``__overflow__`` series
+#: (label ``metric`` = the family; the receiver's ``otel.metric.overflow=true`` count).
+METRIC_ANALYSIS_METRIC_OVERFLOW: Final = "otel_agents_metric_overflow_total"
 
 # --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)
