@@ -19,7 +19,13 @@ import pytest
 from otel_agents.receiver import Receiver, load_config
 from otel_agents.receiver._spool import DB_NAME
 from tests.exporters._fwd_sink import RecordingSink, make_traces
-from tests.otel_agents.receiver._spool_client import RawClient, ReceiverProcess, http_status, poll
+from tests.otel_agents.receiver._spool_client import (
+    RawClient,
+    ReceiverProcess,
+    Reply,
+    http_status,
+    poll,
+)
 
 SPANS = 10
 MAX_BATCH_REQUESTS = 8
@@ -130,44 +136,56 @@ def _receiver(tmp_path: Path, **overrides: object) -> Receiver:
     return receiver
 
 
+def _down(sink: RecordingSink) -> dict[str, object]:
+    """Stop ``sink`` (``sink.start_grpc(sink.grpc_port)`` revives it) and return exporter
+    settings for it that time out and retry fast, so spans stay pending in the spool."""
+    sink.stop_grpc()
+    return {
+        "endpoint": f"grpc://127.0.0.1:{sink.grpc_port}",
+        "timeout": "300ms",
+        "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms"},
+    }
+
+
+def _export_until_refused(
+    client: RawClient, spans: int, attempts: int
+) -> tuple[set[tuple[bytes, bytes]], Reply | None]:
+    """Export ``spans``-span requests until one is refused (at most ``attempts``).
+
+    Returns the acknowledged span keys and the refusing reply (``None`` if none was refused).
+    """
+    acked: set[tuple[bytes, bytes]] = set()
+    for _ in range(attempts):
+        batch = make_traces(spans)
+        reply = client.export(batch.payload)
+        if reply.code is not grpc.StatusCode.OK:
+            return acked, reply
+        acked.update(batch.keys)
+    return acked, None
+
+
 def test_rc05_full_spool_throttles_with_retry_info_and_drains_after_recovery(
     tmp_path: Path, sink: RecordingSink
 ) -> None:
     """RC-05: a dead destination fills the spool; the receiver answers UNAVAILABLE + RetryInfo
     (never drops), reports not ready, and accepts again once the destination drained it."""
-    port = sink.grpc_port
-    sink.stop_grpc()
     receiver = _receiver(
         tmp_path,
         **{
             "storage.max_bytes": "1MiB",
             "limits.max_request_bytes": "1MiB",
-            "exporters": {
-                "otlp/down": {
-                    "endpoint": f"grpc://127.0.0.1:{port}",
-                    "timeout": "300ms",
-                    "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms"},
-                }
-            },
+            "exporters": {"otlp/down": _down(sink)},
         },
     )
     client = RawClient(receiver.grpc_port)
     try:
-        acked: set[tuple[bytes, bytes]] = set()
-        refused = None
-        for _ in range(200):  # 1 MiB / ~16 KiB per request: full after ~65; bounded
-            batch = make_traces(200)
-            reply = client.export(batch.payload)
-            if reply.code is grpc.StatusCode.OK:
-                acked.update(batch.keys)
-            else:
-                refused = reply
-                break
+        # 1 MiB / ~16 KiB per request: full after ~65
+        acked, refused = _export_until_refused(client, spans=200, attempts=200)
         assert refused is not None and refused.code is grpc.StatusCode.UNAVAILABLE
         assert refused.retry_delay is not None and refused.retry_delay > 0
         status, body = http_status(receiver.admin_url + "/readyz")
         assert (status, body["spool"]) == (503, "full")
-        sink.start_grpc(port)
+        sink.start_grpc(sink.grpc_port)
         assert poll(lambda: acked <= sink.received, 30)
         assert poll(lambda: http_status(receiver.admin_url + "/readyz")[0] == 200, 10)
         assert client.export(make_traces(5).payload).code is grpc.StatusCode.OK
@@ -192,16 +210,7 @@ def test_rc08_disk_full_refuses_retryably_degrades_readyz_and_recovers(
         assert conn is not None
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count={pages}")
-        acked: set[tuple[bytes, bytes]] = set()
-        refused = None
-        for _ in range(100):
-            batch = make_traces(50)
-            reply = client.export(batch.payload)
-            if reply.code is grpc.StatusCode.OK:
-                acked.update(batch.keys)
-            else:
-                refused = reply
-                break
+        acked, refused = _export_until_refused(client, spans=50, attempts=100)
         assert refused is not None and refused.code is grpc.StatusCode.UNAVAILABLE
         assert refused.retry_delay is not None
         status, body = http_status(receiver.admin_url + "/readyz")
@@ -219,18 +228,8 @@ def test_rc08_disk_full_refuses_retryably_degrades_readyz_and_recovers(
 
 def test_rc08_deleted_spool_file_loses_no_acked_span(tmp_path: Path, sink: RecordingSink) -> None:
     """RC-08: spool.db deleted under a running receiver: pending rows are rescued, nothing lost."""
-    port = sink.grpc_port
-    sink.stop_grpc()  # keep rows pending so the rescue has something to carry over
-    receiver = _receiver(
-        tmp_path,
-        exporters={
-            "otlp/sink": {
-                "endpoint": f"grpc://127.0.0.1:{port}",
-                "timeout": "300ms",
-                "retry_on_failure": {"initial_interval": "50ms", "max_interval": "200ms"},
-            }
-        },
-    )
+    # a stopped destination keeps rows pending, so the rescue has something to carry over
+    receiver = _receiver(tmp_path, exporters={"otlp/sink": _down(sink)})
     client = RawClient(receiver.grpc_port)
     try:
         acked: set[tuple[bytes, bytes]] = set()
@@ -244,7 +243,7 @@ def test_rc08_deleted_spool_file_loses_no_acked_span(tmp_path: Path, sink: Recor
             assert client.export(batch.payload).code is grpc.StatusCode.OK
             acked.update(batch.keys)
         assert (tmp_path / "data" / DB_NAME).exists()
-        sink.start_grpc(port)
+        sink.start_grpc(sink.grpc_port)
         assert poll(lambda: acked <= sink.received, 15)
     finally:
         client.close()
