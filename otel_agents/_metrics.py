@@ -36,14 +36,15 @@ import logging
 import os
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import metrics, trace
-from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Counter, Observation
+from opentelemetry.context import Context, get_current
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
@@ -198,8 +199,312 @@ def span_cost(attrs: Mapping[str, Any], pricebook: Any = None) -> tuple[float | 
     return (price.amount, False) if price.currency == "USD" else (None, False)
 
 
+# --------------------------------------------------------------------------------------------
+# Histograms per delivered batch
+# --------------------------------------------------------------------------------------------
+# (id(histogram), attribute items) -> [histogram, dims, values, span contexts, times (ns)]
+_Hists = dict[tuple[int, tuple[tuple[str, Any], ...]], list[Any]]
+
+
+def _span_context_in(span_ctx: SpanContext | None) -> Context | None:
+    """The context an exemplar of ``span_ctx`` is recorded in (None: not sampled)."""
+    if span_ctx is None or not span_ctx.trace_flags.sampled:
+        return None
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
+
+
+class _SdkHistogramMerge:
+    """Merges one batch's values of one histogram series into the OpenTelemetry SDK at once.
+
+    Why: through the public ``Histogram.record`` every value costs the Python SDK 4–7 µs
+    (``Measurement`` construction and attribute validation, the exemplar filter, per reader and
+    view the attribute copy and ``_hash_attributes``, two locks, the reservoir) — per span more
+    than the whole OTLP export of it (benchmarks/sdk_overhead.py). There is no public API to add
+    several values at once, so this is the one guarded use of SDK *metrics* internals
+    (``docs/architecture.md``, *SDK performance*): for each reader storage and view of the
+    instrument it takes the aggregation the SDK itself would have used (the SDK's own
+    ``_get_or_create_aggregation``, so cardinality limit, overflow series and view attribute
+    filters apply unchanged) and, when that is the explicit-bucket histogram (or the drop)
+    aggregation, adds the batch's bucket counts, sum, min and max under the aggregation's lock,
+    and offers the exemplar reservoir what the per-value path would have kept (for the default
+    aligned-bucket reservoir — last value per bucket — only the last eligible value of each
+    bucket; any other reservoir gets every eligible value, in order).
+
+    Guards: used only after :meth:`works` has proven, once per process, that merging gives the
+    same collected points (counts, sum, min, max, buckets, exemplars; cumulative and delta) as
+    recording each value publicly; the layout is resolved before anything is changed, and any
+    other aggregation (exponential histogram view, a sum view), instrument, meter provider or
+    SDK layout makes :meth:`merge` return False, so the caller records the values publicly.
+    """
+
+    def __init__(self) -> None:
+        self._ok: bool | None = None
+        self._lock = threading.Lock()
+        try:
+            from opentelemetry.sdk.metrics import (
+                AlignedHistogramBucketExemplarReservoir,
+                AlwaysOffExemplarFilter,
+                AlwaysOnExemplarFilter,
+                TraceBasedExemplarFilter,
+            )
+            from opentelemetry.sdk.metrics._internal._view_instrument_match import (
+                _hash_attributes,
+            )
+            from opentelemetry.sdk.metrics._internal.aggregation import (
+                _DropAggregation,
+                _ExplicitBucketHistogramAggregation,
+            )
+            from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+            from opentelemetry.sdk.metrics._internal.measurement_consumer import (
+                SynchronousMeasurementConsumer,
+            )
+        except Exception:  # another SDK layout: the public path only
+            self._ok = False
+            return
+        self._aligned: type = AlignedHistogramBucketExemplarReservoir
+        self._always_on: type = AlwaysOnExemplarFilter
+        self._always_off: type = AlwaysOffExemplarFilter
+        self._trace_based: type = TraceBasedExemplarFilter
+        self._hash: Callable[[Any], Any] = _hash_attributes
+        self._drop: type = _DropAggregation
+        self._explicit: type = _ExplicitBucketHistogramAggregation
+        self._histogram: Any = _Histogram
+        self._consumer: Any = SynchronousMeasurementConsumer
+
+    def works(self) -> bool:
+        """Whether merging is proven equal to per-value recording on this SDK (probed once)."""
+        if self._ok is None:
+            with self._lock:
+                if self._ok is None:
+                    try:
+                        self._ok = _probe_merge(self)
+                    except Exception:
+                        _log.debug("agent metrics: batch histogram probe failed", exc_info=True)
+                        self._ok = False
+                    if not self._ok:
+                        _log.debug("agent metrics: histograms recorded value by value")
+        return self._ok
+
+    def merge(
+        self,
+        hist: Any,
+        dims: Mapping[str, AttributeValue],
+        values: Sequence[float],
+        span_ctxs: Sequence[SpanContext | None],
+        times: Sequence[int],
+    ) -> bool:
+        """Adds ``values`` (one series of one batch) to every reader's aggregation of ``hist``.
+
+        Returns False, having changed nothing, when the fast path does not apply.
+        """
+        if type(hist) is not self._histogram:
+            return False
+        hist = cast(Any, hist)  # the SDK's Histogram (checked above)
+        if not hist._is_enabled():
+            return True  # the public API drops it too
+        consumer: Any = hist._measurement_consumer
+        if type(consumer) is not self._consumer:
+            return False
+        # Resolve every target first (creating an aggregation the public path would create
+        # anyway is harmless); nothing is added before all of them are known to be mergeable.
+        targets: list[tuple[Any, dict[str, AttributeValue], Any]] = []
+        for storage in consumer._reader_storages.values():
+            for vim in storage._get_or_init_view_instrument_match(hist):
+                keys = vim._view._attribute_keys
+                attrs = dict(dims) if keys is None else {k: v for k, v in dims.items() if k in keys}
+                key = self._hash(attrs)
+                with vim._lock:
+                    agg = vim._get_or_create_aggregation(key, attrs)
+                kind = type(agg)
+                if kind is self._drop:
+                    continue
+                if kind is not self._explicit:
+                    return False
+                targets.append((vim, attrs, key))
+        if not targets:
+            return True
+        eligible = self._eligible(
+            consumer._sdk_config.exemplar_filter, dims, values, span_ctxs, times
+        )
+        counted: dict[tuple[float, ...], list[int]] = {}
+        total = sum(values)
+        low, high = min(values), max(values)
+        for vim, attrs, key in targets:
+            if vim._reset_on_collect:
+                # A delta collection swaps the aggregations out: hold the view's lock from
+                # lookup to update, as the SDK does, so no value lands in a collected one.
+                with vim._lock:
+                    agg = vim._get_or_create_aggregation(key, attrs)
+                    self._add(
+                        agg, dims, values, span_ctxs, times, eligible, total, low, high, counted
+                    )
+            else:
+                agg = vim._attributes_aggregation.get(key)
+                if agg is None:
+                    with vim._lock:
+                        agg = vim._get_or_create_aggregation(key, attrs)
+                self._add(agg, dims, values, span_ctxs, times, eligible, total, low, high, counted)
+        return True
+
+    def _eligible(
+        self,
+        exemplar_filter: Any,
+        dims: Mapping[str, AttributeValue],
+        values: Sequence[float],
+        span_ctxs: Sequence[SpanContext | None],
+        times: Sequence[int],
+    ) -> list[bool]:
+        """The exemplar filter's verdict per value (the known filters without a call each)."""
+        kind = type(exemplar_filter)
+        if kind is self._trace_based:
+            # What TraceBasedExemplarFilter decides for the context _span_context_in builds.
+            return [c is not None and bool(c.trace_flags.sampled) for c in span_ctxs]
+        if kind is self._always_off:
+            return [False] * len(values)
+        if kind is self._always_on:
+            return [True] * len(values)
+        return [
+            bool(exemplar_filter.should_sample(v, t, dims, _span_context_in(c) or get_current()))
+            for v, c, t in zip(values, span_ctxs, times, strict=True)
+        ]
+
+    def _add(
+        self,
+        agg: Any,
+        dims: Mapping[str, AttributeValue],
+        values: Sequence[float],
+        span_ctxs: Sequence[SpanContext | None],
+        times: Sequence[int],
+        eligible: list[bool],
+        total: float,
+        low: float,
+        high: float,
+        counted: dict[tuple[float, ...], list[int]],
+    ) -> None:
+        if type(agg) is self._drop:
+            return
+        bounds = agg._boundaries
+        counts = counted.get(bounds)
+        if counts is None:
+            counts = [0] * (len(bounds) + 1)
+            for v in values:
+                counts[bisect_left(bounds, v)] += 1
+            counted[bounds] = counts
+        with agg._lock:
+            if agg._value is None:
+                agg._value = agg._get_empty_bucket_counts()
+            buckets = agg._value
+            for i, n in enumerate(counts):
+                if n:
+                    buckets[i] += n
+            agg._sum += total
+            if agg._record_min_max:
+                agg._min = min(agg._min, low)
+                agg._max = max(agg._max, high)
+        if not any(eligible):
+            return
+        reservoir = agg._reservoir
+        offers = range(len(values))
+        if type(reservoir) is self._aligned:
+            # It keeps the last value per bucket: offering only those is the same outcome.
+            last: dict[int, int] = {}
+            for i, ok in enumerate(eligible):
+                if ok:
+                    last[bisect_left(bounds, values[i])] = i
+            offers = sorted(last.values())  # type: ignore[assignment]
+        for i in offers:
+            if eligible[i]:
+                reservoir.offer(values[i], times[i], dims, _span_context_in(span_ctxs[i]))
+
+
+def _probe_merge(merge: _SdkHistogramMerge) -> bool:
+    """Records the same values publicly and by merging (cumulative and delta readers, twice
+    with a collection between) and compares every collected point."""
+    from opentelemetry.sdk.metrics import Histogram as HistogramKind
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+
+    def collect(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+        data = reader.get_metrics_data()
+        out: list[tuple[Any, ...]] = []
+        for rm in data.resource_metrics if data is not None else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for point in m.data.data_points:
+                        p: Any = point
+                        exemplars = [
+                            (e.value, e.span_id, e.trace_id, dict(e.filtered_attributes or {}))
+                            for e in p.exemplars
+                        ]
+                        out.append(
+                            (
+                                dict(p.attributes or {}),
+                                p.count,
+                                p.sum,
+                                p.min,
+                                p.max,
+                                tuple(p.bucket_counts),
+                                exemplars,
+                            )
+                        )
+        return out
+
+    rounds = [
+        [0.5, 5.0, 50.0, 5.0, 2.0],
+        [7.0, 1.0],
+    ]
+    results: list[list[list[tuple[Any, ...]]]] = []
+    for use_merge in (False, True):
+        per_reader: list[list[tuple[Any, ...]]] = []
+        readers = [
+            InMemoryMetricReader(),
+            InMemoryMetricReader(
+                preferred_temporality={HistogramKind: AggregationTemporality.DELTA}
+            ),
+        ]
+        provider = MeterProvider(metric_readers=readers)
+        try:
+            hist = provider.get_meter("otel_agents.probe").create_histogram(
+                "probe", explicit_bucket_boundaries_advisory=[1.0, 10.0]
+            )
+            dims = {"k": "v"}
+            for r, values in enumerate(rounds):
+                ctxs = [
+                    SpanContext(1 + r, 10 + i, False, trace.TraceFlags(i % 2))
+                    for i in range(len(values))
+                ]
+                times = [1_000 + i for i in range(len(values))]
+                if use_merge:
+                    if not merge.merge(hist, dims, values, ctxs, times):
+                        return False
+                else:
+                    for v, c in zip(values, ctxs, strict=True):
+                        hist.record(v, dims, context=_span_context_in(c) or Context())
+                per_reader.extend(collect(reader) for reader in readers)
+        finally:
+            provider.shutdown()
+        results.append(per_reader)
+    return results[0] == results[1] and bool(results[0][0])
+
+
+_MERGE = _SdkHistogramMerge()
+
+
 # (id(counter), sorted attributes) -> [counter, summed amount, attributes, latest context]
 _Sums = dict[tuple[int, tuple[tuple[str, Any], ...]], list[Any]]
+#: ``listener(cost_by_agent, tokens_by_agent)``, see ``AgentMetricsProcessor.add_spend_listener``.
+SpendListener = Callable[[dict[str | None, float], dict[str | None, float]], None]
+
+
+class _Batch:
+    """What one delivered batch adds: counter sums, histogram values, spending per agent."""
+
+    __slots__ = ("hists", "spend", "sums")
+
+    def __init__(self) -> None:
+        self.sums: _Sums = {}
+        self.hists: _Hists = {}
+        self.spend: dict[str | None, list[Any]] = {}
 
 
 class AgentMetricsProcessor(SpanProcessor):
@@ -229,6 +534,7 @@ class AgentMetricsProcessor(SpanProcessor):
         meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
         self._pricebook = pricebook
         self._normalize = _normalizer()
+        self._spend_listeners: tuple[SpendListener, ...] = ()
         self.token_usage = meter.create_histogram(
             sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
             unit="{token}",
@@ -279,25 +585,61 @@ class AgentMetricsProcessor(SpanProcessor):
         except Exception:
             _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
 
+    def add_spend_listener(self, listener: SpendListener) -> None:
+        """Calls ``listener(cost_by_agent, tokens_by_agent)`` once per delivered batch.
+
+        The sums are what the batch's inference spans add to ``agent.cost`` (USD) and to the
+        input + output tokens, per ``gen_ai.agent.name`` (None for spans without one); only
+        batches with spending call it. ``BudgetGuard.feed_from`` uses this, so a guard needs no
+        metric reader of its own. Spans handed to :meth:`on_end` one by one (this processor
+        added beside, not behind, the enriching processor) are reported one by one.
+        """
+        self._spend_listeners = (*self._spend_listeners, listener)
+
     def otel_agents_on_end_batch(self, spans: Sequence[ReadableSpan]) -> None:
         """Records a batch of spans (``EnrichingSpanProcessor``'s worker calls this).
 
-        Histograms get every value; counter increments are summed per series within the batch
-        and added once (the latest span's context carries the exemplar): every counter
-        measurement costs the SDK several µs, and a batch of inference spans mostly repeats a
-        few series. Never raises.
+        Counter increments are summed per series within the batch and added once (the latest
+        span's context carries the exemplar); histogram values are collected per series and
+        merged into the SDK once per series (:class:`_SdkHistogramMerge`), or recorded one by
+        one where that fast path does not apply. Every value is kept either way. Never raises.
         """
-        sums: _Sums = {}
+        batch = _Batch()
         for span in spans:
             try:
-                self._record(span, sums)
+                self._record(span, batch)
             except Exception:
                 _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
-        for counter, amount, dims, ctx in sums.values():
+        self._flush(batch)
+
+    def _flush(self, batch: _Batch) -> None:
+        for counter, amount, dims, ctx in batch.sums.values():
             try:
                 counter.add(amount, dims, context=ctx)
             except Exception:
                 _log.debug("agent metrics: counter add failed", exc_info=True)
+        if batch.hists:
+            fast = _MERGE.works()
+            for hist, dims, values, span_ctxs, times in batch.hists.values():
+                try:
+                    if fast and _MERGE.merge(hist, dims, values, span_ctxs, times):
+                        continue
+                except Exception:
+                    # Resolution failed before anything was added: record publicly below.
+                    _log.debug("agent metrics: batch merge failed", exc_info=True)
+                for value, span_ctx in zip(values, span_ctxs, strict=True):
+                    try:
+                        hist.record(value, dims, context=_span_context_in(span_ctx))
+                    except Exception:
+                        _log.debug("agent metrics: histogram record failed", exc_info=True)
+        if batch.spend and self._spend_listeners:
+            cost = {agent: v[0] for agent, v in batch.spend.items()}
+            tokens = {agent: v[1] for agent, v in batch.spend.items()}
+            for listener in self._spend_listeners:
+                try:
+                    listener(cost, tokens)
+                except Exception:
+                    _log.debug("agent metrics: spend listener failed", exc_info=True)
 
     @staticmethod
     def _add(
@@ -305,37 +647,64 @@ class AgentMetricsProcessor(SpanProcessor):
         amount: float,
         dims: dict[str, AttributeValue],
         ctx: Context | None,
-        sums: _Sums | None,
+        sums: _Sums,
     ) -> None:
-        if sums is not None:
-            try:
-                key = (id(counter), tuple(sorted(dims.items())))
-                entry = sums.get(key)
-            except TypeError:  # an unhashable (sequence) attribute value: add it directly
-                entry, key = None, None
-            if key is not None:
-                if entry is None:
-                    sums[key] = [counter, amount, dims, ctx]
-                else:
-                    entry[1] += amount
-                    entry[3] = ctx
-                return
-        counter.add(amount, dims, context=ctx)
+        try:
+            key = (id(counter), tuple(sorted(dims.items())))
+            entry = sums.get(key)
+        except TypeError:  # an unhashable (sequence) attribute value: add it directly
+            counter.add(amount, dims, context=ctx)
+            return
+        if entry is None:
+            sums[key] = [counter, amount, dims, ctx]
+        else:
+            entry[1] += amount
+            entry[3] = ctx
 
-    def _record(self, span: ReadableSpan, sums: _Sums | None = None) -> None:
+    @staticmethod
+    def _observe(
+        hist: Histogram,
+        value: float,
+        dims: dict[str, AttributeValue],
+        span_ctx: SpanContext | None,
+        time_ns: int,
+        hists: _Hists,
+    ) -> None:
+        try:
+            key = (id(hist), tuple(dims.items()))
+            entry = hists.get(key)
+        except TypeError:  # an unhashable (sequence) attribute value: record it directly
+            hist.record(value, dims, context=_span_context_in(span_ctx))
+            return
+        if entry is None:
+            hists[key] = [hist, dims, [value], [span_ctx], [time_ns]]
+        else:
+            entry[2].append(value)
+            entry[3].append(span_ctx)
+            entry[4].append(time_ns)
+
+    def _record(self, span: ReadableSpan, batch: _Batch | None = None) -> None:
+        if batch is None:  # one span (on_end): the same aggregation, flushed at once
+            one = _Batch()
+            self._record(span, one)
+            self._flush(one)
+            return
+        sums, hists = batch.sums, batch.hists
         raw = span.attributes or {}
         attrs: Mapping[str, Any] = self._normalize(raw)
         op = attrs.get(sc.GEN_AI_OPERATION_NAME)
         # The span's own context, not the calling thread's: exemplars link to this span even
         # when it is recorded off the application thread (EnrichingSpanProcessor's worker).
         span_ctx = span.context
+        if span_ctx is not None and not span_ctx.trace_flags.sampled:
+            span_ctx = None
         ctx: Context | None = None
-        if span_ctx is not None and span_ctx.trace_flags.sampled:
-            ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
         err = _error_type(span, attrs)
         duration = None
-        if span.start_time is not None and span.end_time is not None:
-            duration = max(0, span.end_time - span.start_time) / 1e9
+        end = span.end_time
+        if span.start_time is not None and end is not None:
+            duration = max(0, end - span.start_time) / 1e9
+        at = end if end is not None else 0
 
         if op in sc.INFERENCE_OPERATIONS:
             base = _pick(attrs, _INFERENCE_KEYS)
@@ -343,38 +712,57 @@ class AgentMetricsProcessor(SpanProcessor):
                 dims = dict(base)
                 if err:
                     dims[sc.ERROR_TYPE] = err
-                self.operation_duration.record(duration, dims, context=ctx)
+                self._observe(self.operation_duration, duration, dims, span_ctx, at, hists)
+            tokens = 0
             for token_type, key in (
                 (sc.TOKEN_TYPE_INPUT, sc.GEN_AI_USAGE_INPUT_TOKENS),
                 (sc.TOKEN_TYPE_OUTPUT, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
             ):
                 count = _int(attrs.get(key))
                 if count is not None and count >= 0:
-                    self.token_usage.record(
-                        count, {**base, sc.GEN_AI_TOKEN_TYPE: token_type}, context=ctx
+                    tokens += count
+                    self._observe(
+                        self.token_usage,
+                        count,
+                        {**base, sc.GEN_AI_TOKEN_TYPE: token_type},
+                        span_ctx,
+                        at,
+                        hists,
                     )
             amount, unpriced = span_cost(attrs, self._pricebook)
             cost_dims = _pick(attrs, _COST_KEYS)
+            ctx = _span_context_in(span_ctx)
             if amount is not None and amount >= 0:
                 self._add(self.cost, amount, cost_dims, ctx, sums)
             elif unpriced:
                 self._add(self.unpriced, 1, cost_dims, ctx, sums)
+            if self._spend_listeners:
+                agent = attrs.get(sc.GEN_AI_AGENT_NAME)
+                agent = agent if isinstance(agent, str) and agent else None
+                spent = batch.spend.get(agent)
+                if spent is None:
+                    spent = batch.spend[agent] = [0.0, 0]
+                if amount is not None and amount >= 0:
+                    spent[0] += amount
+                spent[1] += tokens
         elif op == sc.OP_INVOKE_AGENT and duration is not None:
             dims = _pick(attrs, _AGENT_KEYS)
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.agent_duration.record(duration, dims, context=ctx)
+            self._observe(self.agent_duration, duration, dims, span_ctx, at, hists)
         elif op == sc.OP_EXECUTE_TOOL and duration is not None:
             dims = _pick(attrs, _TOOL_KEYS)
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self.tool_duration.record(duration, dims, context=ctx)
+            self._observe(self.tool_duration, duration, dims, span_ctx, at, hists)
 
         for event in span.events:
             if event.name == sc.EVENT_AGENT_DECISION:
                 ev = event.attributes or {}
                 dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
                 dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
+                if ctx is None:
+                    ctx = _span_context_in(span_ctx)
                 self._add(self.decisions, 1, dims, ctx, sums)
 
         method = attrs.get(sc.A2A_METHOD_NAME)
@@ -386,6 +774,8 @@ class AgentMetricsProcessor(SpanProcessor):
             dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
             if err:
                 dims[sc.ERROR_TYPE] = err
+            if ctx is None:
+                ctx = _span_context_in(span_ctx)
             self._add(self.a2a_messages, 1, dims, ctx, sums)
 
     def shutdown(self) -> None:
