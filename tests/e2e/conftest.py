@@ -111,6 +111,19 @@ def sample_sum(samples: Samples, metric: str, /, **labels: str) -> float:
     )
 
 
+def wait_for_sample(
+    admin_url: str, metric: str, at_least: float, /, *, timeout: float, what: str, **labels: str
+) -> Samples:
+    """The receiver's ``/metrics`` once ``sample_sum(metric, **labels)`` reached ``at_least``."""
+
+    def reached() -> Samples | None:
+        samples = scrape_samples(admin_url)
+        return samples if sample_sum(samples, metric, **labels) >= at_least else None
+
+    samples: Samples = wait_until(reached, timeout=timeout, what=what)
+    return samples
+
+
 def listening_ports(pid: int) -> list[int]:
     """TCP ports process ``pid`` listens on (how a server started on port 0 is found)."""
     try:

@@ -33,7 +33,7 @@ from tests.e2e.conftest import (
     require,
     run_forwarding_receiver,
     sample_sum,
-    scrape_samples,
+    wait_for_sample,
     wait_until,
 )
 
@@ -133,10 +133,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(timeout=10)
-        wait_until(
-            lambda: (
-                sample_sum(scrape_samples(rx.admin_url), "otel_agents_traces_completed_total") >= 1
-            ),
+        wait_for_sample(
+            rx.admin_url,
+            "otel_agents_traces_completed_total",
+            1,
             timeout=20,
             what="a trace completed by the receiver",
         )
@@ -174,14 +174,14 @@ def _forwarded(run: Run) -> list[Any]:
 def _analysed(run: Run) -> Samples:
     """/metrics once the receiver has counted both A2A calls on the agent graph (the send and
     the poll are two traces, completed one decision wait after their last span)."""
-
-    def both() -> Samples | None:
-        samples = scrape_samples(run.rx.admin_url)
-        calls = sample_sum(samples, "traces_service_graph_request_total", connection_type="a2a")
-        return samples if calls >= 2 else None
-
-    samples: Samples = wait_until(both, timeout=15, what="both A2A calls on the agent graph")
-    return samples
+    return wait_for_sample(
+        run.rx.admin_url,
+        "traces_service_graph_request_total",
+        2,
+        connection_type="a2a",
+        timeout=15,
+        what="both A2A calls on the agent graph",
+    )
 
 
 def test_the_apps_ran_a_task_to_completion(run: Run) -> None:

@@ -42,7 +42,7 @@ from tests.e2e.conftest import (
     require,
     run_forwarding_receiver,
     sample_sum,
-    scrape_samples,
+    wait_for_sample,
     wait_until,
 )
 
@@ -95,13 +95,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with run_forwarding_receiver(tmp_path_factory.mktemp("genai") / "receiver") as (rx, sink):
         with FakeOpenAI(RESPONSE_MODEL, USAGES) as fake:
             sent = _run_app(rx, fake, instrumentor)
-
-        def analysed() -> Samples | None:
-            samples = scrape_samples(rx.admin_url)
-            done = sample_sum(samples, "otel_agents_traces_completed_total") >= 1
-            return samples if done else None
-
-        samples = wait_until(analysed, timeout=20, what="the trace analysed")
+        samples = wait_for_sample(
+            rx.admin_url,
+            "otel_agents_traces_completed_total",
+            1,
+            timeout=20,
+            what="the trace analysed",
+        )
         yield Run(rx, sink, sent, list(fake.requests), samples)
 
 
