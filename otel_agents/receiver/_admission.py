@@ -8,24 +8,43 @@ grpcio's ``maximum_concurrent_rpcs`` is deliberately not used).
 
 The RSS check is sampled at most every ``memory_check_interval`` (psutil costs ~10 µs, too much
 per request at high rates, and RSS moves slowly).
+
+Whose RSS: a process started as the receiver (``otel-agents serve`` / ``python -m
+otel_agents._cli``, and the workers of ``serve --workers``) is all receiver, so the budget is
+its RSS.  A receiver embedded in another Python process (an application, a test session) shares
+that process with a host whose memory is not the receiver's: a pytest session that has run the
+analysis tests already holds ~190 MiB, which alone would put a 256 MiB budget's 80 % threshold
+within reach.  There the budget counts the RSS growth since the controller was created.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import psutil
 
 from otel_agents._errors import RetryableError
 from otel_agents.receiver._transport_config import AdmissionConfig
 
-__all__ = ["AdmissionController", "Ticket"]
+__all__ = ["AdmissionController", "Ticket", "process_is_receiver"]
 
 #: Spike headroom: refuse from ``memory_limit - memory_limit / 5`` on.
 _SPIKE_FRACTION = 5
+
+
+def process_is_receiver() -> bool:
+    """Whether this process was started as the receiver (the ``otel-agents`` command line)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "otel_agents._cli":
+        return True  # python -m otel_agents._cli (also how serve --workers starts workers)
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "otel-agents"
 
 
 class Ticket:
@@ -66,8 +85,13 @@ class AdmissionController:
 
     Args:
         config: budgets and retry-delay bounds.
-        rss: returns the process RSS in bytes (injectable so tests need not allocate memory).
+        rss: returns the memory to hold against ``memory_limit``, in bytes (injectable so tests
+            need not allocate memory); default: see ``memory_scope``.
         clock: monotonic clock.
+        memory_scope: what the default ``rss`` measures: ``"process"`` the process RSS,
+            ``"growth"`` the RSS growth since this controller was created (a receiver embedded
+            in a host process), ``"auto"`` (default) ``"process"`` when
+            :func:`process_is_receiver`, else ``"growth"``.
     """
 
     def __init__(
@@ -76,16 +100,23 @@ class AdmissionController:
         *,
         rss: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        memory_scope: Literal["auto", "process", "growth"] = "auto",
     ) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._inflight = 0
         self._clock = clock
+        if memory_scope == "auto":
+            # An injected reading is taken as it is.
+            memory_scope = "process" if rss is not None or process_is_receiver() else "growth"
+        #: What the memory budget is held against (``"process"`` or ``"growth"``).
+        self.memory_scope = memory_scope
         if rss is None:
             proc = psutil.Process()
+            baseline = int(proc.memory_info().rss) if memory_scope == "growth" else 0
 
             def rss() -> int:
-                return int(proc.memory_info().rss)
+                return max(0, int(proc.memory_info().rss) - baseline)
 
         self._rss = rss
         self._rss_value = 0
@@ -140,8 +171,9 @@ class AdmissionController:
         if self._rss_value > limit:
             over = self._rss_value / limit
             delay = min(self.config.max_retry_delay, self.config.min_retry_delay * 2 * over)
+            what = "RSS" if self.memory_scope == "process" else "RSS growth since start"
             raise RetryableError(
-                f"receiver near its memory budget ({self._rss_value >> 20} MiB RSS > "
+                f"receiver near its memory budget ({self._rss_value >> 20} MiB {what} > "
                 f"{limit >> 20} MiB, 80 % of {budget >> 20} MiB); retry later",
                 retry_after=max(self.config.min_retry_delay, delay),
             )

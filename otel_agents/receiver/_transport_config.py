@@ -171,10 +171,15 @@ class AdmissionConfig:
     Attributes:
         max_inflight_bytes: total size of requests being processed at once; must be at least
             ``limits.max_request_bytes`` or a maximal request could never be admitted.
-        memory_limit: process RSS budget.  New requests are refused from 80 % of it on (the
-            Collector memory_limiter's default 20 % spike headroom: requests already admitted,
-            their decoded copies and analysis state still grow after the check), so RSS stays
-            under the budget itself.  ``0`` = off.
+        memory_limit: RSS budget of the receiver (default 256 MiB, issue 8).  New requests are
+            refused from 80 % of it on (the Collector memory_limiter's default 20 % spike
+            headroom: requests already admitted, their decoded copies and analysis state still
+            grow after the check), so RSS stays under the budget itself.  In a process started
+            as the receiver (``otel-agents serve``, its workers) the budget is the process RSS;
+            a receiver embedded in another Python process (``Receiver(...)`` in an application
+            or a test) counts the RSS growth since it started, since the host's memory is not
+            its own (see :class:`~otel_agents.receiver._admission.AdmissionController`).
+            ``0`` = off.
         memory_check_interval: how often RSS is sampled (not per request).
         min_retry_delay: smallest retry delay we ask clients for.
         max_retry_delay: largest retry delay (keep it well under the Python exporter's 10 s
@@ -182,7 +187,7 @@ class AdmissionConfig:
     """
 
     max_inflight_bytes: int = dataclasses.field(default=256 * MIB, metadata=SIZE)
-    memory_limit: int = dataclasses.field(default=1024 * MIB, metadata=SIZE)
+    memory_limit: int = dataclasses.field(default=256 * MIB, metadata=SIZE)
     memory_check_interval: float = dataclasses.field(default=0.1, metadata=DURATION)
     min_retry_delay: float = dataclasses.field(default=0.5, metadata=DURATION)
     max_retry_delay: float = dataclasses.field(default=5.0, metadata=DURATION)

@@ -115,6 +115,59 @@ def test_memory_budget_sampled_not_per_request() -> None:
     ctl.admit(1).release()
 
 
+def test_default_memory_budget_is_256_mib() -> None:
+    """The default RSS budget is issue 8's 256 MiB."""
+    assert AdmissionConfig().memory_limit == 256 << 20
+
+
+def test_embedded_receiver_counts_growth_not_the_host() -> None:
+    """In a host process (this pytest session) the budget counts RSS growth since start."""
+    import psutil
+
+    from otel_agents.receiver._admission import process_is_receiver
+
+    assert not process_is_receiver()  # pytest is not the otel-agents command line
+    clock = Clock()
+    ctl = AdmissionController(AdmissionConfig(memory_limit=64 << 20), clock=clock)
+    assert ctl.memory_scope == "growth"
+    # The session's own memory (far above 80 % of 64 MiB once grpc and protobuf are loaded) is
+    # not held against the receiver, so it admits.
+    assert psutil.Process().memory_info().rss > 64 << 20
+    ctl.admit(1).release()
+    grown = bytearray(60 << 20)  # RSS growth past 80 % of the budget refuses
+    try:
+        grown[::4096] = b"\x01" * len(grown[::4096])  # touch every page
+        clock.t += 1.0  # past memory_check_interval: the next admit samples RSS again
+        with pytest.raises(RetryableError, match="RSS growth since start"):
+            ctl.admit(1)
+    finally:
+        del grown
+    whole = AdmissionController(
+        AdmissionConfig(memory_limit=64 << 20), clock=clock, memory_scope="process"
+    )
+    with pytest.raises(RetryableError, match="MiB RSS >"):
+        whole.admit(1)
+
+
+def test_cli_process_counts_its_whole_rss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started as ``otel-agents`` or ``python -m otel_agents._cli``, the whole RSS counts."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from otel_agents.receiver._admission import process_is_receiver
+
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/otel-agents", "serve"])
+    assert process_is_receiver()
+    assert AdmissionController(AdmissionConfig()).memory_scope == "process"
+    monkeypatch.setattr(sys, "argv", ["-m"])
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec("otel_agents._cli", None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert process_is_receiver()
+    assert AdmissionController(AdmissionConfig()).memory_scope == "process"
+
+
 def test_config_validation() -> None:
     """Bad retry bounds are config errors naming the key."""
     with pytest.raises(ConfigError, match=r"admission\.max_retry_delay"):
