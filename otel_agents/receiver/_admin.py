@@ -22,7 +22,6 @@ import http.server
 import itertools
 import json
 import logging
-import socket
 import socketserver
 import ssl
 import threading
@@ -36,10 +35,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from otel_agents._component import ApiHandler
-from otel_agents._errors import ConfigError
 from otel_agents.exporters._analysis_metrics import exposition_chunks
 from otel_agents.receiver._auth import BearerAuthenticator, ReloadingSSLContext, check_exposure
-from otel_agents.receiver._transport_config import AdminConfig, split_endpoint
+from otel_agents.receiver._common import bind_and_serve
+from otel_agents.receiver._transport_config import AdminConfig
 
 __all__ = ["API_PREFIX", "SUBPATH_KEY", "AdminServer", "HealthCheck"]
 
@@ -333,28 +332,20 @@ class AdminServer:
         """
         cfg = self.config
         check_exposure("admin", cfg.endpoint, cfg.tls, cfg.auth, cfg.insecure_public)
-        host, port = split_endpoint(cfg.endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-        class Server(_Server):
-            address_family = family
+        def setup(server: _Server) -> None:
+            if cfg.tls.enabled:
+                server.ssl_context = ReloadingSSLContext(cfg.tls)
+            server.owner = self
 
-        try:
-            server = Server((host, port), _Handler)
-        except OSError as exc:
-            raise ConfigError(f"admin.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
-        if cfg.tls.enabled:
-            server.ssl_context = ReloadingSSLContext(cfg.tls)
-        server.owner = self
-        self._server = server
-        self.port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="otel-agents-admin",
-            daemon=True,
+        self._server, self._thread, self.port = bind_and_serve(
+            _Server,
+            _Handler,
+            cfg.endpoint,
+            config_key="admin.endpoint",
+            thread_name="otel-agents-admin",
+            setup=setup,
         )
-        self._thread.start()
         _log.info("admin endpoint on %s (port %d)", cfg.endpoint, self.port)
 
     def stop(self, grace: float = 5.0) -> None:

@@ -6,6 +6,8 @@
   row citing the OTLP specification (opentelemetry-proto ``docs/specification.md`` v1.11.0).
 * :class:`ExportHandler` — decode → validate → ingest → answer, transport-neutral.
 * :func:`serve_noop` — the servers with a no-op ingestor, for measuring transport+validation.
+* :func:`bind_and_serve` — bind a ``socketserver`` server and serve it on a daemon thread (the
+  OTLP/HTTP and admin servers).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import dataclasses
 import enum
 import logging
 import math
+import socket
+import socketserver
+import threading
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -30,11 +35,11 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_svc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_svc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_svc
 
-from otel_agents._errors import InvalidRequestError, RetryableError
+from otel_agents._errors import ConfigError, InvalidRequestError, RetryableError
 from otel_agents.receiver import _otlp_json
 from otel_agents.receiver._admission import AdmissionController, Ticket
 from otel_agents.receiver._telemetry import ReceiverTelemetry
-from otel_agents.receiver._transport_config import LimitsConfig
+from otel_agents.receiver._transport_config import LimitsConfig, split_endpoint
 from otel_agents.receiver._validate import validate
 
 if TYPE_CHECKING:
@@ -53,6 +58,7 @@ __all__ = [
     "Signal",
     "SignalSpec",
     "StatusMapping",
+    "bind_and_serve",
     "serve_noop",
     "serve_noop_main",
 ]
@@ -451,6 +457,58 @@ class ExportHandler:
     def record(self, signal: str, transport: str, code: str, started: float) -> None:
         """Count one answered request (``started`` from ``time.perf_counter()``)."""
         self.telemetry.request(signal, transport, code, time.perf_counter() - started)
+
+
+_S = TypeVar("_S", bound=socketserver.TCPServer)
+
+
+def bind_and_serve(
+    server_class: type[_S],
+    handler_class: type[socketserver.BaseRequestHandler],
+    endpoint: str,
+    *,
+    config_key: str,
+    thread_name: str,
+    setup: Callable[[_S], None] = lambda server: None,
+    **class_attributes: Any,
+) -> tuple[_S, threading.Thread, int]:
+    """Bind ``server_class`` on ``endpoint`` and serve it on a daemon thread.
+
+    Args:
+        server_class: a ``socketserver.TCPServer`` subclass; a subclass of it is made with the
+            address family of ``endpoint`` and ``class_attributes``.
+        handler_class: the request handler.
+        endpoint: ``host:port`` (``[v6]:port``); port 0 picks a free port.
+        config_key: the config key named in the bind error (``http.endpoint``).
+        thread_name: name of the serving thread.
+        setup: called with the bound server before it serves (owner, TLS context).
+        class_attributes: class attributes of the subclass (``reuse_port=True``).
+
+    Returns:
+        ``(server, thread, bound port)``.
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    host, port = split_endpoint(endpoint)
+    attributes = {
+        "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET,
+        **class_attributes,
+    }
+    bound_class = type(server_class.__name__, (server_class,), attributes)
+    try:
+        server = bound_class((host, port), handler_class)
+    except OSError as exc:
+        raise ConfigError(f"{config_key}: cannot bind {endpoint!r}: {exc}") from None
+    setup(server)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name=thread_name,
+        daemon=True,
+    )
+    thread.start()
+    return server, thread, int(server.server_address[1])
 
 
 @dataclasses.dataclass

@@ -43,11 +43,11 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from otel_agents._errors import ConfigError, RetryableError
+from otel_agents._errors import RetryableError
 from otel_agents.receiver import _otlp_json
 from otel_agents.receiver._auth import BearerAuthenticator, ReloadingSSLContext, check_exposure
-from otel_agents.receiver._common import Answer, ExportHandler, Outcome, Signal
-from otel_agents.receiver._transport_config import HttpConfig, split_endpoint
+from otel_agents.receiver._common import Answer, ExportHandler, Outcome, Signal, bind_and_serve
+from otel_agents.receiver._transport_config import HttpConfig
 
 __all__ = ["HttpServer"]
 
@@ -600,27 +600,19 @@ class HttpServer:
         check_exposure("http", cfg.endpoint, cfg.tls, cfg.auth, cfg.insecure_public)
         if cfg.tls.enabled:
             self._ssl = ReloadingSSLContext(cfg.tls)
-        host, port = split_endpoint(cfg.endpoint)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-        class Server(_Server):
-            address_family = family
-            reuse_port = cfg.reuse_port
+        def setup(server: _Server) -> None:
+            server.owner = self
 
-        try:
-            server = Server((host, port), _Handler)
-        except OSError as exc:
-            raise ConfigError(f"http.endpoint: cannot bind {cfg.endpoint!r}: {exc}") from None
-        server.owner = self
-        self._server = server
-        self.port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="otlp-http",
-            daemon=True,
+        self._server, self._thread, self.port = bind_and_serve(
+            _Server,
+            _Handler,
+            cfg.endpoint,
+            config_key="http.endpoint",
+            thread_name="otlp-http",
+            setup=setup,
+            reuse_port=cfg.reuse_port,
         )
-        self._thread.start()
         _log.info("OTLP/HTTP listening on %s (port %d)", cfg.endpoint, self.port)
 
     def stop(self, grace: float = 5.0) -> None:
