@@ -14,7 +14,7 @@ The issue-8 matrix. Two application workloads, five spans per trace:
   (``llm.*``), an OpenLLMetry span (``gen_ai.system``, ``gen_ai.usage.prompt_tokens``,
   ``traceloop.*``), a tool span and an HTTP client span.
 
-Each workload runs under five set-ups, alternating within every round:
+Each workload runs under six set-ups, alternating within every round:
 
 * ``plain`` — ``TracerProvider`` + ``BatchSpanProcessor`` + an OTLP exporter (the exporter's own
   protobuf encoder, ``encode_spans(...).SerializeToString()``, bytes dropped: the CPU of an OTLP
@@ -22,8 +22,11 @@ Each workload runs under five set-ups, alternating within every round:
 * ``otel-agents`` — the full set-up of issue 8: ``otel_agents.configure(tracer_provider=...,
   span_exporter=<same exporter>, meter_provider=...)`` (enriching processor with identity,
   normalization and pricing; span-derived metrics chained behind it) and a budget guard with a
-  ``warn`` and a per-agent ``refuse`` budget fed by ``BudgetMetricReader`` (``inference()``
-  consults it before every LLM call);
+  ``warn`` and a per-agent ``refuse`` budget fed by the metrics processor's per-batch spending
+  (``BudgetGuard.feed_from(handle.metrics_processor)``; ``inference()`` consults it before
+  every LLM call);
+* ``otel-agents, budget reader`` — the same, but the guard is fed by ``BudgetMetricReader``, a
+  second metric reader collecting every second (``check_budget`` triggers it);
 * ``otel-agents, span-fed guard`` — the same, but the guard is a span processor
   (``install_budget_guard`` with the same price book): refusal is exact at the next
   ``check_budget``, which accounts (prices) the spans ended since on the application thread;
@@ -236,9 +239,9 @@ class Setup:
         self.reader = InMemoryMetricReader()
         budgets = [Budget(1e9, policy="warn"), Budget(1e9, agent=EACH_AGENT, policy="refuse")]
         readers: list[Any] = [self.reader]
-        if kind == "otel-agents":
-            # Issue 8's set-up: the budget guard fed by the budget metric reader.
+        if kind in ("otel-agents", "otel-agents, budget reader"):
             self.guard = register_guard(BudgetGuard(budgets))
+        if kind == "otel-agents, budget reader":
             readers.append(BudgetMetricReader(self.guard, refresh_interval=1.0))
         self.meters = MeterProvider(metric_readers=readers)
         self.handle = otel_agents.configure(
@@ -247,6 +250,9 @@ class Setup:
             meter_provider=self.meters,
             metrics=kind != "otel-agents, no span metrics",
         )
+        if kind == "otel-agents":
+            # Issue 8's set-up: the guard summed per delivered batch by the metrics processor.
+            self.guard.feed_from(self.handle.metrics_processor)
         if kind == "otel-agents, span-fed guard":
             # The guard as a span processor, pricing with the same price book: exact refusal.
             self.guard = install_budget_guard(
@@ -312,12 +318,14 @@ def template_of(workload: Callable[[TracerProvider, int], None]) -> list[Readabl
 SETUPS = (
     "plain",
     "otel-agents",
+    "otel-agents, budget reader",
     "otel-agents, span-fed guard",
     "otel-agents, no span metrics",
     "plain, same attributes",
 )
 VARIANTS = {
     "otel-agents": "",
+    "otel-agents, budget reader": ", guard fed by BudgetMetricReader",
     "otel-agents, span-fed guard": ", span-fed budget guard",
     "otel-agents, no span metrics": ", without span-derived metrics",
 }
@@ -382,29 +390,43 @@ def report(samples: dict[tuple[str, str], list[Sample]], rounds: int, traces: in
     return "\n".join(lines)
 
 
-def measurement_costs(rounds: int, n: int = 5000) -> dict[int, float]:
-    """µs per histogram ``record`` through the SDK (attributes like ours, an exemplar-carrying
-    context) with 1 and 2 metric readers: the unit price of every span-derived measurement."""
-    ctx = trace.set_span_in_context(
-        trace.NonRecordingSpan(trace.SpanContext(1, 2, False, trace.TraceFlags(1)))
-    )
+def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, float]:
+    """µs per histogram value through the SDK (attributes like ours, a sampled span context so
+    the trace-based filter offers an exemplar): the public ``record`` with 1 and 2 metric readers,
+    and the batch merge the metrics processor uses (``n`` values spread over ``series`` attribute
+    sets, merged in batches of 512 values as the enrichment worker delivers them)."""
+    from otel_agents._metrics import _MERGE
+
+    span_ctx = trace.SpanContext(1, 2, False, trace.TraceFlags(1))
+    ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
     dims = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o",
         "gen_ai.response.model": "gpt-4o-2024-08-06",
     }
-    out: dict[int, float] = {}
-    for readers in (1, 2):
+    out: dict[str, float] = {}
+    for label, readers in (("record, 1 reader", 1), ("record, 2 readers", 2), ("merged", 1)):
         meters = MeterProvider(metric_readers=[InMemoryMetricReader() for _ in range(readers)])
         hist = meters.get_meter("bench").create_histogram("h")
+        if label == "merged" and not _MERGE.works():
+            raise RuntimeError("the batch merge is disabled on this SDK")
         per: list[float] = []
         for _ in range(rounds):
             t0 = time.thread_time_ns()
-            for _ in range(n):
-                hist.record(1.0, dims, context=ctx)
+            if label == "merged":
+                chunk = 512 // series
+                for start in range(0, n, 512):
+                    for k in range(series):
+                        values = [float(i % 50) for i in range(chunk)]
+                        _MERGE.merge(
+                            hist, {**dims, "k": k}, values, [span_ctx] * chunk, [start] * chunk
+                        )
+            else:
+                for _ in range(n):
+                    hist.record(1.0, dims, context=ctx)
             per.append((time.thread_time_ns() - t0) / n / 1e3)
-        out[readers] = float(statistics.median(per))
+        out[label] = float(statistics.median(per))
         meters.shutdown()
     return out
 
@@ -433,10 +455,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = report(measure(rounds, traces), rounds, traces)
     unit = measurement_costs(rounds)
     table += (
-        "\n\nOne span-derived measurement (histogram `record` with the GenAI attributes and an "
-        f"exemplar) costs {unit[1]:.2f} µs of CPU with one metric reader and {unit[2]:.2f} µs "
-        "with two (the budget reader is the second); the full set-up records 8 histogram values "
-        "per 5-span trace (1.6 per span) and sums its counters per delivered batch."
+        "\n\nOne histogram value through the SDK (GenAI attributes, exemplar-eligible context) "
+        f"costs {unit['record, 1 reader']:.2f} µs of CPU via the public `record` with one "
+        f"metric reader and {unit['record, 2 readers']:.2f} µs with two; merged per series per "
+        f"delivered batch (`_metrics._SdkHistogramMerge`) {unit['merged']:.2f} µs. The full "
+        "set-up observes 8 histogram values per 5-span trace (1.6 per span); counters are "
+        "summed per delivered batch."
     )
     print(table)
     if args.write:

@@ -1,8 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Budget guard: watch cost / token totals per agent and act when a budget is exceeded.
 
-Two sources feed a :class:`BudgetGuard`:
+Three sources feed a :class:`BudgetGuard` (use one per guard, not several: the totals would
+add up twice):
 
+* :meth:`BudgetGuard.feed_from` an ``AgentMetricsProcessor`` (``Configured.metrics_processor``):
+  one sum per agent per batch of spans the enrichment worker delivers — no per-span cost on the
+  application thread, no metric reader, enforcement lags by the worker's delivery delay;
 * as a :class:`~opentelemetry.sdk.trace.SpanProcessor` (``tracer_provider.add_span_processor``)
   it adds the cost (``gen_ai.usage.cost.amount``, USD) and tokens of every finished inference
   span — exact and immediate; or
@@ -10,8 +14,6 @@ Two sources feed a :class:`BudgetGuard`:
   meter provider, sets the totals from the cumulative ``agent.cost`` counter and
   ``gen_ai.client.token.usage`` sums whenever it collects (``check_budget`` collects at most every
   ``refresh_interval`` seconds) — for apps whose cost arrives as metrics.
-
-Use one source per guard, not both (the totals would double).
 
 Policies when a budget is first exceeded: ``"warn"`` logs a warning, ``"callback"`` calls the
 given function with a :class:`BudgetStatus`, ``"refuse"`` (opt-in) makes every later
@@ -222,6 +224,37 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
                     if agent:
                         table[agent] = table.get(agent, 0.0) + value
         self._evaluate(agent)
+
+    def feed_from(self, metrics_processor: Any) -> BudgetGuard:
+        """Feeds this guard from an ``AgentMetricsProcessor``'s per-batch spending; returns it.
+
+        The processor behind the enriching processor already reads every inference span's
+        (normalized, priced) cost and tokens on the enrichment worker; it hands this guard one
+        sum per agent per delivered batch, so the guard costs nothing per span and needs no
+        metric reader of its own. Enforcement lags spending by the worker's delivery delay
+        (at most ~100 ms, or a flush), less than :class:`BudgetMetricReader`'s refresh interval;
+        use :func:`install_budget_guard` (span-fed) where a ``refuse`` budget must see the very
+        last span. Do not also add this guard as a span processor or give it a reader.
+
+        Args:
+            metrics_processor: the ``AgentMetricsProcessor`` (``Configured.metrics_processor``).
+        """
+        metrics_processor.add_spend_listener(self.add_batch)
+        return self
+
+    def add_batch(
+        self, cost: Mapping[str | None, float], tokens: Mapping[str | None, float]
+    ) -> None:
+        """Adds one batch's spending per agent (None: no agent) and evaluates the budgets once."""
+        with self._lock:
+            for table, values in ((self._cost, cost), (self._tokens, tokens)):
+                for agent, value in values.items():
+                    if value:
+                        table[_TOTAL] = table.get(_TOTAL, 0.0) + value
+                        if agent:
+                            table[agent] = table.get(agent, 0.0) + value
+        for agent in {*cost, *tokens}:
+            self._evaluate(agent)
 
     def set_totals(self, cost: dict[str, float], tokens: dict[str, float]) -> None:
         """Replaces the totals (per agent; key ``""`` is all agents) and evaluates every budget."""

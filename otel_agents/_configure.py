@@ -61,6 +61,9 @@ class Configured:
             ``unsupported`` or ``disabled``.
         meter_provider: the meter provider given to :func:`configure`, if any.
         logger_provider: the logger provider given to :func:`configure`, if any.
+        metrics_processor: the span-derived metrics processor (``AgentMetricsProcessor``)
+            chained behind the enricher, or ``None`` (``metrics=False``, or unavailable); feed a
+            budget guard from it with ``BudgetGuard.feed_from``.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Configured:
         processors: Sequence[SpanProcessor] = (),
         meter_provider: Any = None,
         logger_provider: Any = None,
+        metrics_processor: Any = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.created_provider = created_provider
@@ -79,6 +83,7 @@ class Configured:
         self.mode = mode
         self.meter_provider = meter_provider
         self.logger_provider = logger_provider
+        self.metrics_processor = metrics_processor
         self._processors = tuple(processors)
         self._shut_down = False
 
@@ -249,8 +254,16 @@ def configure(
             added.extend(extra)
         if created and set_global:
             trace.set_tracer_provider(provider)
+        metrics_processor = next((p for p in extra if _is_metrics_processor(p)), None)
         _current = Configured(
-            provider, created, enricher, mode, added, meter_provider, logger_provider
+            provider,
+            created,
+            enricher,
+            mode,
+            added,
+            meter_provider,
+            logger_provider,
+            metrics_processor,
         )
         return _current
 
@@ -337,6 +350,14 @@ def _build_exporters(
         else:
             out.append(_entry_point(name).load()())
     return out
+
+
+def _is_metrics_processor(processor: object) -> bool:
+    try:
+        from otel_agents._metrics import AgentMetricsProcessor
+    except ImportError:
+        return False
+    return isinstance(processor, AgentMetricsProcessor)
 
 
 def _extra_processors(

@@ -268,3 +268,47 @@ def test_warn_for_queued_spans_fires_without_any_check(
             time.sleep(0.01)
     assert sum("exceeded" in r.getMessage() for r in caplog.records) == 1
     guard.shutdown()
+
+
+def test_guard_fed_from_the_metrics_processor_batches(tp: TracerProvider) -> None:
+    """A guard fed by the metrics processor sums each delivered batch per agent, priced by the enricher, without a reader."""
+    from otel_agents import EnrichingSpanProcessor
+
+    guard = BudgetGuard(
+        [
+            Budget(1.0, agent=EACH_AGENT, policy="refuse"),
+            Budget(1_000_000, kind="tokens", policy="warn"),
+        ]
+    )
+    mp = MeterProvider()
+    processor = AgentMetricsProcessor(mp)
+    assert guard.feed_from(processor) is guard
+    tp.add_span_processor(EnrichingSpanProcessor(processor))
+    try:
+        for _ in range(3):
+            _llm(tp, "researcher", 0.3, tokens=10)
+        _llm(tp, "writer", 0.9, tokens=5)
+        with tp.get_tracer("t").start_as_current_span(
+            "chat gpt-4o",
+            attributes={
+                sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+                sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
+                sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
+                sc.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+            },
+        ):
+            pass  # no agent, no cost attribute: the enricher prices it before the guard sees it
+        guard.check("researcher")  # 0.9 at most, delivered or not: below the limit
+        assert tp.force_flush(5000)
+        assert guard.spent("researcher") == pytest.approx(0.9)
+        assert guard.spent("writer") == pytest.approx(0.9)
+        assert guard.spent() == pytest.approx(1.8 + 1000 * 2.5e-6 + 100 * 10e-6)
+        assert guard.spent(None, "tokens") == 3 * 10 + 5 + 1100
+        guard.check("researcher")  # 0.9 <= 1.0 each
+        _llm(tp, "researcher", 0.2)
+        assert tp.force_flush(5000)
+        with pytest.raises(BudgetExceededError):
+            guard.check("researcher")
+        guard.check("writer")  # the limit applies per agent
+    finally:
+        mp.shutdown()

@@ -93,6 +93,32 @@ def test_agent_metrics_are_chained_behind_the_enricher() -> None:
         meters.shutdown()
 
 
+def test_handle_exposes_the_metrics_processor_for_a_budget_guard() -> None:
+    """Configured.metrics_processor is the chained metrics processor, and a guard fed from it sees priced spend."""
+    from otel_agents._budget import Budget, BudgetGuard
+    from otel_agents._metrics import AgentMetricsProcessor
+
+    provider, _ = provider_with_memory()
+    meters = MeterProvider()
+    handle = otel_agents.configure(tracer_provider=provider, meter_provider=meters)
+    try:
+        assert isinstance(handle.metrics_processor, AgentMetricsProcessor)
+        guard = BudgetGuard([Budget(1.0)]).feed_from(handle.metrics_processor)
+        with otel_agents.chat("gpt-4o", "openai", tracer_provider=provider) as llm:
+            llm.record_usage(input_tokens=1000, output_tokens=100)
+        assert handle.force_flush(5000)
+        assert guard.spent() == pytest.approx(1000 * 2.5e-6 + 100 * 10e-6)
+    finally:
+        handle.shutdown()
+        meters.shutdown()
+    provider2, _ = provider_with_memory()
+    handle2 = otel_agents.configure(tracer_provider=provider2, metrics=False)
+    try:
+        assert handle2.metrics_processor is None
+    finally:
+        handle2.shutdown()
+
+
 def test_invalid_protocol_and_exporter_are_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unknown protocol or exporter arguments fail fast with ConfigError naming the value."""
     provider, _ = provider_with_memory()
