@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
@@ -25,7 +29,8 @@ from otel_agents import (
     wrap_context,
 )
 from otel_agents import semconv as sc
-from otel_agents.testing import make_tracer_provider
+from otel_agents.testing import OtlpSink, make_tracer_provider
+from tests.otel_agents._sdkcore_helpers import VENV_BIN, subprocess_env
 
 _WAIT = 10.0  # seconds: upper bound for any hand-over between threads in these tests
 
@@ -262,3 +267,61 @@ def test_instrument_threading_keeps_parent_but_not_agent(
             instrumentor.uninstrument()
     _assert_under(memory, "plain", "planner", identity=False)
     _assert_under(memory, "both", "planner2")
+
+
+# An app run with zero code: a bare ThreadPoolExecutor and a ContextExecutor inside one agent.
+ZERO_CODE_APP = """
+from concurrent.futures import ThreadPoolExecutor
+from opentelemetry import trace
+import otel_agents
+
+def tool(name):
+    with otel_agents.execute_tool(name):
+        pass
+
+with ThreadPoolExecutor(1) as pool, otel_agents.ContextExecutor(1) as ctx_pool:
+    with otel_agents.invoke_agent("planner"):
+        pool.submit(tool, "plain").result(10)
+        ctx_pool.submit(tool, "carried").result(10)
+trace.get_tracer_provider().shutdown()
+"""
+
+
+@pytest.mark.parametrize("threading_on", [True, False], ids=["threading", "no-threading"])
+def test_zero_code_pool_tasks_with_and_without_the_threading_instrumentation(
+    threading_on: bool, tmp_path: Path
+) -> None:
+    """Under opentelemetry-instrument the installed threading instrumentation parents bare pool
+    tasks (without the agent); disabled, they are orphans; ContextExecutor carries both anyway."""
+    pytest.importorskip(
+        "opentelemetry.instrumentation.threading",
+        reason="opentelemetry-instrumentation-threading is not installed",
+    )
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(ZERO_CODE_APP))
+    with OtlpSink(http=False) as sink:
+        out = subprocess.run(
+            [str(VENV_BIN / "opentelemetry-instrument"), sys.executable, str(app)],
+            env=subprocess_env(
+                OTEL_SERVICE_NAME="pool-app",
+                OTEL_TRACES_EXPORTER="otlp",
+                OTEL_METRICS_EXPORTER="none",
+                OTEL_LOGS_EXPORTER="none",
+                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_EXPORTER_OTLP_ENDPOINT=sink.grpc_endpoint,
+                OTEL_BSP_SCHEDULE_DELAY="100",
+                OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="" if threading_on else "threading",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        spans = {s.name: s for s in sink.wait_for_spans(3, timeout=15)}
+    agent = spans["invoke_agent planner"]
+    plain, carried = spans["execute_tool plain"], spans["execute_tool carried"]
+    assert carried.parent_span_id == agent.span_id
+    assert carried.attributes.get(sc.GEN_AI_AGENT_NAME) == "planner"
+    assert plain.parent_span_id == (agent.span_id if threading_on else "")
+    assert sc.GEN_AI_AGENT_NAME not in plain.attributes
