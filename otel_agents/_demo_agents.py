@@ -227,8 +227,15 @@ def _llm(
     input_tokens: int,
     output_tokens: int,
     cache_read_tokens: int = 0,
+    decision: tuple[str, str, list[str]] | None = None,
+    confidence: tuple[float, float] = (0.5, 1.0),
 ) -> None:
-    """One scripted chat completion, instrumented as an inference span."""
+    """One scripted chat completion, instrumented as an inference span.
+
+    With ``decision`` = ``(decision_type, chosen, options)`` the model's answer is a decision:
+    it is recorded after the call, on the enclosing span, with a confidence drawn from the
+    ``confidence`` range (the model states it in its answer).
+    """
     spec = MODELS[model]
     with chat(model, provider=spec.provider) as llm:
         jitter = rng.uniform(0.85, 1.2)
@@ -241,39 +248,14 @@ def _llm(
             cache_read_tokens=cache_read_tokens,
         )
         llm.set_response_model(spec.response_model)
-
-
-def _llm_decides(
-    pace: Pace,
-    rng: random.Random,
-    model: str,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read_tokens: int = 0,
-    decision: tuple[str, str, list[str]],
-    confidence: tuple[float, float],
-) -> None:
-    """A model call whose answer is a decision: the inference span, then the decision event.
-
-    ``decision`` is ``(decision_type, chosen, options)``; the confidence is drawn from the
-    ``confidence`` range after the call (the model states it in its answer).
-    """
-    _llm(
-        pace,
-        rng,
-        model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read_tokens,
-    )
-    decision_type, chosen, options = decision
-    record_decision(
-        decision_type=decision_type,
-        chosen=chosen,
-        options=options,
-        confidence=round(rng.uniform(*confidence), 2),
-    )
+    if decision is not None:
+        decision_type, chosen, options = decision
+        record_decision(
+            decision_type=decision_type,
+            chosen=chosen,
+            options=options,
+            confidence=round(rng.uniform(*confidence), 2),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +311,7 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
         description=RESEARCHER_DESCRIPTION,
         conversation_id=spec.conversation_id(),
     ):
-        _llm_decides(
+        _llm(
             pace,
             rng,
             "gpt-4o-mini",
@@ -379,7 +361,7 @@ def run_researcher(request: ResearchRequest, pace: Pace) -> ResearchResult:
         synth_input = rng.randint(2600, 4200)
         if faults_mod.TOKEN_SPIKE in active:
             synth_input *= faults_mod.TOKEN_SPIKE_FACTOR  # raw pages pasted into the prompt
-        _llm_decides(
+        _llm(
             pace,
             rng,
             faults_mod.TOKEN_SPIKE_MODEL,
@@ -431,7 +413,7 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
     ):
         trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
         with plan(agent_name=PLANNER):
-            _llm_decides(
+            _llm(
                 pace,
                 rng,
                 "gpt-4o",
@@ -462,7 +444,7 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
             # the writer escalates to the most capable model and keeps rewriting at full length
             for revision in range(faults_mod.COST_RUNAWAY_REVISIONS):
                 last = revision == faults_mod.COST_RUNAWAY_REVISIONS - 1
-                _llm_decides(
+                _llm(
                     pace,
                     rng,
                     faults_mod.COST_RUNAWAY_MODEL,
@@ -472,7 +454,7 @@ def run_planner(spec: RunSpec, pace: Pace, delegate: Delegate) -> RunOutcome:
                     confidence=(0.3, 0.5),
                 )
         else:
-            _llm_decides(
+            _llm(
                 pace,
                 rng,
                 "claude-sonnet-4-5",
