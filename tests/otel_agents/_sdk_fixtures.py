@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared helpers for the SDK tests: fork-safety checks run a check in a forked child."""
+"""Shared helpers for the SDK tests: forked-child checks, zero-code application runs."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+
+from tests.otel_agents._sdkcore_helpers import VENV_BIN, subprocess_env
 
 
 def fork_child(check: Callable[[], bool]) -> int:
@@ -43,3 +48,32 @@ def wait_child(pid: int, timeout: float = 10.0) -> int:
             os.waitpid(pid, 0)
             raise AssertionError(f"forked child did not exit within {timeout:g} s (deadlocked?)")
         time.sleep(0.02)
+
+
+def run_zero_code(
+    app: Path, grpc_endpoint: str, service: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``app`` under ``opentelemetry-instrument``, traces over OTLP/gRPC to ``grpc_endpoint``.
+
+    Only standard ``OTEL_*`` variables (none inherited), metrics and logs off, a 100 ms batch
+    delay; ``env`` adds or overrides variables. Output is captured; the caller checks the result.
+    """
+    return subprocess.run(
+        [str(VENV_BIN / "opentelemetry-instrument"), sys.executable, str(app)],
+        env=subprocess_env(
+            **{
+                "OTEL_SERVICE_NAME": service,
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+                **env,
+            }
+        ),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )

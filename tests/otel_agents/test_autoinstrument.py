@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -20,7 +18,7 @@ import otel_agents
 from otel_agents import semconv as sc
 from otel_agents._autoinstrument import install, post_instrument
 from otel_agents.testing import OtlpSink, ReceivedSpan
-from tests.otel_agents._sdkcore_helpers import VENV_BIN, subprocess_env
+from tests.otel_agents._sdk_fixtures import run_zero_code
 
 # The application knows nothing about otel_agents: it only uses the OpenTelemetry API.
 APP = """
@@ -68,23 +66,7 @@ def attributes_by_name(sink: OtlpSink, service: str, n: int) -> dict[str, dict[s
 def run_instrumented(tmp_path: Path, sink: OtlpSink, service: str, **env: str) -> str:
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(APP))
-    out = subprocess.run(
-        [str(VENV_BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-        env=subprocess_env(
-            OTEL_SERVICE_NAME=service,
-            OTEL_TRACES_EXPORTER="otlp",
-            OTEL_METRICS_EXPORTER="none",
-            OTEL_LOGS_EXPORTER="none",
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink.grpc_port}",
-            OTEL_BSP_SCHEDULE_DELAY="100",
-            **env,
-        ),
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    out = run_zero_code(app, sink.grpc_endpoint, service, **env)
     assert out.returncode == 0, out.stderr
     return out.stderr
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import pickle
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from otel_agents import (
 )
 from otel_agents import semconv as sc
 from otel_agents.testing import OtlpSink, make_tracer_provider
-from tests.otel_agents._sdkcore_helpers import VENV_BIN, subprocess_env
+from tests.otel_agents._sdk_fixtures import run_zero_code
 
 _WAIT = 10.0  # seconds: upper bound for any hand-over between threads in these tests
 
@@ -300,22 +298,9 @@ def test_zero_code_pool_tasks_with_and_without_the_threading_instrumentation(
     app = tmp_path / "app.py"
     app.write_text(textwrap.dedent(ZERO_CODE_APP))
     with OtlpSink(http=False) as sink:
-        out = subprocess.run(
-            [str(VENV_BIN / "opentelemetry-instrument"), sys.executable, str(app)],
-            env=subprocess_env(
-                OTEL_SERVICE_NAME="pool-app",
-                OTEL_TRACES_EXPORTER="otlp",
-                OTEL_METRICS_EXPORTER="none",
-                OTEL_LOGS_EXPORTER="none",
-                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                OTEL_EXPORTER_OTLP_ENDPOINT=sink.grpc_endpoint,
-                OTEL_BSP_SCHEDULE_DELAY="100",
-                OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="" if threading_on else "threading",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
+        disabled = "" if threading_on else "threading"
+        out = run_zero_code(
+            app, sink.grpc_endpoint, "pool-app", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=disabled
         )
         assert out.returncode == 0, out.stderr
         spans = {s.name: s for s in sink.wait_for_spans(3, timeout=15)}
