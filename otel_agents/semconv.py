@@ -200,6 +200,13 @@ METRIC_SPOOL_REDACTED_VALUES: Final = "otel_agents_spool_redacted_values_total"
 #: Analysis metric families: measurements folded into a family's ``__overflow__`` series
 #: (label ``metric`` = the family; the receiver's ``otel.metric.overflow=true`` count).
 METRIC_ANALYSIS_METRIC_OVERFLOW: Final = "otel_agents_metric_overflow_total"
+#: Analysis CPU budget: fraction of traces analysed now (1 = all; consistent trace sampling).
+METRIC_ANALYSIS_FRACTION: Final = "otel_agents_analysis_sampled_fraction"
+#: Spans forwarded but not analysed by the analysis sampling.
+METRIC_ANALYSIS_UNSAMPLED_SPANS: Final = "otel_agents_analysis_unsampled_spans_total"
+#: Smoothed analysis CPU (cores) and the rest of the receiver's CPU (cores).
+METRIC_ANALYSIS_CPU: Final = "otel_agents_analysis_cpu_cores"
+METRIC_ANALYSIS_OTHER_CPU: Final = "otel_agents_analysis_other_cpu_cores"
 
 # --------------------------------------------------------------------------------------------
 # SDK metrics / events / resource extras (issue 3: A2A, metrics, events, detector)

@@ -18,6 +18,7 @@ from ._analysis import AnalysisConfig as AnalysisConfig
 from ._batch import SpanBatch as SpanBatch
 from ._batch import build_span_batch as build_span_batch
 from ._report import render_report as render_report
+from ._sampling import AnalysisBudget as AnalysisBudget
 
 # --- end analysis ---
 

@@ -227,6 +227,10 @@ class AgentAnalysis(Component):
         self._typical_cp: dict[tuple[str, str, str], float] = {}
         self._causes: collections.deque[tuple[float, str, float]] = collections.deque(maxlen=1000)
         self._p95: tuple[float, dict[tuple[str, str, str], float]] | None = None
+        #: Analysis sampling (receiver ``analysis.sampling``): the fraction of traces the latest
+        #: batch was analysed at, and when a batch was last sampled (< 1).
+        self.analysed_fraction = 1.0
+        self._sampled_at: float | None = None
 
     # -- Component ---------------------------------------------------------------------------
 
@@ -248,6 +252,9 @@ class AgentAnalysis(Component):
     def process_traces(self, batch: SpanBatch) -> None:
         """Take a batch: into assembly, span-level anomaly accumulators and span metrics."""
         now = self._now()
+        self.analysed_fraction = batch.analysed_fraction
+        if batch.analysed_fraction < 1.0:
+            self._sampled_at = now
         # Spans whose agent only assembly can name (parent in another batch) are counted when
         # their trace completes, so /metrics and baselines never see them under agent "".
         pending = agent_pending(batch)
@@ -683,6 +690,21 @@ class AgentAnalysis(Component):
 
     # -- API ---------------------------------------------------------------------------------
 
+    def sampling(self, now: float) -> dict[str, Any]:
+        """How the window's figures were obtained: ``analysed_fraction`` (latest), ``estimated``
+        (some traces in the window were analysed at a fraction < 1, so the ``scaled`` fields are
+        Horvitz-Thompson estimates — sampled values × 1/fraction — and the rest describe the
+        sample as is)."""
+        estimated = self._sampled_at is not None and (
+            now - self._sampled_at <= self.config.bottleneck.window
+            or self.bottleneck.sessions_sampled
+        )
+        return {
+            "analysed_fraction": self.analysed_fraction,
+            "estimated": bool(estimated),
+            "scaled": ["cost_by_agent", "cost_by_model", "sessions"],
+        }
+
     def _api_anomalies(
         self, method: str, query: Mapping[str, list[str]], body: bytes | None
     ) -> tuple[int, Any]:
@@ -704,7 +726,10 @@ class AgentAnalysis(Component):
                 and (agent is None or s["key"][0] == agent)
             ]  # fmt: skip
             recent = [f.to_json() for f in self.recent if f.kind in ("anomaly", "cost_runaway")]
-        return 200, {"active": active, "keys": keys[:1000], "recent": recent[-200:]}
+            sampling = self.sampling(now)
+        return 200, {
+            "active": active, "keys": keys[:1000], "recent": recent[-200:], "sampling": sampling,
+        }  # fmt: skip
 
     def _api_bottlenecks(
         self, method: str, query: Mapping[str, list[str]], body: bytes | None
@@ -712,8 +737,10 @@ class AgentAnalysis(Component):
         if method != "GET":
             return 405, {"error": "method not allowed"}
         with self._lock:
-            snap = self.bottleneck.snapshot(self._now())
+            now = self._now()
+            snap = self.bottleneck.snapshot(now)
             snap["slow_spans"] = list(self.slow)
+            snap["sampling"] = self.sampling(now)
         return 200, snap
 
     def _api_agents(
@@ -722,7 +749,8 @@ class AgentAnalysis(Component):
         if method != "GET":
             return 405, {"error": "method not allowed"}
         with self._lock:
-            snap = self.bottleneck.snapshot(self._now())
+            now = self._now()
+            snap = self.bottleneck.snapshot(now)
             out = {
                 "graph": self.graph.to_json(),
                 "cost_by_agent": snap["cost_by_agent"],
@@ -730,13 +758,16 @@ class AgentAnalysis(Component):
                 "sessions": self.bottleneck.session_rollups(),
                 "top_traces_by_cost": snap["top_traces_by_cost"],
                 "window_seconds": snap["window_seconds"],
+                "sampling": self.sampling(now),
             }
         return 200, out
 
     def rollups(self) -> dict[str, Any]:
         """Cost roll-ups and bottlenecks for :func:`render_report`."""
         with self._lock:
-            snap = self.bottleneck.snapshot(self._now())
+            now = self._now()
+            snap = self.bottleneck.snapshot(now)
             snap["sessions"] = self.bottleneck.session_rollups(10)
             snap["graph"] = self.graph.to_json()
+            snap["sampling"] = self.sampling(now)
         return snap

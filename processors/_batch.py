@@ -9,6 +9,7 @@ here, which touches each attribute once and keeps only the keys analysis needs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import sys
 import weakref
@@ -21,6 +22,8 @@ import numpy.typing as npt
 from otel_agents import _normalize as _norm
 from otel_agents import semconv as sc
 from otel_agents._spans import tool_args_hash
+
+from ._sampling import SpanSampler, adjusted_count
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -59,11 +62,12 @@ _I64_COLUMNS = (
     "kind", "start_ns", "end_ns", "status_code", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_creation_tokens", "reasoning_tokens",
 )  # fmt: skip
-_F64_COLUMNS = ("cost",)
+_F64_COLUMNS = ("cost", "weight")
 _BOOL_COLUMNS = ("unpriced",)
 COLUMNS = _OBJ_COLUMNS + _I64_COLUMNS + _F64_COLUMNS + _BOOL_COLUMNS
 _I64_MAX = 2**63 - 1
 _NO_OBJECTS: ObjArray = np.empty(0, dtype=object)
+_NO_FLOATS: F64Array = np.empty(0, dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,12 +116,23 @@ class SpanBatch:
     unpriced: BoolArray
     received_at: float = 0.0
     main_agent: ObjArray = dataclasses.field(default_factory=lambda: _NO_OBJECTS)
+    weight: F64Array = dataclasses.field(default_factory=lambda: _NO_FLOATS)
+    analysed_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         # Batches built without the column (older callers, hand-made test batches) get "":
         # the Resource declared no main agent.
-        if self.main_agent.shape[0] != self.kind.shape[0]:
-            object.__setattr__(self, "main_agent", np.full(self.kind.shape[0], "", dtype=object))
+        n = self.kind.shape[0]
+        if self.main_agent.shape[0] != n:
+            object.__setattr__(self, "main_agent", np.full(n, "", dtype=object))
+        # ... and weight 1: every span analysed.
+        if self.weight.shape[0] != n:
+            object.__setattr__(self, "weight", np.ones(n, dtype=np.float64))
+
+    @property
+    def sampled(self) -> bool:
+        """Whether some span stands for more than itself (analysis sampling was on)."""
+        return bool(self.weight.shape[0]) and bool((self.weight != 1.0).any())
 
     @property
     def n(self) -> int:
@@ -148,7 +163,9 @@ class SpanBatch:
         """The rows at ``index`` (integer array or boolean mask) as a new batch."""
         idx = np.asarray(index)
         cols = {c: getattr(self, c)[idx] for c in COLUMNS}
-        return SpanBatch(**cols, received_at=self.received_at)
+        return SpanBatch(
+            **cols, received_at=self.received_at, analysed_fraction=self.analysed_fraction
+        )
 
     def with_columns(self, **columns: Any) -> SpanBatch:
         """A copy with some columns replaced (same length)."""
@@ -162,7 +179,11 @@ class SpanBatch:
         if len(batches) == 1:
             return batches[0]
         cols = {c: np.concatenate([getattr(b, c) for b in batches]) for c in COLUMNS}
-        return SpanBatch(**cols, received_at=max(b.received_at for b in batches))
+        return SpanBatch(
+            **cols,
+            received_at=max(b.received_at for b in batches),
+            analysed_fraction=min(b.analysed_fraction for b in batches),
+        )
 
     @staticmethod
     def empty(received_at: float = 0.0) -> SpanBatch:
@@ -170,7 +191,9 @@ class SpanBatch:
         return _from_lists({c: [] for c in COLUMNS}, received_at)
 
 
-def _from_lists(cols: Mapping[str, list[Any]], received_at: float) -> SpanBatch:
+def _from_lists(
+    cols: Mapping[str, list[Any]], received_at: float, analysed_fraction: float = 1.0
+) -> SpanBatch:
     arrays: dict[str, Any] = {}
     for c in _OBJ_COLUMNS:
         a = np.empty(len(cols[c]), dtype=object)
@@ -185,7 +208,7 @@ def _from_lists(cols: Mapping[str, list[Any]], received_at: float) -> SpanBatch:
         arrays[c] = np.asarray(cols[c], dtype=np.float64)
     for c in _BOOL_COLUMNS:
         arrays[c] = np.asarray(cols[c], dtype=np.bool_)
-    return SpanBatch(**arrays, received_at=received_at)
+    return SpanBatch(**arrays, received_at=received_at, analysed_fraction=analysed_fraction)
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,6 +332,7 @@ def build_span_batch(
     *,
     pricebook: PriceBook | None,
     received_at: float,
+    threshold: int = 0,
 ) -> SpanBatch:
     """Decode an OTLP trace request once into a normalized, priced :class:`SpanBatch`.
 
@@ -317,11 +341,25 @@ def build_span_batch(
         pricebook: prices inference spans that have tokens but no
             ``gen_ai.usage.cost.amount``; ``None`` leaves them unpriced.
         received_at: receiver clock (unix seconds) when the request arrived.
+        threshold: analysis sampling rejection threshold (56-bit, ``0`` = every span): spans
+            of traces whose randomness is below it are skipped before their attributes are
+            read (:mod:`._sampling`); the others get their adjusted count in ``weight``.
 
     Returns:
         The batch; spans keep request order.
     """
-    n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    groups: list[tuple[Any, Iterable[Any]]]
+    weights: list[float] | None = None
+    if threshold > 0:
+        # Only trace_id (and trace_state when set) is read from a skipped span.
+        groups, weights = _sample(request, threshold)
+        n = len(weights)
+    else:
+        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        groups = [
+            (rs.resource, itertools.chain.from_iterable(ss.spans for ss in rs.scope_spans))
+            for rs in request.resource_spans
+        ]
     # Columns preallocated with their "absent" value; only attributes present are written.
     cols: dict[str, list[Any]] = {c: [""] * n for c in _OBJ_COLUMNS}
     cols.update({c: [0] * n for c in _I64_COLUMNS})
@@ -344,60 +382,97 @@ def build_span_batch(
     main_agent_key = sc.GEN_AI_MAIN_AGENT_NAME
     intern = sys.intern
     i = 0
-    for rs in request.resource_spans:
+    for resource, spans in groups:
         service = main_agent = ""
-        for kv in rs.resource.attributes:  # once per resource, not per span
+        for kv in resource.attributes:  # once per resource, not per span
             if kv.key == "service.name":
                 service = _as_label(_any_value(kv.value))
             elif kv.key == main_agent_key:
                 main_agent = _as_label(_any_value(kv.value))
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                trace_id[i] = span.trace_id
-                span_id[i] = span.span_id
-                parent_id[i] = span.parent_span_id
-                names[i] = intern(span.name)
-                services[i] = service
-                main_agents[i] = main_agent
-                kinds[i] = span.kind
-                starts[i] = span.start_time_unix_nano
-                ends[i] = span.end_time_unix_nano
-                status[i] = span.status.code
-                extra: dict[str, Any] | None = None
-                for kv in span.attributes:
-                    r = route_get(kv.key)
-                    if r is None:
-                        continue  # most keys: one lookup, value never touched
-                    v = kv.value
-                    col, how = r
-                    # Read the expected member first: a string key holding a non-empty string
-                    # (nearly all of them) costs no WhichOneof call; anything else (empty,
-                    # other types) takes the general conversion.  Duplicate keys: last wins.
-                    if how == _LABEL:
-                        val: Any = v.string_value
-                        col[i] = intern(val) if val else _as_label(_any_value(v))
-                    elif how == _INT:
-                        val = v.int_value
-                        col[i] = val if val > 0 else _as_int(_any_value(v))
-                    elif how == _STR:
-                        val = v.string_value
-                        col[i] = val if val else _as_str(_any_value(v))
-                    else:
-                        if extra is None:
-                            extra = {}
-                        extra[kv.key] = _any_value(v)
-                if extra is not None and not triggers.isdisjoint(extra):
-                    # Another dialect (OpenInference, Traceloop...): normalize the whole span
-                    # (rare, so this path re-reads it) and write its canonical values over.
-                    extra = _normalized(span, route, i)
-                if extra is not None or ops[i] in inference_ops:
-                    # argument hash, legacy provider, cost: only these spans can need them
-                    _extras(extra or _NO_ATTRS, cols, i, pricebook, inference_ops)
-                i += 1
-    batch = _from_lists(cols, received_at)
+        for span in spans:
+            trace_id[i] = span.trace_id
+            span_id[i] = span.span_id
+            parent_id[i] = span.parent_span_id
+            names[i] = intern(span.name)
+            services[i] = service
+            main_agents[i] = main_agent
+            kinds[i] = span.kind
+            starts[i] = span.start_time_unix_nano
+            ends[i] = span.end_time_unix_nano
+            status[i] = span.status.code
+            extra: dict[str, Any] | None = None
+            for kv in span.attributes:
+                r = route_get(kv.key)
+                if r is None:
+                    continue  # most keys: one lookup, value never touched
+                v = kv.value
+                col, how = r
+                # Read the expected member first: a string key holding a non-empty string
+                # (nearly all of them) costs no WhichOneof call; anything else (empty,
+                # other types) takes the general conversion.  Duplicate keys: last wins.
+                if how == _LABEL:
+                    val: Any = v.string_value
+                    col[i] = intern(val) if val else _as_label(_any_value(v))
+                elif how == _INT:
+                    val = v.int_value
+                    col[i] = val if val > 0 else _as_int(_any_value(v))
+                elif how == _STR:
+                    val = v.string_value
+                    col[i] = val if val else _as_str(_any_value(v))
+                else:
+                    if extra is None:
+                        extra = {}
+                    extra[kv.key] = _any_value(v)
+            if extra is not None and not triggers.isdisjoint(extra):
+                # Another dialect (OpenInference, Traceloop...): normalize the whole span
+                # (rare, so this path re-reads it) and write its canonical values over.
+                extra = _normalized(span, route, i)
+            if extra is not None or ops[i] in inference_ops:
+                # argument hash, legacy provider, cost: only these spans can need them
+                _extras(extra or _NO_ATTRS, cols, i, pricebook, inference_ops)
+            i += 1
+    if weights is not None:
+        cols["weight"] = weights
+        batch = _from_lists(cols, received_at, 1.0 / adjusted_count(threshold))
+    else:
+        cols["weight"] = [1.0] * n
+        batch = _from_lists(cols, received_at)
     _a2a_client_roles(batch)
     resolve_agents(batch)
     return batch
+
+
+def _sample(
+    request: ExportTraceServiceRequest, threshold: int
+) -> tuple[list[tuple[Any, Iterable[Any]]], list[float]]:
+    """Per ResourceSpans the spans analysis keeps at ``threshold``, and their weights."""
+    sampler = SpanSampler(threshold)
+    from_bytes = int.from_bytes
+    plain = adjusted_count(threshold)
+    groups: list[tuple[Any, Iterable[Any]]] = []
+    weights: list[float] = []
+    last_tid: bytes | None = None
+    w = 0.0
+    for rs in request.resource_spans:
+        kept = []
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                tid = span.trace_id
+                if tid != last_tid:
+                    # Spans of a trace come together: one decision per run of a trace ID, so
+                    # a trace is never split even if its spans disagree on tracestate.
+                    last_tid = tid
+                    ts = span.trace_state
+                    if ts:
+                        w = sampler.weight(tid, ts)
+                    else:
+                        w = plain if from_bytes(tid[-7:], "big") >= threshold else 0.0
+                if w:
+                    kept.append(span)
+                    weights.append(w)
+        if kept:
+            groups.append((rs.resource, kept))
+    return groups, weights
 
 
 def resolve_agents(batch: SpanBatch) -> None:

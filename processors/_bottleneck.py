@@ -161,6 +161,8 @@ class BottleneckState:
         self._cost_keys: dict[tuple[str, str], int] = {}
         self.sessions: collections.OrderedDict[str, list[float]] = collections.OrderedDict()
         self.sessions_evicted = 0
+        #: Some session totals were summed from sampled spans (estimates, see _sampling.py).
+        self.sessions_sampled = False
         self.keys_overflowed = 0
 
     # -- ingest -------------------------------------------------------------------------------
@@ -235,14 +237,17 @@ class BottleneckState:
         if idx.shape[0]:
             ckeys, cinv = group_keys(s.agent_name[idx], s.request_model[idx])
             cg = len(ckeys)
+            # Horvitz-Thompson: under analysis sampling a span stands for ``weight`` arrivals,
+            # so totals are estimates of all traffic (weight 1 when every trace is analysed).
+            hw = s.weight[idx]
             sums = [
                 np.bincount(cinv, weights=w, minlength=cg)
                 for w in (
-                    s.cost[idx],
-                    s.input_tokens[idx].astype(np.float64),
-                    s.output_tokens[idx].astype(np.float64),
-                    np.ones(idx.shape[0]),
-                    s.unpriced[idx].astype(np.float64),
+                    s.cost[idx] * hw,
+                    s.input_tokens[idx] * hw,
+                    s.output_tokens[idx] * hw,
+                    hw,
+                    s.unpriced[idx] * hw,
                 )
             ]
             for k, ck in enumerate(ckeys):
@@ -252,20 +257,24 @@ class BottleneckState:
                 cur = b.cost.setdefault(ckey, [0.0] * 5)
                 for i in range(5):
                     cur[i] += float(sums[i][k])
-            self._add_sessions(s.conversation_id[idx], s.cost[idx], now)
+            self._add_sessions(s.conversation_id[idx], s.cost[idx], now, hw)
         for t in np.nonzero(ok)[0].tolist():
             _push_top(
                 b.top, (float(trace_cost[t]), traces.trace_id_hex(t), str(traces.root_agent[t]))
             )
         return cp, trace_cost
 
-    def _add_sessions(self, conv: npt.NDArray[np.object_], cost: F64, now: float) -> None:
+    def _add_sessions(
+        self, conv: npt.NDArray[np.object_], cost: F64, now: float, weight: F64
+    ) -> None:
         m = conv != ""
         if not m.any():
             return
+        if not self.sessions_sampled and bool((weight[m] != 1.0).any()):
+            self.sessions_sampled = True  # cumulative totals are estimates from now on
         keys, inv = group_keys(conv[m])
-        sums = np.bincount(inv, weights=cost[m], minlength=len(keys))
-        calls = np.bincount(inv, minlength=len(keys))
+        sums = np.bincount(inv, weights=cost[m] * weight[m], minlength=len(keys))
+        calls = np.bincount(inv, weights=weight[m], minlength=len(keys))
         for k, (c,) in enumerate(keys):
             cur = self.sessions.pop(c, None) or [0.0, 0.0, now]
             cur[0] += float(sums[k])
@@ -280,6 +289,7 @@ class BottleneckState:
         """Add another shard's state (same bucket size)."""
         for k, ob in other._buckets.items():
             self._buckets.setdefault(k, _Bucket()).merge(ob)
+        self.sessions_sampled |= other.sessions_sampled
         for c, v in other.sessions.items():
             cur = self.sessions.setdefault(c, [0.0, 0.0, v[2]])
             cur[0] += v[0]
@@ -402,15 +412,15 @@ class BottleneckState:
     def session_rollups(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most expensive sessions (conversation IDs) seen, cumulative."""
         top = heapq.nlargest(limit, self.sessions.items(), key=lambda kv: kv[1][0])
-        return [{"conversation_id": c, "cost_usd": v[0], "calls": int(v[1]), "last_seen": v[2]}
+        return [{"conversation_id": c, "cost_usd": v[0], "calls": round(v[1]), "last_seen": v[2]}
                 for c, v in top]  # fmt: skip
 
 
 def _cost_json(head: dict[str, str], c: list[float]) -> dict[str, Any]:
     return head | {
         "cost_usd": c[0],
-        "input_tokens": int(c[1]),
-        "output_tokens": int(c[2]),
-        "calls": int(c[3]),
-        "unpriced_calls": int(c[4]),
+        "input_tokens": round(c[1]),
+        "output_tokens": round(c[2]),
+        "calls": round(c[3]),
+        "unpriced_calls": round(c[4]),
     }

@@ -29,8 +29,8 @@ def render_report(findings: Iterable[Finding], rollups: Mapping[str, Any]) -> st
         findings: findings to list (e.g. from the findings store or a host subscription);
             the latest of each ``(kind, key)`` is shown.
         rollups: the analysis stage's :meth:`AgentAnalysis.rollups` (``bottlenecks``,
-            ``cost_by_agent``, ``sessions``, ``operations``, ``traces``, ``window_seconds``);
-            missing keys are skipped.
+            ``cost_by_agent``, ``sessions``, ``operations``, ``traces``, ``window_seconds``,
+            ``sampling``); missing keys are skipped.
 
     Returns:
         Multi-line text, ending with a newline.
@@ -44,6 +44,15 @@ def render_report(findings: Iterable[Finding], rollups: Mapping[str, Any]) -> st
     lines = ["otel-agents analysis report"]
     if window:
         lines.append(f"window: last {window / 60:g} min, {rollups.get('traces', 0)} traces")
+    sampling = rollups.get("sampling") or {}
+    fraction = float(sampling.get("analysed_fraction", 1.0))
+    if sampling.get("estimated"):
+        lines.append(
+            f"analysed: a consistent sample of whole traces (now {fraction:.1%}; analysis CPU "
+            "budget); costs, tokens and call counts below are estimates (sample x 1/fraction)"
+        )
+    elif sampling:
+        lines.append(f"analysed: {fraction:.0%} of traces")
 
     lines += _section("Critical-path bottlenecks")
     bns = list(rollups.get("bottlenecks", []))[:5]
@@ -72,7 +81,8 @@ def render_report(findings: Iterable[Finding], rollups: Mapping[str, Any]) -> st
         lines.append(f"  ({len(info)} informational finding(s): "
                      + ", ".join(sorted({f.kind for f in info})) + ")")  # fmt: skip
 
-    lines += _section("Cost per agent (inference spans only)")
+    estimated = " (estimated from the analysed sample)" if sampling.get("estimated") else ""
+    lines += _section(f"Cost per agent (inference spans only){estimated}")
     costs = list(rollups.get("cost_by_agent", []))
     if costs:
         total = sum(float(c["cost_usd"]) for c in costs)

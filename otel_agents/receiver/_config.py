@@ -10,6 +10,7 @@
           http: {endpoint: 127.0.0.1:4318}
     admin: {endpoint: 127.0.0.1:4319}
     storage: {data_dir: ./otel-agents-data, max_bytes: 1GiB, retention: 24h}
+    analysis: {sampling: adaptive, cpu_budget: 0.3}   # analysis never starves ingest
     processors:
       bottleneck: {}
     exporters:
@@ -50,6 +51,7 @@ from otel_agents.receiver._transport_config import (
 )
 
 __all__ = [
+    "AnalysisBudgetConfig",
     "ComponentConfig",
     "PipelineConfig",
     "ReceiverConfig",
@@ -156,6 +158,58 @@ class PipelineConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalysisBudgetConfig:
+    """``analysis``: how much CPU analysis may take (analysis never starves ingest).
+
+    Under load the receiver analyses a consistent sample of whole traces (the OpenTelemetry
+    consistent probability sampling rule on the trace ID's randomness, so every span of a trace
+    and every shard agree) and forwards everything; counts, cost and token roll-ups are then
+    estimates scaled by 1/fraction, marked so in ``/api/v1`` and the demo report.
+
+    Attributes:
+        sampling: ``adaptive`` (default: 100 % whenever the budget allows, less under load),
+            ``off`` (always analyse every trace, whatever it costs ingest), or a fixed
+            fraction in (0, 1] such as ``0.2``.
+        cpu_budget: analysis CPU as a share of the rest of the receiver's CPU (``adaptive``).
+        cpu_floor: analysis CPU always allowed, in cores, however idle the rest is, so that
+            light traffic is analysed in full (``adaptive``).
+    """
+
+    sampling: Any = "adaptive"
+    cpu_budget: float = 0.3
+    cpu_floor: float = 0.05
+
+    @property
+    def mode(self) -> str | float:
+        """``"adaptive"``, ``"off"`` or the fixed fraction."""
+        if self.sampling is False:
+            return "off"  # YAML 1.1 reads a bare ``off`` as false
+        if self.sampling in ("adaptive", "off"):
+            return str(self.sampling)
+        if isinstance(self.sampling, bool):
+            raise ValueError("a boolean")
+        return float(self.sampling)
+
+    def validate(self) -> list[str]:
+        """Key paths with a problem, for ``decode``."""
+        problems = []
+        try:
+            mode = self.mode
+        except (TypeError, ValueError):
+            problems.append(
+                f"sampling: must be adaptive, off or a fraction in (0, 1], got {self.sampling!r}"
+            )
+        else:
+            if isinstance(mode, float) and not 2.0**-56 <= mode <= 1.0:
+                problems.append(f"sampling: a fraction must be in (0, 1], got {self.sampling!r}")
+        if self.cpu_budget <= 0:
+            problems.append("cpu_budget: must be positive")
+        if self.cpu_floor < 0:
+            problems.append("cpu_floor: must not be negative")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True)
 class ComponentConfig:
     """One configured component: its ``type[/name]`` ID and its decoded settings."""
 
@@ -178,6 +232,7 @@ class ReceiverConfig:
         processors: processor ID → settings (raw mapping; decoded by :func:`load_config`).
         exporters: exporter ID → settings (raw mapping; decoded by :func:`load_config`).
         pipeline: which components run.
+        analysis: the analysis CPU budget (sampling under load).
     """
 
     receivers: ReceiversConfig = dataclasses.field(default_factory=ReceiversConfig)
@@ -188,6 +243,7 @@ class ReceiverConfig:
     processors: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     exporters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    analysis: AnalysisBudgetConfig = dataclasses.field(default_factory=AnalysisBudgetConfig)
 
     def validate(self) -> list[str]:
         """Cross-section rules, for ``decode``."""

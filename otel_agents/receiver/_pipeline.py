@@ -13,6 +13,12 @@ that feed them.
   about once a second.  Forwarders (``otlp`` exporters) read the spool on their own threads from
   their own cursors.
 
+Analysis never starves ingest: the pipeline thread measures its own CPU (``time.thread_time``)
+spent on analysis against the rest of the process's CPU, and an
+:class:`otel_agents.processors.AnalysisBudget` (config ``analysis``) turns that into the
+fraction of traces analysed; ``build_span_batch`` skips the spans of the other traces after
+reading only their trace ID (consistent probability sampling, so whole traces are kept).
+
 Receiver-made log records (findings, alerts) reach the destinations through
 :meth:`Pipeline.export_logs`: they are spooled with the ``internal`` flag, so forwarders send them
 but the analysis cursor skips them (no feedback loop).
@@ -145,9 +151,39 @@ class Pipeline:
         self._skipped = Counter(
             _counter_name(sc.METRIC_PIPELINE_SKIPPED_ITEMS),
             "Items not analysed: dropped from the analysis backlog to keep accepting data "
-            "(spool full) or past storage.retention.",
+            "(spool full) or past storage.retention, or outside the analysis sample "
+            "(analysis.sampling).",
             registry=self._registry,
         )
+        self._budget: Any = None
+        self._analysis_cpu = 0.0  # pipeline-thread CPU seconds spent on analysis
+        if self._stages:
+            from otel_agents.processors import AnalysisBudget
+
+            ac = config.analysis
+            self._budget = AnalysisBudget(ac.mode, cpu_budget=ac.cpu_budget, cpu_floor=ac.cpu_floor)
+            self._fraction = Gauge(
+                sc.METRIC_ANALYSIS_FRACTION,
+                "Fraction of traces analysed (analysis.sampling; 1 = every trace). Counts, cost "
+                "and tokens of analysis are estimates scaled by 1/fraction when it is below 1.",
+                registry=self._registry,
+            )
+            self._fraction.set(self._budget.effective_fraction)
+            self._unsampled = Counter(
+                _counter_name(sc.METRIC_ANALYSIS_UNSAMPLED_SPANS),
+                "Spans forwarded but not analysed: their trace was outside the analysis sample.",
+                registry=self._registry,
+            )
+            self._cpu = Gauge(
+                sc.METRIC_ANALYSIS_CPU,
+                "Analysis CPU, cores (smoothed), which analysis.cpu_budget bounds.",
+                registry=self._registry,
+            )
+            self._other_cpu = Gauge(
+                sc.METRIC_ANALYSIS_OTHER_CPU,
+                "CPU of the rest of the receiver (ingest, spool, forwarding), cores (smoothed).",
+                registry=self._registry,
+            )
         self._stage_duration = Histogram(
             sc.METRIC_PIPELINE_BATCH_DURATION,
             "Time a pipeline stage spent on one batch.",
@@ -319,6 +355,7 @@ class Pipeline:
         cursor = self.spool.cursor(ANALYSIS_CURSOR) if self._stages else None
         interval = self.config.pipeline.tick_interval
         next_tick = time.monotonic()
+        cpu = time.thread_time
         while not self._stop.is_set():
             if time.monotonic() >= next_tick:
                 self._tick()
@@ -326,18 +363,23 @@ class Pipeline:
             if cursor is None:
                 self._stop.wait(max(0.0, next_tick - time.monotonic()))
                 continue
+            t0 = cpu()
             try:
                 rows = cursor.read(max_rows=32, include_internal=False)
             except Exception:
                 _log.exception("pipeline: reading the spool failed")
                 rows = []
             if not rows:
+                self._analysis_cpu += cpu() - t0
                 cursor.wait(max(0.01, min(0.25, next_tick - time.monotonic())))
                 continue
             for row in rows:
                 if not row.internal:
                     self._process(row)
             cursor.ack(rows[-1].seq)
+            # Reading, decoding and feeding rows is analysis work: the spool's analysis cursor
+            # exists only for it.
+            self._analysis_cpu += cpu() - t0
         if cursor is not None:
             # Finish what was committed before shutdown (bounded by one read).
             for row in cursor.read(max_rows=256, include_internal=False):
@@ -356,11 +398,37 @@ class Pipeline:
             skipped = self.spool.take_expired(ANALYSIS_CURSOR)
             if skipped:
                 self._skipped.inc(skipped)
-        for stage in (*self._stages, *self._forwarders):
+        t0 = time.thread_time()
+        for stage in self._stages:
             try:
                 stage.component.tick(now)
             except Exception:
                 _log.exception("%s: tick failed", stage.id)
+        if self._budget is not None:
+            # Trace completion (critical paths, aggregates, detectors) is analysis work too.
+            self._analysis_cpu += time.thread_time() - t0
+            self._update_budget()
+        for stage in self._forwarders:
+            try:
+                stage.component.tick(now)
+            except Exception:
+                _log.exception("%s: tick failed", stage.id)
+
+    def _update_budget(self) -> None:
+        budget = self._budget
+        try:
+            budget.update(self._analysis_cpu)
+        except Exception:  # the budget must never stop the pipeline
+            _log.exception("pipeline: analysis budget update failed")
+            return
+        self._fraction.set(budget.effective_fraction)
+        self._cpu.set(budget.analysis_rate)
+        self._other_cpu.set(budget.other_rate)
+
+    @property
+    def analysed_fraction(self) -> float:
+        """Fraction of traces analysed now (1.0 without sampling or without analysis)."""
+        return 1.0 if self._budget is None else float(self._budget.effective_fraction)
 
     def _decode(self, row: Row) -> Message | None:
         with self._decoded_lock:
@@ -385,7 +453,13 @@ class Pipeline:
             batch = self._span_batch(request, row.received_at)
             if batch is None:
                 return
-            self._feed("process_traces", batch)
+            if batch.n < row.items:
+                # Outside the analysis sample: forwarded, not analysed.  Counted as skipped too,
+                # so analysed + skipped still accounts for every span received.
+                self._unsampled.inc(row.items - batch.n)
+                self._skipped.inc(row.items - batch.n)
+            if batch.n:
+                self._feed("process_traces", batch)
         elif row.signal == "metrics":
             self._feed("process_metrics", request)
         else:
@@ -404,8 +478,11 @@ class Pipeline:
                 self._warned_no_batch = True
             return None
         start = time.perf_counter()
+        threshold = self._budget.threshold if self._budget is not None else 0
         try:
-            batch = build(request, pricebook=self.pricebook, received_at=received_at)
+            batch = build(
+                request, pricebook=self.pricebook, received_at=received_at, threshold=threshold
+            )
         except Exception:
             _log.exception("pipeline: building a span batch failed; batch skipped for analysis")
             return None

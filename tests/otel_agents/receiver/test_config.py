@@ -32,7 +32,7 @@ MIB = 1 << 20
 
 INVALID = {
     "invalid_unknown_top_level_key.yaml": "recievers: unknown key (known keys: admin, admission, "
-    "exporters, limits, pipeline, processors, receivers, storage)",
+    "analysis, exporters, limits, pipeline, processors, receivers, storage)",
     "invalid_typo_protocol.yaml": "receivers.otlp.protocols.grcp: unknown key (known keys: grpc, http)",
     "invalid_no_protocol.yaml": "receivers.otlp.protocols.grpc: must specify at least one protocol "
     "when using the OTLP receiver",

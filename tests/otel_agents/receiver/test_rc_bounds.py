@@ -89,6 +89,9 @@ def test_rc13_unique_names_and_open_traces_stay_bounded_on_metrics(tmp_path: Pat
         f"processors.agent_analysis.assembly.decision_wait={DECISION_WAIT}",
         "--set",
         f"processors.agent_analysis.assembly.max_open_traces={MAX_OPEN}",
+        # Exact counts need every trace analysed: no analysis sampling under this flood.
+        "--set",
+        "analysis.sampling=off",
     )
     sampler = ProcSampler(receiver.proc.pid, period=1.0).start()
     try:
