@@ -84,6 +84,7 @@ _TOOL_KEYS = (
     sc.GEN_AI_AGENT_NAME,
 )
 _COST_KEYS = (sc.GEN_AI_AGENT_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL)
+_MEASURED_OPERATIONS = frozenset((*sc.INFERENCE_OPERATIONS, sc.OP_INVOKE_AGENT, sc.OP_EXECUTE_TOOL))
 
 
 class _ForkSafe:
@@ -138,6 +139,34 @@ def _normalizer() -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
 
 def _pick(attrs: Mapping[str, Any], keys: Iterable[str]) -> dict[str, AttributeValue]:
     return {k: attrs[k] for k in keys if attrs.get(k) not in (None, "")}
+
+
+def _plain_attributes(span: ReadableSpan) -> dict[str, Any]:
+    """The span's attributes as a plain dict (``MappingProxyType.copy()``: a C-level copy)."""
+    attrs = span.attributes
+    if attrs is None:
+        return {}
+    try:
+        plain = attrs.copy()  # type: ignore[attr-defined]
+    except AttributeError:  # a Mapping without copy()
+        return dict(attrs)
+    return plain if type(plain) is dict else dict(plain)
+
+
+def _may_have_events(span: ReadableSpan) -> bool:
+    """False only when the span certainly has no events.
+
+    ``ReadableSpan.events`` builds a new tuple through a Python-level iterator (~1 µs) on every
+    access; the SDK's own spans keep them in ``_events``, whose length is read instead. Any other
+    layout answers True and the public property is used.
+    """
+    events = getattr(span, "_events", None)
+    if events is None:
+        return True
+    try:
+        return len(events) > 0
+    except TypeError:
+        return True
 
 
 def _int(value: Any) -> int | None:
@@ -490,10 +519,16 @@ def _probe_merge(merge: _SdkHistogramMerge) -> bool:
 _MERGE = _SdkHistogramMerge()
 
 
-# (id(counter), sorted attributes) -> [counter, summed amount, attributes, latest context]
+# (id(counter), sorted attributes) -> [counter, summed amount, attributes, latest span context]
 _Sums = dict[tuple[int, tuple[tuple[str, Any], ...]], list[Any]]
 #: ``listener(cost_by_agent, tokens_by_agent)``, see ``AgentMetricsProcessor.add_spend_listener``.
 SpendListener = Callable[[dict[str | None, float], dict[str | None, float]], None]
+
+
+# Per kind of span: ((attributes, batch key or None), ...) — see AgentMetricsProcessor._shape.
+_Shape = tuple[tuple[dict[str, AttributeValue], Any], ...]
+# Cached shapes per processor (distinct attribute combinations); cleared when full.
+_MAX_SHAPES = 4096
 
 
 class _Batch:
@@ -525,6 +560,8 @@ class AgentMetricsProcessor(SpanProcessor):
     # aggregates); exemplars still point at the span because _record passes its context.
     otel_agents_deferrable = True
     otel_agents_noop_on_start = True
+    # otel_agents_on_end_batch(spans, normalized=True) skips the dialect check.
+    otel_agents_takes_normalized = True
 
     def __init__(
         self,
@@ -535,6 +572,7 @@ class AgentMetricsProcessor(SpanProcessor):
         self._pricebook = pricebook
         self._normalize = _normalizer()
         self._spend_listeners: tuple[SpendListener, ...] = ()
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
         self.token_usage = meter.create_histogram(
             sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
             unit="{token}",
@@ -596,26 +634,33 @@ class AgentMetricsProcessor(SpanProcessor):
         """
         self._spend_listeners = (*self._spend_listeners, listener)
 
-    def otel_agents_on_end_batch(self, spans: Sequence[ReadableSpan]) -> None:
+    def otel_agents_on_end_batch(
+        self, spans: Sequence[ReadableSpan], *, normalized: bool = False
+    ) -> None:
         """Records a batch of spans (``EnrichingSpanProcessor``'s worker calls this).
 
         Counter increments are summed per series within the batch and added once (the latest
         span's context carries the exemplar); histogram values are collected per series and
         merged into the SDK once per series (:class:`_SdkHistogramMerge`), or recorded one by
         one where that fast path does not apply. Every value is kept either way. Never raises.
+
+        Args:
+            spans: ended spans, in order.
+            normalized: the caller already normalized their attributes (the enriching
+                processor's copies): the dialect check is skipped.
         """
         batch = _Batch()
         for span in spans:
             try:
-                self._record(span, batch)
+                self._record(span, batch, normalized)
             except Exception:
                 _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
         self._flush(batch)
 
     def _flush(self, batch: _Batch) -> None:
-        for counter, amount, dims, ctx in batch.sums.values():
+        for counter, amount, dims, span_ctx in batch.sums.values():
             try:
-                counter.add(amount, dims, context=ctx)
+                counter.add(amount, dims, context=_span_context_in(span_ctx))
             except Exception:
                 _log.debug("agent metrics: counter add failed", exc_info=True)
         if batch.hists:
@@ -646,20 +691,24 @@ class AgentMetricsProcessor(SpanProcessor):
         counter: Counter,
         amount: float,
         dims: dict[str, AttributeValue],
-        ctx: Context | None,
+        span_ctx: SpanContext | None,
         sums: _Sums,
+        key: tuple[int, tuple[tuple[str, Any], ...]] | None = None,
     ) -> None:
-        try:
-            key = (id(counter), tuple(sorted(dims.items())))
-            entry = sums.get(key)
-        except TypeError:  # an unhashable (sequence) attribute value: add it directly
-            counter.add(amount, dims, context=ctx)
-            return
+        """Adds ``amount`` to the batch's sum of ``counter`` at ``dims`` (``key``: precomputed)."""
+        if key is None:
+            try:
+                key = (id(counter), tuple(sorted(dims.items())))
+                hash(key)
+            except TypeError:  # an unhashable (sequence) attribute value: add it directly
+                counter.add(amount, dims, context=_span_context_in(span_ctx))
+                return
+        entry = sums.get(key)
         if entry is None:
-            sums[key] = [counter, amount, dims, ctx]
+            sums[key] = [counter, amount, dims, span_ctx]
         else:
             entry[1] += amount
-            entry[3] = ctx
+            entry[3] = span_ctx  # the latest span carries the exemplar
 
     @staticmethod
     def _observe(
@@ -669,13 +718,17 @@ class AgentMetricsProcessor(SpanProcessor):
         span_ctx: SpanContext | None,
         time_ns: int,
         hists: _Hists,
+        key: tuple[int, tuple[tuple[str, Any], ...]] | None = None,
     ) -> None:
-        try:
-            key = (id(hist), tuple(dims.items()))
-            entry = hists.get(key)
-        except TypeError:  # an unhashable (sequence) attribute value: record it directly
-            hist.record(value, dims, context=_span_context_in(span_ctx))
-            return
+        """Collects ``value`` for ``hist`` at ``dims`` in the batch (``key``: precomputed)."""
+        if key is None:
+            try:
+                key = (id(hist), tuple(dims.items()))
+                hash(key)
+            except TypeError:  # an unhashable (sequence) attribute value: record it directly
+                hist.record(value, dims, context=_span_context_in(span_ctx))
+                return
+        entry = hists.get(key)
         if entry is None:
             hists[key] = [hist, dims, [value], [span_ctx], [time_ns]]
         else:
@@ -683,61 +736,128 @@ class AgentMetricsProcessor(SpanProcessor):
             entry[3].append(span_ctx)
             entry[4].append(time_ns)
 
-    def _record(self, span: ReadableSpan, batch: _Batch | None = None) -> None:
+    def _shape(self, kind: str, attrs: Mapping[str, Any], err: str | None) -> _Shape:
+        """The attribute sets (and their batch keys) of one kind of span, cached by the values
+        they are built from: a batch mostly repeats a few shapes, and building the dicts and
+        keys per span cost more than the rest of the span's accounting."""
+        get = attrs.get
+        if kind == "i":
+            cache_key: tuple[Any, ...] = (
+                kind,
+                err,
+                *[get(k) for k in _INFERENCE_KEYS],
+                get(sc.GEN_AI_AGENT_NAME),
+            )
+        else:
+            cache_key = (kind, err, *[get(k) for k in (_AGENT_KEYS if kind == "a" else _TOOL_KEYS)])
+        try:
+            shape = self._shapes.get(cache_key)
+        except TypeError:  # an unhashable attribute value: build it for this span only
+            return self._build_shape(kind, attrs, err)
+        if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()  # a churn of names: start over rather than grow
+            shape = self._shapes[cache_key] = self._build_shape(kind, attrs, err)
+        return shape
+
+    def _build_shape(self, kind: str, attrs: Mapping[str, Any], err: str | None) -> _Shape:
+        def hkey(inst: Any, dims: dict[str, AttributeValue]) -> Any:
+            try:
+                key = (id(inst), tuple(dims.items()))
+                hash(key)
+                return key
+            except TypeError:
+                return None
+
+        def ckey(inst: Any, dims: dict[str, AttributeValue]) -> Any:
+            try:
+                key = (id(inst), tuple(sorted(dims.items())))
+                hash(key)
+                return key
+            except TypeError:
+                return None
+
+        if kind == "i":
+            base = _pick(attrs, _INFERENCE_KEYS)
+            dur = dict(base)
+            if err:
+                dur[sc.ERROR_TYPE] = err
+            inp = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_INPUT}
+            out = {**base, sc.GEN_AI_TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT}
+            cost = _pick(attrs, _COST_KEYS)
+            return (
+                (dur, hkey(self.operation_duration, dur)),
+                (inp, hkey(self.token_usage, inp)),
+                (out, hkey(self.token_usage, out)),
+                (cost, ckey(self.cost, cost)),
+                (cost, ckey(self.unpriced, cost)),
+            )
+        dims = _pick(attrs, _AGENT_KEYS if kind == "a" else _TOOL_KEYS)
+        if err:
+            dims[sc.ERROR_TYPE] = err
+        inst = self.agent_duration if kind == "a" else self.tool_duration
+        return ((dims, hkey(inst, dims)),)
+
+    def _record(
+        self, span: ReadableSpan, batch: _Batch | None = None, normalized: bool = False
+    ) -> None:
         if batch is None:  # one span (on_end): the same aggregation, flushed at once
             one = _Batch()
             self._record(span, one)
             self._flush(one)
             return
         sums, hists = batch.sums, batch.hists
-        raw = span.attributes or {}
-        attrs: Mapping[str, Any] = self._normalize(raw)
-        op = attrs.get(sc.GEN_AI_OPERATION_NAME)
+        # A plain dict: lookups of absent keys on the SDK's attribute proxy cost ~1 µs each.
+        attrs: Mapping[str, Any] = _plain_attributes(span)
+        if not normalized:
+            attrs = self._normalize(attrs)
+        get = attrs.get
+        op = get(sc.GEN_AI_OPERATION_NAME)
+        method = get(sc.A2A_METHOD_NAME)
+        events = _may_have_events(span)
+        if op not in _MEASURED_OPERATIONS and not method and not events:
+            return  # most spans of a trace (plan, workflow, HTTP, DB): nothing to measure
         # The span's own context, not the calling thread's: exemplars link to this span even
         # when it is recorded off the application thread (EnrichingSpanProcessor's worker).
         span_ctx = span.context
         if span_ctx is not None and not span_ctx.trace_flags.sampled:
             span_ctx = None
-        ctx: Context | None = None
         err = _error_type(span, attrs)
         duration = None
         end = span.end_time
-        if span.start_time is not None and end is not None:
-            duration = max(0, end - span.start_time) / 1e9
+        start = span.start_time
+        if start is not None and end is not None:
+            duration = max(0, end - start) / 1e9
         at = end if end is not None else 0
 
         if op in sc.INFERENCE_OPERATIONS:
-            base = _pick(attrs, _INFERENCE_KEYS)
+            (
+                (dur_dims, dur_key),
+                (in_dims, in_key),
+                (out_dims, out_key),
+                (cost_dims, cost_key),
+                (unpriced_dims, unpriced_key),
+            ) = self._shape("i", attrs, err)
             if duration is not None:
-                dims = dict(base)
-                if err:
-                    dims[sc.ERROR_TYPE] = err
-                self._observe(self.operation_duration, duration, dims, span_ctx, at, hists)
+                self._observe(
+                    self.operation_duration, duration, dur_dims, span_ctx, at, hists, dur_key
+                )
             tokens = 0
-            for token_type, key in (
-                (sc.TOKEN_TYPE_INPUT, sc.GEN_AI_USAGE_INPUT_TOKENS),
-                (sc.TOKEN_TYPE_OUTPUT, sc.GEN_AI_USAGE_OUTPUT_TOKENS),
-            ):
-                count = _int(attrs.get(key))
-                if count is not None and count >= 0:
-                    tokens += count
-                    self._observe(
-                        self.token_usage,
-                        count,
-                        {**base, sc.GEN_AI_TOKEN_TYPE: token_type},
-                        span_ctx,
-                        at,
-                        hists,
-                    )
+            count = _int(get(sc.GEN_AI_USAGE_INPUT_TOKENS))
+            if count is not None and count >= 0:
+                tokens += count
+                self._observe(self.token_usage, count, in_dims, span_ctx, at, hists, in_key)
+            count = _int(get(sc.GEN_AI_USAGE_OUTPUT_TOKENS))
+            if count is not None and count >= 0:
+                tokens += count
+                self._observe(self.token_usage, count, out_dims, span_ctx, at, hists, out_key)
             amount, unpriced = span_cost(attrs, self._pricebook)
-            cost_dims = _pick(attrs, _COST_KEYS)
-            ctx = _span_context_in(span_ctx)
             if amount is not None and amount >= 0:
-                self._add(self.cost, amount, cost_dims, ctx, sums)
+                self._add(self.cost, amount, cost_dims, span_ctx, sums, cost_key)
             elif unpriced:
-                self._add(self.unpriced, 1, cost_dims, ctx, sums)
+                self._add(self.unpriced, 1, unpriced_dims, span_ctx, sums, unpriced_key)
             if self._spend_listeners:
-                agent = attrs.get(sc.GEN_AI_AGENT_NAME)
+                agent = get(sc.GEN_AI_AGENT_NAME)
                 agent = agent if isinstance(agent, str) and agent else None
                 spent = batch.spend.get(agent)
                 if spent is None:
@@ -746,26 +866,19 @@ class AgentMetricsProcessor(SpanProcessor):
                     spent[0] += amount
                 spent[1] += tokens
         elif op == sc.OP_INVOKE_AGENT and duration is not None:
-            dims = _pick(attrs, _AGENT_KEYS)
-            if err:
-                dims[sc.ERROR_TYPE] = err
-            self._observe(self.agent_duration, duration, dims, span_ctx, at, hists)
+            ((dims, key),) = self._shape("a", attrs, err)
+            self._observe(self.agent_duration, duration, dims, span_ctx, at, hists, key)
         elif op == sc.OP_EXECUTE_TOOL and duration is not None:
-            dims = _pick(attrs, _TOOL_KEYS)
-            if err:
-                dims[sc.ERROR_TYPE] = err
-            self._observe(self.tool_duration, duration, dims, span_ctx, at, hists)
+            ((dims, key),) = self._shape("t", attrs, err)
+            self._observe(self.tool_duration, duration, dims, span_ctx, at, hists, key)
 
-        for event in span.events:
+        for event in span.events if events else ():
             if event.name == sc.EVENT_AGENT_DECISION:
                 ev = event.attributes or {}
                 dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
                 dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
-                if ctx is None:
-                    ctx = _span_context_in(span_ctx)
-                self._add(self.decisions, 1, dims, ctx, sums)
+                self._add(self.decisions, 1, dims, span_ctx, sums)
 
-        method = attrs.get(sc.A2A_METHOD_NAME)
         if isinstance(method, str) and method and span.kind in (SpanKind.CLIENT, SpanKind.SERVER):
             dims = {
                 sc.A2A_METHOD_NAME: method,
@@ -774,9 +887,7 @@ class AgentMetricsProcessor(SpanProcessor):
             dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
             if err:
                 dims[sc.ERROR_TYPE] = err
-            if ctx is None:
-                ctx = _span_context_in(span_ctx)
-            self._add(self.a2a_messages, 1, dims, ctx, sums)
+            self._add(self.a2a_messages, 1, dims, span_ctx, sums)
 
     def shutdown(self) -> None:
         """Nothing to release: the meter provider owns the instruments."""

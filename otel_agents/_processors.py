@@ -152,6 +152,11 @@ class SpanEnricher:
         self._unpriced_by_model: dict[str, int] = {}
 
     @property
+    def normalizes(self) -> bool:
+        """Whether :meth:`enrich` translates dialect attributes (``normalize=True``)."""
+        return self._normalize
+
+    @property
     def unpriced_calls(self) -> int:
         """Inference spans with tokens whose model had no price (marked ``agent.cost.unpriced``)."""
         return self._unpriced_total
@@ -632,12 +637,17 @@ class EnrichingSpanProcessor(SpanProcessor):
     def _deliver(self, batch: list[_Pending]) -> None:
         """Worker side: enrich the batch, then hand it to each deferred processor (in order)."""
         outs = [span if done else self._enriched(span, agent) for span, agent, done in batch]
+        normalized = self.enricher.normalizes
         for p in self._deferred:
             # A processor may take the whole batch (the metrics processor sums its counters).
             on_batch = getattr(p, "otel_agents_on_end_batch", None)
             if on_batch is not None:
                 try:
-                    on_batch(outs)
+                    if getattr(p, "otel_agents_takes_normalized", False) is True:
+                        # Our copies are normalized already: spare it the dialect check.
+                        on_batch(outs, normalized=normalized)
+                    else:
+                        on_batch(outs)
                 except Exception:
                     rate_limited.exception(logger, f"{type(p).__name__}.otel_agents_on_end_batch")
                 continue
