@@ -11,6 +11,7 @@ from typing import Any
 
 from otel_agents.processors import AgentAnalysis, AnalysisConfig
 from otel_agents.processors._batch import build_span_batch
+from otel_agents.processors._sampling import probability_to_threshold
 
 from otel_agents._configtypes import decode
 
@@ -33,6 +34,10 @@ class Scenario:
     seed: int = 7
     jitter: float = 0.15
     config: dict[str, object] = dataclasses.field(default_factory=lambda: dict(FAST))
+    #: Analysis sampling fraction (the receiver's ``analysis.sampling``) and a traffic
+    #: multiplier (sampling happens under load, so sampled scenarios send more).
+    sample: float = 1.0
+    rate: int = 1
 
     def __post_init__(self) -> None:
         self.host = TestHost(self.tmp)
@@ -40,6 +45,7 @@ class Scenario:
         self.stage.start(self.host)
         self.gen = TraceGen(self.seed, jitter=self.jitter)
         self.rng = random.Random(self.seed + 1)
+        self.threshold = probability_to_threshold(self.sample)
 
     def run(
         self,
@@ -56,14 +62,16 @@ class Scenario:
         for _ in range(seconds):
             now = self.host.clock
             spans = []
-            for _ in range(self.rng.choice((1, 2, 2, 3))):
+            for _ in range(self.rng.choice((1, 2, 2, 3)) * self.rate):
                 f = fault if fault and self.rng.random() < fault_share else None
                 spans += self.gen.trace(int(now * 1e9) - 3000 * MS, fault=f)
             # Each service exports on its own, as separate requests.
             for svc in ("planner-svc", "researcher-svc"):
                 part = [g for g in spans if g.service == svc]
                 if part:
-                    batch = build_span_batch(request(part), pricebook=None, received_at=now)
+                    batch = build_span_batch(
+                        request(part), pricebook=None, received_at=now, threshold=self.threshold
+                    )
                     self.stage.process_traces(batch)
                     for stage in also:
                         stage.process_traces(batch)
