@@ -201,7 +201,8 @@ def test_wrap_context_pickles_as_the_bare_function() -> None:
 def test_run_in_executor_loses_the_parent_run_in_thread_keeps_it(
     tp: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
-    """loop.run_in_executor drops the context (haystack#9433); run_in_thread carries it."""
+    """loop.run_in_executor drops the context (haystack#9433); run_in_thread carries it, as
+    asyncio.to_thread does on the default executor."""
     provider, memory = tp
 
     async def main() -> None:
@@ -213,11 +214,13 @@ def test_run_in_executor_loses_the_parent_run_in_thread_keeps_it(
             await loop.run_in_executor(pool, _tool, provider, "bare")
             await run_in_thread(_tool, provider, "carried", executor=pool)
             await run_in_thread(_tool, provider, name="default")
+            await asyncio.to_thread(_tool, provider, "to_thread")
 
     asyncio.run(main())
     assert _by_name(memory)["execute_tool bare"].parent is None
     _assert_under(memory, "carried", "planner")
     _assert_under(memory, "default", "planner")
+    _assert_under(memory, "to_thread", "planner")
 
 
 def test_context_executor_as_default_executor(
