@@ -365,3 +365,88 @@ def test_compaction_reads_no_payload_of_the_rows_it_deletes(tmp_path: Path) -> N
         )
         assert "TEMP B-TREE" not in plan, plan  # no sorter that would copy the payloads
     spool.close()
+
+
+def _append_in_threads(spool: Spool, payloads: list[bytes]) -> list[int | BaseException]:
+    """Start one append per payload on its own thread while the test holds the commit lock."""
+    results: list[int | BaseException] = [0] * len(payloads)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = spool.append("traces", payloads[i], i + 1)
+        except BaseException as exc:  # handed back to the test thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(payloads))]
+    with spool._lock:  # a commit in progress: every append queues behind it
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(spool._queue) < len(payloads) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(spool._queue) == len(payloads)
+        assert results == [0] * len(payloads)  # nobody is acknowledged before the commit
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_appends_queued_behind_a_commit_share_one_transaction(tmp_path: Path) -> None:
+    """Appends arriving during a commit are committed together, each with its own seq."""
+    spool = Spool(tmp_path, cursors=["a"])
+    before = spool.transactions
+    payloads = [bytes([i]) * (1000 + i) for i in range(6)]
+    results = _append_in_threads(spool, payloads)
+    assert spool.transactions == before + 1
+    seqs = [r for r in results if isinstance(r, int)]
+    assert sorted(seqs) == list(range(1, 7))
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    stored = {
+        (int(items), bytes(payload)): seq
+        for seq, items, payload in other.execute("SELECT seq, items, payload FROM batches")
+    }
+    other.close()
+    for i, seq in enumerate(seqs):
+        assert stored[(i + 1, payloads[i])] == seq  # each caller got the seq of its own row
+    in_order = [p for _, p in sorted(zip(seqs, payloads, strict=True))]
+    assert [r.payload for r in spool.cursor("a").read()] == in_order
+    spool.close()
+
+
+def test_group_commit_refuses_only_what_does_not_fit(tmp_path: Path) -> None:
+    """In one group, the requests past the byte cap are refused and the others stored."""
+    spool = Spool(tmp_path, max_bytes=2500, cursors=["a"])
+    results = _append_in_threads(spool, [b"x" * 1000] * 3)
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], RetryableError)
+    assert "full" in str(refused[0])
+    assert spool.bytes == 2000
+    assert len(spool.cursor("a").read()) == 2
+    spool.close()
+
+
+def test_readers_get_the_same_bytes_from_memory_and_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows whose payload left the in-memory cache are read back from SQLite unchanged."""
+    from otel_agents.receiver import _spool
+
+    monkeypatch.setattr(_spool, "_RECENT_BYTES", 2500)
+    spool = Spool(tmp_path, cursors=["a"])
+    payloads = [os.urandom(1000) for _ in range(5)]
+    seqs = [spool.append("traces", p, 1) for p in payloads]
+    assert list(spool._recent) == seqs[-2:]  # the cache holds the newest rows only
+    rows = spool.cursor("a").read()
+    assert [r.payload for r in rows] == payloads
+    assert [r.seq for r in rows] == seqs
+    # The byte bound applies to rows read from disk and from memory alike.
+    assert [r.seq for r in spool.cursor("a").read(max_bytes=2500)] == seqs[:2]
+    spool.cursor("a").ack(seqs[-1])
+    spool.compact()
+    assert not spool._recent
+    spool.close()
+    reopened = Spool(tmp_path, cursors=["a"])
+    seq = reopened.append("traces", b"after reopen", 1)
+    assert [r.payload for r in reopened.cursor("a").read()] == [b"after reopen"]
+    assert seq > seqs[-1]
+    reopened.close()
