@@ -437,6 +437,20 @@ def test_rows_stored_unmasked_before_a_restart_are_still_masked_when_forwarded(
             {"endpoint": "grpc://h:1", "retry_on_failure": {"multiplier": 0.5}},
             "exporters.otlp.retry_on_failure.multiplier: must be at least 1",
         ),
+        (
+            {"endpoint": "grpc://h:1", "compression_params": {"level": 1}},
+            "exporters.otlp.compression_params: a gzip level applies to http/protobuf "
+            "destinations only; grpcio compresses at zlib's default level 6 and offers no "
+            "setting for it",
+        ),
+        (
+            {
+                "endpoint": "http://h:1",
+                "protocol": "http/protobuf",
+                "compression_params": {"level": 11},
+            },
+            "exporters.otlp.compression_params.level: gzip levels are 1..9, got 11",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(settings: dict[str, Any], error: str) -> None:
@@ -624,3 +638,51 @@ def test_a_destination_size_limit_below_ours_is_met_by_splitting(
         assert _metric(p, "otel_agents_forwarder_retries_total", destination="otlp/a") == 0
     finally:
         p.stop(drain_timeout=1)
+
+
+@pytest.mark.parametrize(("params", "xfl"), [({}, 4), ({"level": 6}, 0), ({"level": 9}, 2)])
+def test_http_gzip_level_is_the_configured_one(params: dict[str, Any], xfl: int) -> None:
+    """OTLP/HTTP bodies are one gzip member at the configured level (default 1, the fastest)."""
+    import gzip
+    import http.server
+    import threading
+
+    from otel_agents.exporters._otlp import _HttpSender
+
+    bodies: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        config = decode(
+            OtlpExporterConfig,
+            {
+                "endpoint": f"http://127.0.0.1:{server.server_address[1]}",
+                "protocol": "http/protobuf",
+                "compression_params": params,
+            },
+        )
+        sender = _HttpSender(config)
+        payload = make_traces(200).payload
+        assert sender.send("traces", payload).kind == "ok"
+        sender.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    (body,) = bodies
+    assert gzip.decompress(body) == payload
+    # RFC 1952 XFL: zlib writes 4 for its fastest level, 2 for the best, 0 otherwise.
+    assert body[:3] == b"\x1f\x8b\x08" and body[8] == xfl
