@@ -560,8 +560,8 @@ class AgentMetricsProcessor(SpanProcessor):
     # aggregates); exemplars still point at the span because _record passes its context.
     otel_agents_deferrable = True
     otel_agents_noop_on_start = True
-    # otel_agents_on_end_batch(spans, normalized=True) skips the dialect check.
-    otel_agents_takes_normalized = True
+    # otel_agents_on_end_batch(spans, attributes=..., normalized=...) takes the enricher's dicts.
+    otel_agents_takes_attributes = True
 
     def __init__(
         self,
@@ -635,7 +635,11 @@ class AgentMetricsProcessor(SpanProcessor):
         self._spend_listeners = (*self._spend_listeners, listener)
 
     def otel_agents_on_end_batch(
-        self, spans: Sequence[ReadableSpan], *, normalized: bool = False
+        self,
+        spans: Sequence[ReadableSpan],
+        *,
+        attributes: Sequence[Mapping[str, Any] | None] | None = None,
+        normalized: bool = False,
     ) -> None:
         """Records a batch of spans (``EnrichingSpanProcessor``'s worker calls this).
 
@@ -646,13 +650,17 @@ class AgentMetricsProcessor(SpanProcessor):
 
         Args:
             spans: ended spans, in order.
-            normalized: the caller already normalized their attributes (the enriching
-                processor's copies): the dialect check is skipped.
+            attributes: optional, per span, its attributes as a plain dict (read, never
+                changed), or None to read them from the span; what the enriching processor
+                already holds, so they are not copied again.
+            normalized: the given ``attributes`` are normalized already (the dialect check is
+                skipped for them).
         """
         batch = _Batch()
-        for span in spans:
+        for i, span in enumerate(spans):
             try:
-                self._record(span, batch, normalized)
+                attrs = attributes[i] if attributes is not None else None
+                self._record(span, batch, attrs, normalized and attrs is not None)
             except Exception:
                 _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
         self._flush(batch)
@@ -799,7 +807,11 @@ class AgentMetricsProcessor(SpanProcessor):
         return ((dims, hkey(inst, dims)),)
 
     def _record(
-        self, span: ReadableSpan, batch: _Batch | None = None, normalized: bool = False
+        self,
+        span: ReadableSpan,
+        batch: _Batch | None = None,
+        plain: Mapping[str, Any] | None = None,
+        normalized: bool = False,
     ) -> None:
         if batch is None:  # one span (on_end): the same aggregation, flushed at once
             one = _Batch()
@@ -808,7 +820,7 @@ class AgentMetricsProcessor(SpanProcessor):
             return
         sums, hists = batch.sums, batch.hists
         # A plain dict: lookups of absent keys on the SDK's attribute proxy cost ~1 µs each.
-        attrs: Mapping[str, Any] = _plain_attributes(span)
+        attrs: Mapping[str, Any] = plain if plain is not None else _plain_attributes(span)
         if not normalized:
             attrs = self._normalize(attrs)
         get = attrs.get

@@ -33,7 +33,14 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
 
-__all__ = ["ALIASES", "DIALECT_KEYS", "AttrValue", "has_dialect_keys", "normalize_attributes"]
+__all__ = [
+    "ALIASES",
+    "DIALECT_KEYS",
+    "AttrValue",
+    "has_dialect_keys",
+    "normalize_attributes",
+    "normalize_in_place",
+]
 
 #: An OpenTelemetry attribute value (the SDK's ``AttributeValue``).
 AttrValue = AttributeValue
@@ -184,7 +191,14 @@ def normalize_attributes(attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]
         ``gen_ai.operation.name`` inferred from the dialect's span kind when absent, provider
         spellings mapped to the GenAI well-known values.
     """
-    out = dict(attrs)
+    return normalize_in_place(dict(attrs))
+
+
+def normalize_in_place(out: dict[str, AttrValue]) -> dict[str, AttrValue]:
+    """:func:`normalize_attributes` on a dict the caller owns: ``out`` is changed and returned.
+
+    Spares the copy where the caller already holds a private copy (the SDK enricher's).
+    """
     if _TRIGGER_KEYS.isdisjoint(out):
         return out
     dialect: str | None = None

@@ -52,7 +52,7 @@ from otel_agents import semconv as sc
 from otel_agents._cost import PriceBook
 from otel_agents._errors import ConfigError
 from otel_agents._normalize import DIALECT_KEYS as _DIALECT_KEYS
-from otel_agents._normalize import normalize_attributes
+from otel_agents._normalize import normalize_attributes, normalize_in_place
 from otel_agents._spans import _CURRENT_AGENT, AgentIdentity, current_agent, rate_limited
 from otel_agents.environment_variables import OTEL_AGENTS_COST_ENABLED
 
@@ -185,7 +185,10 @@ class SpanEnricher:
         """
         out: dict[str, AttributeValue] | None = None
         if self._normalize and not _DIALECT_KEYS.isdisjoint(attrs):
-            out = normalize_attributes(attrs)
+            if owned and type(attrs) is dict:
+                out = normalize_in_place(attrs)
+            else:
+                out = normalize_attributes(attrs)
         if self._cost:
             op = (attrs if out is None else out).get(_OP)
             if op in _INFERENCE:
@@ -595,18 +598,25 @@ class EnrichingSpanProcessor(SpanProcessor):
 
     def _enriched(self, span: ReadableSpan, agent: AgentIdentity | None) -> ReadableSpan:
         """The copy the wrapped processors get (``span`` itself when nothing changes)."""
+        return self._enriched_and_attributes(span, agent)[0]
+
+    def _enriched_and_attributes(
+        self, span: ReadableSpan, agent: AgentIdentity | None
+    ) -> tuple[ReadableSpan, dict[str, AttributeValue] | None]:
+        """The copy and its attributes as a plain dict (None after a failure)."""
         try:
             attrs = _plain_attributes(span)
             changed = agent is not None and _add_identity(attrs, agent)
             if attrs:
                 new = self.enricher.enrich(attrs, span.start_time, owned=True)
                 if new is not None:
-                    return _enriched_copy(span, new)
+                    return _enriched_copy(span, new), new
             if changed:
-                return _enriched_copy(span, attrs)
+                return _enriched_copy(span, attrs), attrs
+            return span, attrs
         except Exception:
             rate_limited.exception(logger, "EnrichingSpanProcessor enrichment")
-        return span
+        return span, None
 
     def on_end(self, span: ReadableSpan) -> None:
         """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
@@ -636,16 +646,26 @@ class EnrichingSpanProcessor(SpanProcessor):
 
     def _deliver(self, batch: list[_Pending]) -> None:
         """Worker side: enrich the batch, then hand it to each deferred processor (in order)."""
-        outs = [span if done else self._enriched(span, agent) for span, agent, done in batch]
+        outs: list[ReadableSpan] = []
+        # The copies' attributes as plain dicts, for processors that take them (the metrics
+        # processor): no second copy, and no second dialect check when they are normalized.
+        attributes: list[dict[str, AttributeValue] | None] = []
+        for span, agent, done in batch:
+            if done:
+                outs.append(span)
+                attributes.append(None)
+            else:
+                out, attrs = self._enriched_and_attributes(span, agent)
+                outs.append(out)
+                attributes.append(attrs)
         normalized = self.enricher.normalizes
         for p in self._deferred:
             # A processor may take the whole batch (the metrics processor sums its counters).
             on_batch = getattr(p, "otel_agents_on_end_batch", None)
             if on_batch is not None:
                 try:
-                    if getattr(p, "otel_agents_takes_normalized", False) is True:
-                        # Our copies are normalized already: spare it the dialect check.
-                        on_batch(outs, normalized=normalized)
+                    if getattr(p, "otel_agents_takes_attributes", False) is True:
+                        on_batch(outs, attributes=attributes, normalized=normalized)
                     else:
                         on_batch(outs)
                 except Exception:
