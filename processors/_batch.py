@@ -351,9 +351,13 @@ def build_span_batch(
     groups: list[tuple[Any, Iterable[Any]]]
     weights: list[float] | None = None
     if threshold > 0:
-        # Only trace_id (and trace_state when set) is read from a skipped span.
+        # Only trace_id and trace_state are read from a skipped span.
         groups, weights = _sample(request, threshold)
         n = len(weights)
+        if n == 0:  # the usual case at small fractions: no columns to build
+            return dataclasses.replace(
+                _EMPTY, received_at=received_at, analysed_fraction=1.0 / adjusted_count(threshold)
+            )
     else:
         n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
         groups = [
@@ -473,6 +477,9 @@ def _sample(
         if kept:
             groups.append((rs.resource, kept))
     return groups, weights
+
+
+_EMPTY = SpanBatch.empty()
 
 
 def resolve_agents(batch: SpanBatch) -> None:

@@ -163,8 +163,8 @@ class AnalysisBudget:
     over windows of at least ``window`` seconds compares smoothed rates:
 
     * allowed = max(``cpu_budget`` × other CPU, ``cpu_floor``) (core-seconds per second);
-    * above allowed, the fraction drops at once to what fits (with a 10 % margin, at most
-      halving per window, never below ``min_fraction``);
+    * above allowed, the fraction drops at once to what fits (with a 10 % margin, never below
+      ``min_fraction``): a burst is answered within one window;
     * below ``low_water`` × allowed it rises by at most ×1.5 a window, up to 1 (100 %);
     * in between it stays (hysteresis: no flapping around the budget).
 
@@ -252,7 +252,7 @@ class AnalysisBudget:
         if a > allowed:
             # Cost is about proportional to the fraction: scale to fit, with a margin.
             target = p * self.MARGIN * allowed / a
-            p = max(self.min_fraction, target, p / 2)
+            p = max(self.min_fraction, target)
         elif a < self.LOW_WATER * allowed and p < 1.0:
             target = p * self.MARGIN * allowed / a if a > 0 else 1.0
             p = min(1.0, max(p, min(target, p * self.MAX_RISE)))

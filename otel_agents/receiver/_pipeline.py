@@ -67,6 +67,10 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
 # Decoded requests handed over by ingest() so the pipeline thread need not parse them again;
 # bounded, because the pipeline may lag (then it parses from the spool).
 _DECODED_CACHE = 256
+# Coalescing of sampled batches: feed the processors once this many spans are held, or once
+# the oldest has waited this long (well below any decision_wait).
+_COALESCE_SPANS = 512
+_COALESCE_SECONDS = 0.5
 
 
 def _counter_name(name: str) -> str:
@@ -156,12 +160,20 @@ class Pipeline:
             registry=self._registry,
         )
         self._budget: Any = None
+        # Sampled batches are small (a fraction of a request): they are coalesced before the
+        # processors see them, so per-batch costs are paid per ~512 analysed spans.
+        self._held: list[Any] = []
+        self._held_spans = 0
+        self._held_since = 0.0
         self._analysis_cpu = 0.0  # pipeline-thread CPU seconds spent on analysis
         if self._stages:
             from otel_agents.processors import AnalysisBudget
 
             ac = config.analysis
-            self._budget = AnalysisBudget(ac.mode, cpu_budget=ac.cpu_budget, cpu_floor=ac.cpu_floor)
+            # Quarter-second windows: a burst of load is met within a fraction of a second.
+            self._budget = AnalysisBudget(
+                ac.mode, cpu_budget=ac.cpu_budget, cpu_floor=ac.cpu_floor, window=0.25
+            )
             self._fraction = Gauge(
                 sc.METRIC_ANALYSIS_FRACTION,
                 "Fraction of traces analysed (analysis.sampling; 1 = every trace). Counts, cost "
@@ -380,12 +392,15 @@ class Pipeline:
             # Reading, decoding and feeding rows is analysis work: the spool's analysis cursor
             # exists only for it.
             self._analysis_cpu += cpu() - t0
+            # Between ticks too: a burst must be answered within a fraction of a second.
+            self._update_budget()
         if cursor is not None:
             # Finish what was committed before shutdown (bounded by one read).
             for row in cursor.read(max_rows=256, include_internal=False):
                 if not row.internal:
                     self._process(row)
                 cursor.ack(row.seq)
+            self._feed_held()  # before the stages' shutdown analyses what is open
 
     def _tick(self) -> None:
         now = self.now()
@@ -399,6 +414,8 @@ class Pipeline:
             if skipped:
                 self._skipped.inc(skipped)
         t0 = time.thread_time()
+        if self._held:
+            self._feed_held()  # held spans reach assembly before it decides what is complete
         for stage in self._stages:
             try:
                 stage.component.tick(now)
@@ -458,12 +475,32 @@ class Pipeline:
                 # so analysed + skipped still accounts for every span received.
                 self._unsampled.inc(row.items - batch.n)
                 self._skipped.inc(row.items - batch.n)
-            if batch.n:
-                self._feed("process_traces", batch)
+            if batch.analysed_fraction < 1.0:
+                if batch.n:
+                    if not self._held:
+                        self._held_since = time.monotonic()
+                    self._held.append(batch)
+                    self._held_spans += batch.n
+                if self._held_spans >= _COALESCE_SPANS or (
+                    self._held and time.monotonic() - self._held_since >= _COALESCE_SECONDS
+                ):
+                    self._feed_held()
+            else:
+                self._feed_held()  # keep arrival order when the fraction returns to 1
+                if batch.n:
+                    self._feed("process_traces", batch)
         elif row.signal == "metrics":
             self._feed("process_metrics", request)
         else:
             self._feed("process_logs", request)
+
+    def _feed_held(self) -> None:
+        if not self._held:
+            return
+        from otel_agents.processors import SpanBatch
+
+        held, self._held, self._held_spans = self._held, [], 0
+        self._feed("process_traces", SpanBatch.concat(held))
 
     def _span_batch(self, request: Message, received_at: float) -> Any:
         from otel_agents import processors

@@ -76,3 +76,53 @@ def test_findings_flow_from_otlp_to_api_store_and_metrics(receiver: Any) -> None
     metrics = _get(receiver.admin_url + "/metrics").decode()
     assert 'otel_agents_findings_total{kind="tool_loop",severity="critical"}' in metrics
     assert "otel_agents_traces_completed_total 2.0" in metrics
+
+
+def test_receiver_analyses_a_consistent_sample_at_a_fixed_fraction(tmp_path: Path) -> None:
+    """With ``analysis.sampling: 0.25`` the receiver completes exactly the traces the OTel
+    threshold rule keeps, counts the others as unsampled, and says so on /metrics and the API."""
+    from otel_agents.processors._sampling import probability_to_threshold
+
+    cfg = receiver_mod.load_config(
+        None,
+        overrides={
+            "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
+            "receivers.otlp.protocols.http.endpoint": "127.0.0.1:0",
+            "admin.endpoint": "127.0.0.1:0",
+            "storage.data_dir": str(tmp_path),
+            "processors.agent_analysis.assembly.decision_wait": "1s",
+            "analysis.sampling": 0.25,
+        },
+    )
+    rec = receiver_mod.Receiver(cfg)
+    rec.start()
+    try:
+        gen = TraceGen(62)
+        now_ns = time.time_ns()
+        spans = [s for i in range(40) for s in gen.trace(now_ns - (3000 + i) * MS)]
+        t = probability_to_threshold(0.25)
+        tids = {g.span.trace_id for g in spans}
+        kept = {tid for tid in tids if int.from_bytes(tid[-7:], "big") >= t}
+        unsampled = sum(1 for g in spans if g.span.trace_id not in kept)
+        req = urllib.request.Request(
+            rec.http_endpoint + "/v1/traces",
+            data=request(spans).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        want = f"otel_agents_traces_completed_total {float(len(kept))}"
+        deadline = time.monotonic() + 15.0
+        metrics = ""
+        while time.monotonic() < deadline and want not in metrics:
+            time.sleep(0.2)
+            metrics = _get(rec.admin_url + "/metrics").decode()
+        assert want in metrics
+        assert f"otel_agents_analysis_unsampled_spans_total {float(unsampled)}" in metrics
+        assert "otel_agents_analysis_sampled_fraction 0.25" in metrics
+        agents = _get(rec.admin_url + "/api/v1/agents")
+        assert agents["sampling"]["analysed_fraction"] == 0.25
+        assert agents["sampling"]["estimated"] is True
+    finally:
+        rec.stop()
