@@ -363,3 +363,167 @@ def test_batched_counters_sum_exactly_and_histograms_keep_every_value() -> None:
     assert counts == {"input": 3, "output": 3}
     env.meter_provider.shutdown()
     env.tracer_provider.shutdown()
+
+
+def _histogram_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == name
+        for p in m.data.data_points
+    ]
+
+
+def _run_batches(
+    meters: MeterProvider,
+    batches: list[list[float]],
+    processor: AgentMetricsProcessor | None = None,
+) -> None:
+    """Feed tool spans of the given durations through the batch path (one call per batch)."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    processor = processor or AgentMetricsProcessor(meters)
+    span_id = 1
+    for durations in batches:
+        spans = []
+        for d in durations:
+            spans.append(
+                ReadableSpan(
+                    name="execute_tool t",
+                    context=SpanContext(7, span_id, False, TraceFlags(span_id % 2)),
+                    attributes={
+                        sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                        sc.GEN_AI_TOOL_NAME: "t",
+                    },
+                    start_time=1_000_000_000,
+                    end_time=1_000_000_000 + int(d * 1e9),
+                )
+            )
+            span_id += 1
+        processor.otel_agents_on_end_batch(spans)
+
+
+def test_batch_merge_equals_per_value_recording_cumulative_and_delta() -> None:
+    """Merged per batch, tool durations give the same points and exemplars as recording each value (cumulative and delta readers)."""
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    from otel_agents import _metrics
+
+    assert _metrics._MERGE.works()  # the SDK this project pins must take the fast path
+    batches = [[0.005, 0.3, 0.3, 12.0, 100.0], [0.02, 0.3]]
+    results = []
+    for fast in (True, False):
+        readers = [
+            InMemoryMetricReader(),
+            InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA}),
+        ]
+        meters = MeterProvider(metric_readers=readers)
+        saved = _metrics._MERGE._ok
+        _metrics._MERGE._ok = fast  # False: every value through the public record()
+        try:
+            out = []
+            processor = AgentMetricsProcessor(meters)
+            for batch in batches:
+                _run_batches(meters, [batch], processor)
+                for reader in readers:
+                    (point,) = _histogram_points(reader, sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION)
+                    out.append(
+                        (
+                            point.count,
+                            point.sum,
+                            point.min,
+                            point.max,
+                            tuple(point.bucket_counts),
+                            [(e.value, e.span_id) for e in point.exemplars],
+                        )
+                    )
+            results.append(out)
+        finally:
+            _metrics._MERGE._ok = saved
+            meters.shutdown()
+    assert results[0] == results[1]
+    cumulative_first = results[0][0]
+    assert cumulative_first[0] == 5 and cumulative_first[3] == 100.0
+    assert cumulative_first[5], "sampled spans leave exemplars"
+    assert all(span_id % 2 == 1 for _, span_id in cumulative_first[5])  # only sampled spans
+
+
+def test_batch_merge_falls_back_for_other_aggregations() -> None:
+    """A View with an exponential histogram is not merged: the values go through record() and none is lost."""
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(
+        metric_readers=[reader],
+        views=[
+            View(
+                instrument_name=sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION,
+                aggregation=ExponentialBucketHistogramAggregation(),
+            )
+        ],
+    )
+    try:
+        _run_batches(meters, [[0.1, 0.2, 0.4], [0.8]])
+        (point,) = _histogram_points(reader, sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION)
+        assert point.count == 4 and point.sum == pytest.approx(1.5)
+        assert hasattr(point, "scale")  # exponential buckets, as the View asked
+    finally:
+        meters.shutdown()
+
+
+def test_batch_merge_respects_view_attribute_filter_and_drop() -> None:
+    """A View's attribute keys filter the merged series; a dropped instrument records nothing."""
+    from opentelemetry.sdk.metrics.view import DropAggregation, View
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(
+        metric_readers=[reader],
+        views=[
+            View(
+                instrument_name=sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION,
+                attribute_keys={sc.GEN_AI_OPERATION_NAME},
+            ),
+            View(
+                instrument_name=sc.METRIC_GEN_AI_INVOKE_AGENT_DURATION,
+                aggregation=DropAggregation(),
+            ),
+        ],
+    )
+    try:
+        _run_batches(meters, [[0.1, 0.2]])
+        (point,) = _histogram_points(reader, sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION)
+        assert dict(point.attributes) == {sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL}
+        assert point.count == 2
+    finally:
+        meters.shutdown()
+
+
+def test_decision_events_counted_through_the_batch_path() -> None:
+    """Decision events on spans delivered in a batch are counted (the no-event shortcut does not skip them)."""
+    from otel_agents import EnrichingSpanProcessor
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    provider = TracerProvider()
+    provider.add_span_processor(EnrichingSpanProcessor(AgentMetricsProcessor(meters)))
+    tracer = provider.get_tracer("t")
+    for _ in range(3):
+        with tracer.start_as_current_span("plan", attributes={sc.GEN_AI_AGENT_NAME: "a"}) as span:
+            span.add_event(sc.EVENT_AGENT_DECISION, {sc.AGENT_DECISION_TYPE: "route"})
+    with tracer.start_as_current_span("plain work"):
+        pass
+    assert provider.force_flush(5000)
+    (point,) = [
+        p
+        for p in _histogram_points(reader, sc.METRIC_AGENT_DECISIONS)
+        if dict(p.attributes).get(sc.AGENT_DECISION_TYPE) == "route"
+    ]
+    assert point.value == 3
+    meters.shutdown()
+    provider.shutdown()

@@ -176,3 +176,15 @@ def test_normalization_is_idempotent(attrs: dict[str, Any]) -> None:
     once = normalize_attributes(attrs)
     assert attrs == before
     assert normalize_attributes(once) == once
+
+
+@given(st.dictionaries(_keys, _values, max_size=12))
+def test_in_place_normalization_equals_the_copying_one(attrs: dict[str, Any]) -> None:
+    """normalize_in_place changes and returns the given dict, with exactly normalize_attributes' result."""
+    from otel_agents._normalize import normalize_in_place
+
+    expected = normalize_attributes(attrs)
+    mine = dict(attrs)
+    out = normalize_in_place(mine)
+    assert out is mine
+    assert out == expected
