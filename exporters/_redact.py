@@ -23,8 +23,10 @@ pre-check (every request is parsed).  What was redacted is reported as a count, 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -38,6 +40,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from otel_agents.semconv import CONTENT_ATTRIBUTES
 
 __all__ = ["MASK", "RedactionConfig", "Redactor"]
+
+_log = logging.getLogger(__name__)
 
 MASK = "[REDACTED]"
 
@@ -96,7 +100,66 @@ def _re2_prefilter() -> Any:
 _SECRETS_RE2 = _re2_prefilter()
 
 
+def _hex_pattern(literal: bytes) -> bytes:
+    """``literal`` as a pattern both RE2 and Hyperscan read the same way (``\\xHH`` escapes)."""
+    return b"".join(bytes([c]) if chr(c).isalnum() else f"\\x{c:02x}".encode() for c in literal)
+
+
+def _hyperscan_prefilter() -> Callable[[bytes], bool] | None:
+    """The same literal set for Hyperscan (x86-64): ~10x faster than RE2 on this input.
+
+    Measured on the 512-span request above (198 KB): 22 µs against RE2's 234 µs, and this
+    check runs on every request the receiver stores (``storage.redact_secrets``).  Hyperscan's
+    literal matcher (FDR) scans many bytes per step with SIMD where RE2's DFA takes one byte per
+    step.  ``HS_FLAG_CASELESS`` folds ASCII only (block mode, no UTF-8 flag), like
+    ``bytes.lower()``; the scan stops at the first match.  ``None`` when the package is missing
+    (other architectures) or the database does not compile: RE2 then does the check.
+    """
+    try:
+        import hyperscan  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    patterns = [_hex_pattern(lit) for lit in _SECRET_LITERALS]
+    patterns.append(_GITHUB_PREFIX.pattern)
+    flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+    try:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        db.compile(
+            expressions=patterns,
+            ids=list(range(len(patterns))),
+            elements=len(patterns),
+            flags=[flags] * len(patterns),
+        )
+        prototype = hyperscan.Scratch(db)
+    except Exception as exc:  # a broken install must not break redaction: RE2 takes over
+        _log.warning("redaction: Hyperscan unavailable (%s); using RE2", exc)
+        return None
+    # A scratch space serves one scan at a time; the receiver scans on many threads.
+    local = threading.local()
+    terminated = hyperscan.ScanTerminated
+
+    def stop(*_: Any) -> bool:
+        return True  # first match decides: stop scanning
+
+    def might_match(payload: bytes) -> bool:
+        scratch = getattr(local, "scratch", None)
+        if scratch is None:
+            scratch = local.scratch = prototype.clone()
+        try:
+            db.scan(payload, match_event_handler=stop, scratch=scratch)
+        except terminated:
+            return True
+        return False
+
+    return might_match
+
+
+_SECRETS_HS = _hyperscan_prefilter()
+
+
 def _secrets_might_match(payload: bytes) -> bool:
+    if _SECRETS_HS is not None:
+        return _SECRETS_HS(payload)
     if _SECRETS_RE2 is not None:
         return _SECRETS_RE2.search(payload) is not None
     return _secrets_might_match_stdlib(payload)

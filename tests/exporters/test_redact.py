@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -221,12 +222,57 @@ def test_precheck_never_skips_something_the_full_rules_would_redact(
     ),
     st.binary(max_size=40),
 )
-def test_re2_precheck_agrees_with_the_stdlib_precheck(
+def test_precheck_engines_agree_with_the_stdlib_precheck(
     head: bytes, word: bytes, tail: bytes
 ) -> None:
-    """The RE2 pre-filter hits exactly where the stdlib substring pre-check does (ASCII folding)."""
+    """Hyperscan and RE2 pre-filters hit exactly where the stdlib substring check does."""
     from otel_agents.exporters import _redact
 
     assert _redact._SECRETS_RE2 is not None, "google-re2 is a dependency"
     payload = head + word + tail
-    assert _redact._secrets_might_match(payload) == _redact._secrets_might_match_stdlib(payload)
+    expected = _redact._secrets_might_match_stdlib(payload)
+    assert (_redact._SECRETS_RE2.search(payload) is not None) == expected
+    if _redact._SECRETS_HS is not None:
+        assert _redact._SECRETS_HS(payload) == expected
+    assert _redact._secrets_might_match(payload) == expected
+
+
+def test_hyperscan_is_used_where_it_is_a_dependency() -> None:
+    """On x86-64 (where pyproject requires it) the pre-check runs on Hyperscan."""
+    import platform
+
+    from otel_agents.exporters import _redact
+
+    if platform.machine() != "x86_64":
+        pytest.skip("hyperscan is an x86-64-only dependency; RE2 does the pre-check here")
+    assert _redact._SECRETS_HS is not None
+
+
+def test_hyperscan_precheck_is_right_on_many_threads_at_once() -> None:
+    """Concurrent scans (one scratch space per thread) each get their own payload's answer."""
+    import threading
+
+    from otel_agents.exporters import _redact
+
+    check = _redact._SECRETS_HS
+    if check is None:
+        pytest.skip("hyperscan not installed (non-x86-64): RE2 does the pre-check")
+    clean = bytes(range(32, 127)).replace(b"key", b"").replace(b"KEY", b"") * 2000
+    dirty = clean[:50_000] + b"x-Api-KEY" + clean[50_000:]
+    assert not _redact._secrets_might_match_stdlib(clean)
+    wrong: list[bool] = []
+
+    def run(payload: bytes, expected: bool) -> None:
+        for _ in range(200):
+            if check(payload) != expected:
+                wrong.append(True)
+
+    threads = [
+        threading.Thread(target=run, args=(dirty if i % 2 else clean, bool(i % 2)))
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not wrong
