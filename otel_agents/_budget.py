@@ -164,20 +164,27 @@ class BudgetGuard(SpanProcessor, _ForkSafe):
         """Adds an inference span's cost and tokens; never raises.
 
         Hot path (application thread): one C-level copy of the attributes and a lookup for
-        spans that are not inference. A span that must be priced here (``pricebook`` given, no
-        ``gen_ai.usage.cost.amount`` on it) is queued and priced on a worker thread;
-        :meth:`check` and :meth:`spent` account everything queued first, so a ``refuse`` budget
-        still sees every span that ended before the check.
+        spans that are not inference. Without a ``refuse`` budget, a span that must be
+        normalized or priced here (``pricebook`` given, no ``gen_ai.usage.cost.amount`` on it) is
+        queued and accounted on a worker thread; :meth:`spent` accounts everything queued first.
+        With a ``refuse`` budget it is accounted at once (every :meth:`check` would have to
+        settle the queue before the next LLM call anyway), so refusal sees every span that ended
+        before the check.
         """
         try:
             attrs: Mapping[str, Any] = _plain(span)
-            if self._has_dialect(attrs):
-                self._pending().put(attrs)  # normalized (and priced if need be) off-thread
+            dialect = self._has_dialect(attrs)
+            if not dialect and attrs.get(sc.GEN_AI_OPERATION_NAME) not in sc.INFERENCE_OPERATIONS:
                 return
-            if attrs.get(sc.GEN_AI_OPERATION_NAME) not in sc.INFERENCE_OPERATIONS:
+            if self._refusing:
+                # check() would settle the queue before the next LLM call anyway: account
+                # here and spare the queue round trip.
+                self._account(attrs)
                 return
-            if self._pricebook is not None and sc.GEN_AI_USAGE_COST_AMOUNT not in attrs:
-                self._pending().put(attrs)
+            if dialect or (
+                self._pricebook is not None and sc.GEN_AI_USAGE_COST_AMOUNT not in attrs
+            ):
+                self._pending().put(attrs)  # normalized / priced off-thread
                 return
             self._account(attrs)
         except Exception:
