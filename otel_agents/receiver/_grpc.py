@@ -7,7 +7,13 @@ grpcio quirks handled here (reliability.md §0):
   grpcio would answer malformed protobuf with ``INTERNAL`` "Exception deserializing request!",
   the spec wants ``INVALID_ARGUMENT`` + ``google.rpc.BadRequest``.
 * ``grpc.max_receive_message_length`` is the request limit; grpcio enforces it on the
-  *decompressed* size (gzip bombs → ``RESOURCE_EXHAUSTED`` before any handler runs).
+  *decompressed* size (gzip bombs → ``RESOURCE_EXHAUSTED`` before any handler sees the message).
+  A unary-unary handler is never called for such a request, so nothing could count it.  The
+  methods are registered stream-unary instead: the handler runs before the message is read and
+  reading it raises when the core ended the call.  grpcio does not say why it ended it, so such
+  calls are counted as ``requests_total{code="ENDED_BEFORE_MESSAGE"}``: over the size limit
+  (the client got ``RESOURCE_EXHAUSTED``), a message the core could not decompress, or a client
+  that cancelled or timed out while uploading.
 * ``maximum_concurrent_rpcs`` is not used (it answers bare ``RESOURCE_EXHAUSTED``, which Go
   senders drop); overload goes through admission control → ``UNAVAILABLE`` + RetryInfo.
 * RetryInfo is sent twice: inside the rich status (``grpc-status-details-bin``, read by Go
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -32,12 +38,14 @@ from otel_agents.receiver._auth import BearerAuthenticator, check_exposure, grpc
 from otel_agents.receiver._common import SIGNALS, Answer, ExportHandler, Outcome, Signal
 from otel_agents.receiver._transport_config import GrpcConfig
 
-__all__ = ["RETRY_INFO_TRAILER", "STATUS_DETAILS_TRAILER", "GrpcServer"]
+__all__ = ["ENDED_BEFORE_MESSAGE", "RETRY_INFO_TRAILER", "STATUS_DETAILS_TRAILER", "GrpcServer"]
 
 _log = logging.getLogger("otel_agents.receiver")
 
 STATUS_DETAILS_TRAILER = "grpc-status-details-bin"
 RETRY_INFO_TRAILER = "google.rpc.retryinfo-bin"
+#: ``code`` label of calls the gRPC core ended before the handler got their message.
+ENDED_BEFORE_MESSAGE = "ENDED_BEFORE_MESSAGE"
 
 #: OTLP responses are tiny; the spec caps them at 4 MiB.
 _MAX_SEND = 4 * 1024 * 1024
@@ -77,7 +85,7 @@ class GrpcServer:
             grpc.method_handlers_generic_handler(
                 spec.grpc_service,
                 {
-                    "Export": grpc.unary_unary_rpc_method_handler(
+                    "Export": grpc.stream_unary_rpc_method_handler(
                         self._export(name), request_deserializer=None, response_serializer=None
                     )
                 },
@@ -109,16 +117,30 @@ class GrpcServer:
             self._server.stop(grace).wait()
             self._server = None
 
-    def _export(self, signal: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    def _export(
+        self, signal: str
+    ) -> Callable[[Iterator[bytes], grpc.ServicerContext], bytes | None]:
         handler = self.handler
         auth = self._auth
         sig: Signal = SIGNALS[signal].signal
 
-        def export(request: bytes, context: grpc.ServicerContext) -> bytes:
+        def export(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes | None:
             started = time.perf_counter()
             if auth.enabled and not auth.check_metadata(context.invocation_metadata()):
-                # Checked before anything looks at the request bytes.
+                # Checked before the request is even read.
                 answer = Answer(Outcome.UNAUTHENTICATED, message="missing or invalid credentials")
+                return self._respond(sig, answer, context, started)
+            try:
+                request = next(requests)
+            except grpc.RpcError:
+                # The core ended the call before handing the message over (module docstring);
+                # the client already has its status.
+                handler.record(sig, "grpc", ENDED_BEFORE_MESSAGE, started)
+                return None
+            except StopIteration:
+                # Half-closed without a message: malformed for a unary method.
+                message = "Export requires exactly one request message"
+                answer = handler.invalid(sig, "grpc", message, "", "no_message")
                 return self._respond(sig, answer, context, started)
             try:
                 ticket = handler.admit(len(request))

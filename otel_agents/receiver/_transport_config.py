@@ -212,7 +212,9 @@ class GrpcConfig:
         enabled: serve OTLP/gRPC.
         endpoint: ``host:port`` to bind; port 0 picks a free port.
         max_workers: handler threads.  Handlers spend their time in upb parsing and SQLite
-            commits, which release the GIL, so a few threads per core keep both cores busy.
+            commits, which release the GIL, so a few threads keep both cores busy; more only
+            add GIL hand-offs (~40 futex calls per request with 8): with 16 streams of 512-span
+            requests 4 threads took ~5 % less CPU per request than 8 at the same spans/s.
         max_concurrent_streams: HTTP/2 streams per connection (``grpc.max_concurrent_streams``,
             rapid-reset / stream-flood protection).
         insecure_public: allow binding a non-loopback address without TLS client certs or tokens.
@@ -225,7 +227,7 @@ class GrpcConfig:
 
     enabled: bool = True
     endpoint: str = "127.0.0.1:4317"
-    max_workers: int = 8
+    max_workers: int = 4
     max_concurrent_streams: int = 100
     insecure_public: bool = False
     tls: TlsConfig = TlsConfig()

@@ -92,6 +92,10 @@ def test_rc13_unique_names_and_open_traces_stay_bounded_on_metrics(tmp_path: Pat
         # Exact counts need every trace analysed: no analysis sampling under this flood.
         "--set",
         "analysis.sampling=off",
+        # The plateau under this attack (~300-320 MiB, above) is what the test measures; the
+        # default 256 MiB admission budget would refuse the flood (the client does not retry).
+        "--set",
+        "admission.memory_limit=0",
     )
     sampler = ProcSampler(receiver.proc.pid, period=1.0).start()
     try:

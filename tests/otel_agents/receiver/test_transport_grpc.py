@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -159,6 +160,34 @@ def test_oversize_is_resource_exhausted_without_retry_info(stack: Stack) -> None
     assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert retry_delay(result) == (None, None)
     assert stack.ingestor.items == 0
+    # grpcio refuses it before the handler sees the message; it is still counted.
+    assert _ended_before_message(stack) == 1
+
+
+def _ended_before_message(stack: Stack) -> float:
+    from otel_agents.receiver._grpc import ENDED_BEFORE_MESSAGE
+
+    labels = {"signal": "traces", "transport": "grpc", "code": ENDED_BEFORE_MESSAGE}
+    deadline = time.monotonic() + 5  # the handler records after the client has its status
+    while time.monotonic() < deadline:
+        value = stack.registry.get_sample_value("otel_agents_receiver_requests_total", labels)
+        if value:
+            return value
+        time.sleep(0.01)
+    return 0.0
+
+
+def test_a_call_without_a_message_is_invalid(stack: Stack) -> None:
+    """A client that half-closes an Export call without a message gets INVALID_ARGUMENT."""
+    channel = grpc.insecure_channel(stack.grpc_target)
+    try:
+        call = channel.stream_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as err:
+            call(iter(()), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    assert stack.ingestor.items == 0
 
 
 def test_gzip_bomb_is_resource_exhausted(stack: Stack) -> None:
@@ -168,6 +197,7 @@ def test_gzip_bomb_is_resource_exhausted(stack: Stack) -> None:
     result = grpc_call(stack.grpc_target, inner, compression=grpc.Compression.Gzip)
     assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in result.details.lower() or "exceed" in result.details.lower()
+    assert _ended_before_message(stack) == 1
     assert (
         grpc_call(stack.grpc_target, trace_request(1).SerializeToString()).code
         == grpc.StatusCode.OK
