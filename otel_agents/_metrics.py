@@ -84,6 +84,16 @@ _TOOL_KEYS = (
     sc.GEN_AI_AGENT_NAME,
 )
 _COST_KEYS = (sc.GEN_AI_AGENT_NAME, sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL)
+_OP = sc.GEN_AI_OPERATION_NAME
+_PROVIDER = sc.GEN_AI_PROVIDER_NAME
+_REQUEST_MODEL = sc.GEN_AI_REQUEST_MODEL
+_RESPONSE_MODEL = sc.GEN_AI_RESPONSE_MODEL
+_SERVER_ADDRESS = sc.SERVER_ADDRESS
+_SERVER_PORT = sc.SERVER_PORT
+_AGENT = sc.GEN_AI_AGENT_NAME
+_TOOL = sc.GEN_AI_TOOL_NAME
+_TOOL_TYPE = sc.GEN_AI_TOOL_TYPE
+# AgentMetricsProcessor._shape spells the key tuples out with these (tested to match).
 _MEASURED_OPERATIONS = frozenset((*sc.INFERENCE_OPERATIONS, sc.OP_INVOKE_AGENT, sc.OP_EXECUTE_TOOL))
 
 
@@ -749,15 +759,33 @@ class AgentMetricsProcessor(SpanProcessor):
         they are built from: a batch mostly repeats a few shapes, and building the dicts and
         keys per span cost more than the rest of the span's accounting."""
         get = attrs.get
+        # Spelled out (no comprehension): this runs for every measured span.
+        cache_key: tuple[Any, ...]
         if kind == "i":
-            cache_key: tuple[Any, ...] = (
+            cache_key = (
                 kind,
                 err,
-                *[get(k) for k in _INFERENCE_KEYS],
-                get(sc.GEN_AI_AGENT_NAME),
+                get(_OP),
+                get(_PROVIDER),
+                get(_REQUEST_MODEL),
+                get(_RESPONSE_MODEL),
+                get(_SERVER_ADDRESS),
+                get(_SERVER_PORT),
+                get(_AGENT),
+            )
+        elif kind == "a":
+            cache_key = (
+                kind,
+                err,
+                get(_OP),
+                get(_PROVIDER),
+                get(_AGENT),
+                get(_REQUEST_MODEL),
+                get(_SERVER_ADDRESS),
+                get(_SERVER_PORT),
             )
         else:
-            cache_key = (kind, err, *[get(k) for k in (_AGENT_KEYS if kind == "a" else _TOOL_KEYS)])
+            cache_key = (kind, err, get(_OP), get(_TOOL), get(_TOOL_TYPE), get(_AGENT))
         try:
             shape = self._shapes.get(cache_key)
         except TypeError:  # an unhashable attribute value: build it for this span only

@@ -41,7 +41,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeAlias, TypeVar, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -366,7 +366,8 @@ def _add_identity(attrs: dict[str, AttributeValue], agent: AgentIdentity) -> boo
     return added
 
 
-_Pending = tuple[ReadableSpan, "AgentIdentity | None", bool]
+# A span to enrich, or (already enriched copy, its attributes or None) from the sync path.
+_Pending: TypeAlias = ReadableSpan | tuple[ReadableSpan, dict[str, AttributeValue] | None]
 _T = TypeVar("_T")
 
 
@@ -620,23 +621,28 @@ class EnrichingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Hand the wrapped processors an enriched copy (or the span itself if unchanged)."""
-        agent = None
-        if self._agents:
-            try:
-                agent = self._agents.pop(span.context.span_id, None)
-            except Exception:
-                rate_limited.exception(logger, "EnrichingSpanProcessor identity")
         if self._sync:
-            out = self._enriched(span, agent)
+            out, attrs = self._enriched_and_attributes(span, self._pop_agent(span))
             for p in self._sync:
                 try:
                     p.on_end(out)
                 except Exception:
                     rate_limited.exception(logger, f"{type(p).__name__}.on_end")
             if self._delivery is not None:
-                self._put((out, None, True))
+                self._put((out, attrs))
         elif self._delivery is not None:
-            self._put((span, agent, False))
+            # Only the span: its identity is popped by the worker (no tuple per span here).
+            self._put(span)
+
+    def _pop_agent(self, span: ReadableSpan) -> AgentIdentity | None:
+        """The identity captured at the span's start, removed from the side table."""
+        if not self._agents:
+            return None
+        try:
+            return self._agents.pop(span.context.span_id, None)
+        except Exception:
+            rate_limited.exception(logger, "EnrichingSpanProcessor identity")
+            return None
 
     def _put(self, item: _Pending) -> None:
         try:
@@ -650,14 +656,13 @@ class EnrichingSpanProcessor(SpanProcessor):
         # The copies' attributes as plain dicts, for processors that take them (the metrics
         # processor): no second copy, and no second dialect check when they are normalized.
         attributes: list[dict[str, AttributeValue] | None] = []
-        for span, agent, done in batch:
-            if done:
-                outs.append(span)
-                attributes.append(None)
+        for item in batch:
+            if isinstance(item, tuple):  # enriched on the application thread (sync processors)
+                out, attrs = item
             else:
-                out, attrs = self._enriched_and_attributes(span, agent)
-                outs.append(out)
-                attributes.append(attrs)
+                out, attrs = self._enriched_and_attributes(item, self._pop_agent(item))
+            outs.append(out)
+            attributes.append(attrs)
         normalized = self.enricher.normalizes
         for p in self._deferred:
             # A processor may take the whole batch (the metrics processor sums its counters).

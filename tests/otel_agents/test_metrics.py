@@ -527,3 +527,52 @@ def test_decision_events_counted_through_the_batch_path() -> None:
     assert point.value == 3
     meters.shutdown()
     provider.shutdown()
+
+
+def test_shape_cache_keys_cover_every_attribute_of_the_series() -> None:
+    """Spans that differ in any attribute of a series' attribute set get their own series (the shape cache key is complete)."""
+    from otel_agents import _metrics
+
+    assert set(_metrics._INFERENCE_KEYS) | {_metrics._AGENT} == {
+        _metrics._OP,
+        _metrics._PROVIDER,
+        _metrics._REQUEST_MODEL,
+        _metrics._RESPONSE_MODEL,
+        _metrics._SERVER_ADDRESS,
+        _metrics._SERVER_PORT,
+        _metrics._AGENT,
+    }
+    assert set(_metrics._AGENT_KEYS) == {
+        _metrics._OP,
+        _metrics._PROVIDER,
+        _metrics._AGENT,
+        _metrics._REQUEST_MODEL,
+        _metrics._SERVER_ADDRESS,
+        _metrics._SERVER_PORT,
+    }
+    assert set(_metrics._TOOL_KEYS) == {
+        _metrics._OP,
+        _metrics._TOOL,
+        _metrics._TOOL_TYPE,
+        _metrics._AGENT,
+    }
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    processor = AgentMetricsProcessor(meters)
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    spans = []
+    for port in (443, 8443):
+        with tracer.start_as_current_span(
+            "chat", attributes={**LLM_ATTRS, sc.SERVER_PORT: port}
+        ) as span:
+            pass
+        spans.append(span)
+    processor.otel_agents_on_end_batch(spans)
+    ports = sorted(
+        dict(p.attributes)[sc.SERVER_PORT]
+        for p in _histogram_points(reader, sc.METRIC_GEN_AI_CLIENT_OPERATION_DURATION)
+    )
+    assert ports == [443, 8443]
+    meters.shutdown()
+    provider.shutdown()
