@@ -43,6 +43,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, TypeAlias, TypeVar, cast
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -290,7 +291,11 @@ class _EnrichedSpan(ReadableSpan):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
-        self._dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+        self._dropped: tuple[int, int | None, int | None] = (
+            span.dropped_attributes,
+            span.dropped_events,
+            span.dropped_links,
+        )
 
     @property
     def dropped_attributes(self) -> int:
@@ -298,11 +303,14 @@ class _EnrichedSpan(ReadableSpan):
 
     @property
     def dropped_events(self) -> int:
-        return self._dropped[1]
+        # None: the copy shares the original's event list, which knows its own drop count.
+        dropped = self._dropped[1]
+        return super().dropped_events if dropped is None else dropped
 
     @property
     def dropped_links(self) -> int:
-        return self._dropped[2]
+        dropped = self._dropped[2]
+        return super().dropped_links if dropped is None else dropped
 
 
 def _enriched_copy(span: ReadableSpan, attributes: dict[str, AttributeValue]) -> ReadableSpan:
@@ -318,7 +326,13 @@ def _enriched_copy(span: ReadableSpan, attributes: dict[str, AttributeValue]) ->
         new = object.__new__(_EnrichedSpan)
         new.__dict__.update(state)
         new._attributes = attributes
-        new._dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
+        # The property's isinstance test against the ABC-derived BoundedAttributes is slow; the
+        # event and link lists are shared, so their counts are read from them when asked.
+        original = state["_attributes"]
+        dropped = (
+            original.dropped if type(original) is BoundedAttributes else span.dropped_attributes
+        )
+        new._dropped = (dropped, None, None)
         return new
     return _EnrichedSpan(span, attributes)
 
