@@ -272,13 +272,20 @@ class TraceAssembler:
                 entry[1].append(idx)
                 entry[2].append(t)
                 entry[3].append(idx.shape[0])
-        pieces, numbers = [], []
+        # Rows are addressed in the concatenation of the source batches (concatenating object
+        # columns is a copy; a fancy take costs ~6x more per element), so the columns are
+        # gathered once, in final order, instead of per batch and then again after sorting.
+        sources, rows, numbers = [], [], []
+        base = 0
         for b, idxs, ts, lens in by_batch.values():
-            pieces.append(b.take(np.concatenate(idxs)))
+            sources.append(b)
+            rows.append(np.concatenate(idxs) + base)
             numbers.append(np.repeat(np.asarray(ts, dtype=np.int64), lens))  # one call per batch
-        spans = SpanBatch.concat(pieces)
+            base += b.n
+        whole = SpanBatch.concat(sources)
+        row = np.concatenate(rows)
         trace_no = np.concatenate(numbers)
-        sid = ids_to_u64(spans.span_id)
+        sid = ids_to_u64(whole.span_id[row])
         # Sort by trace, then by key: groups traces and puts duplicates next to each other.
         key = _mix(trace_no, sid)
         order = np.lexsort((key, trace_no))
@@ -288,7 +295,7 @@ class TraceAssembler:
         dups = int((~keep).sum())
         self.duplicate_spans += dups
         sel = order[keep]
-        spans, trace_no, key, sid = spans.take(sel), trace_no[keep], key[keep], sid[keep]
+        spans, trace_no, key, sid = whole.take(row[sel]), trace_no[keep], key[keep], sid[keep]
         n_tr = len(done)
         offsets = np.searchsorted(trace_no, np.arange(n_tr + 1)).astype(np.int64)
 
