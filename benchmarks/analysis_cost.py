@@ -13,10 +13,17 @@ traces, 8–12 attributes a span, unpriced chat spans the receiver prices), medi
   a real pricebook, a Prometheus registry), and ``agent_analysis`` tick work (completing the
   traces after ``decision_wait``: critical path, graph, aggregates, detectors), timed apart.
 
+* ``sampling skip`` — ``build_span_batch`` at a 1/1024 analysis sample: what a span outside
+  the sample costs (its trace ID is read, nothing else).
+
 The baseline is the receiver's own per-span CPU with forwarding (transport, validation, spool,
-forwarder to an OTLP sink), measured with ``benchmarks.receiver_throughput`` in this run (its
-``+forward`` and ``+analysis`` modes, one gRPC stream); the table gives the ratio
-(decode + stages) / (+forward), and the whole-process delta (+analysis − +forward) / +forward.
+forwarder to an OTLP sink), measured with ``benchmarks.receiver_throughput``'s load client in
+this run (one gRPC stream): ``+forward`` (no analysis), ``+analysis`` with the default adaptive
+analysis CPU budget (``analysis.sampling: adaptive``, ``cpu_budget: 0.3``) and with sampling off
+(every trace analysed).  The table gives the in-process ratio (decode + stages) / (+forward),
+the whole-process deltas (+analysis − +forward) / +forward for both, the analysed fraction at
+this load (1 − unsampled / accepted spans, from the receiver's /metrics) and the CPU per
+analysed span (sampling off − +forward).
 
     .venv/bin/python -m benchmarks.analysis_cost [--rounds 5] [--write]
 """
@@ -24,15 +31,19 @@ forwarder to an OTLP sink), measured with ``benchmarks.receiver_throughput`` in 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +61,8 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- analysis_cost -->", "<!-- /analysis_cost -->"
 SPANS = 512
 _UNPRICED = "(build_span_batch without a pricebook: decode alone)"
-_NOT_ADDED = ("protobuf parse", _UNPRICED)
+_SKIP = "(sampling skip: build_span_batch at a 1/1024 sample, per span offered)"
+_NOT_ADDED = ("protobuf parse", _UNPRICED, _SKIP)
 
 
 class BenchHost:
@@ -135,6 +147,15 @@ def in_process_round(payloads: list[bytes], pricebook: PriceBook, tmp: Path) -> 
 
     # Shown apart, not added: the priced decode below is what the receiver runs.
     out[_UNPRICED] = _cpu_us(decode_unpriced) / spans
+    from otel_agents.processors._sampling import probability_to_threshold
+
+    skip_t = probability_to_threshold(1 / 1024)
+
+    def decode_skipping() -> None:
+        for r in requests:
+            build_span_batch(r, pricebook=pricebook, received_at=now, threshold=skip_t)
+
+    out[_SKIP] = _cpu_us(decode_skipping) / spans
     out["build_span_batch"] = _cpu_us(decode_all) / spans
     stages: dict[str, Component] = {}
     for name, factory in FACTORIES.items():
@@ -161,23 +182,81 @@ def in_process_round(payloads: list[bytes], pricebook: PriceBook, tmp: Path) -> 
     return out
 
 
+_FWD, _ADAPTIVE, _OFF, _FRACTION = "+forward", "+analysis", "+analysis, sampling off", "fraction"
+
+
+@contextlib.contextmanager
+def _analysing_receiver(tmp: Path, sink_port: int, sampling: str) -> Iterator[tuple[Any, int]]:
+    """Our receiver forwarding to the sink with analysis on; yields (target, admin port)."""
+    from benchmarks import receiver_throughput as rt
+
+    data = tmp / f"data-analysis-{sampling}"
+    ports_file = tmp / f"ports-analysis-{sampling}.json"
+    ports_file.unlink(missing_ok=True)
+    settings = f"{{endpoint: 'grpc://127.0.0.1:{sink_port}', compression: gzip}}"
+    args = [
+        rt.PY, "-m", "otel_agents._cli", "serve",
+        "--grpc-endpoint", "127.0.0.1:0", "--http-endpoint", "127.0.0.1:0",
+        "--admin-endpoint", "127.0.0.1:0", "--data-dir", str(data),
+        "--set", f"exporters.otlp/sink={settings}",
+        "--set", f"analysis.sampling={sampling}",
+        "--ports-file", str(ports_file),
+    ]  # fmt: skip
+    log = (tmp / f"serve-analysis-{sampling}.log").open("wb")
+    proc = subprocess.Popen(args, cwd=tmp, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 90
+        while not ports_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"receiver (sampling {sampling}) did not start")
+            time.sleep(0.05)
+        ports = json.loads(ports_file.read_text())
+        yield rt.Target(f"+analysis {sampling}", proc, ports["grpc"], ports["http"]), ports["admin"]
+    finally:
+        rt._stop(proc)
+        log.close()
+
+
+def _scrape_sum(admin_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ")
+    )
+
+
 def receiver_rounds(rounds: int, seconds: float, requests: int) -> dict[str, list[float]]:
-    """Per round, the receiver's CPU µs per span in ``+forward`` and ``+analysis`` modes."""
+    """Per round, the receiver's CPU µs per span with forwarding only, with analysis under the
+    default adaptive budget, and with analysis sampling off; and the analysed fraction."""
     from benchmarks import receiver_throughput as rt
 
     args = argparse.Namespace(spans=SPANS, requests=requests, seconds=seconds, settle=1.0)
-    out: dict[str, list[float]] = {"+forward": [], "+analysis": []}
+    out: dict[str, list[float]] = {_FWD: [], _ADAPTIVE: [], _OFF: [], _FRACTION: []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         with rt.sink(tmp) as sink_port:
             for rnd in range(rounds):
-                for mode in out:
-                    with rt.receiver_target(tmp, sink_port, mode) as target:
+                with rt.receiver_target(tmp, sink_port, _FWD) as target:
+                    s = rt.measure(target, "grpc", 1, args)
+                out[_FWD].append(1e6 / s.spans_per_cpu_s)
+                for mode, sampling in ((_ADAPTIVE, "adaptive"), (_OFF, "off")):
+                    with _analysing_receiver(tmp, sink_port, sampling) as (target, admin):
                         s = rt.measure(target, "grpc", 1, args)
-                    out[mode].append(1e6 / s.spans_per_cpu_s)
-                    print(
-                        f"round {rnd + 1} {mode:<10} {out[mode][-1]:.2f} µs/span", file=sys.stderr
-                    )
+                        out[mode].append(1e6 / s.spans_per_cpu_s)
+                        if sampling == "adaptive":
+                            accepted = _scrape_sum(
+                                admin, "otel_agents_receiver_accepted_items_total"
+                            )
+                            unsampled = _scrape_sum(
+                                admin, "otel_agents_analysis_unsampled_spans_total"
+                            )
+                            out[_FRACTION].append(1 - unsampled / max(accepted, 1.0))
+                print(
+                    f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.3g}" for k, v in out.items()),
+                    file=sys.stderr,
+                )
     return out
 
 
@@ -198,18 +277,28 @@ def render(
         lines.append(f"| {k} | {med[k]:.2f} | {min(v):.2f}–{max(v):.2f} |")
     analysis = sum(v for k, v in med.items() if k not in _NOT_ADDED)
     lines.append(f"| **decode + all stages** | **{analysis:.2f}** | |")
-    if receiver.get("+forward"):
-        fwd = statistics.median(receiver["+forward"])
-        full = statistics.median(receiver["+analysis"])
+    if receiver.get(_FWD):
+        rm = {k: statistics.median(v) for k, v in receiver.items()}
+        fwd, adaptive, off, frac = rm[_FWD], rm[_ADAPTIVE], rm[_OFF], rm[_FRACTION]
+
+        def row(label: str, key: str) -> str:
+            v = receiver[key]
+            return f"| {label} | {rm[key]:.2f} | {min(v):.2f}–{max(v):.2f} |"
+
         lines += [
-            f"| receiver ingest+spool+forward (process CPU, gRPC, 1 stream) | {fwd:.2f} | "
-            f"{min(receiver['+forward']):.2f}–{max(receiver['+forward']):.2f} |",
-            f"| receiver +analysis (process CPU) | {full:.2f} | "
-            f"{min(receiver['+analysis']):.2f}–{max(receiver['+analysis']):.2f} |",
+            row("receiver ingest+spool+forward (process CPU, gRPC, 1 stream)", _FWD),
+            row("receiver +analysis, adaptive budget (default; process CPU)", _ADAPTIVE),
+            row("receiver +analysis, sampling off (every trace analysed)", _OFF),
             "",
-            f"Ratio (decode + stages) / (ingest+spool+forward): **{analysis / fwd:.0%}** "
-            "(budget ≤ 30%).  Whole-process delta (+analysis − +forward) / +forward: "
-            f"{(full - fwd) / fwd:.0%}.",
+            f"In-process, per analysed span: (decode + stages) / (ingest+spool+forward) = "
+            f"**{analysis / fwd:.0%}**; in the receiver, CPU per analysed span (sampling off − "
+            f"+forward) = {off - fwd:.2f} µs.",
+            "",
+            f"Whole process at this load (one stream, {args.receiver_requests} requests): "
+            f"analysis adds **{(adaptive - fwd) / fwd:.0%}** to the per-span CPU with the "
+            f"adaptive budget (target ≤ 30%), analysing **{frac:.1%}** of traces "
+            f"(rounds {min(receiver[_FRACTION]):.1%}–{max(receiver[_FRACTION]):.1%}); "
+            f"**{(off - fwd) / fwd:.0%}** with sampling off.",
         ]
     return "\n".join(lines)
 
@@ -228,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests-per-round", type=int, default=20)
-    parser.add_argument("--receiver-seconds", type=float, default=6.0)
-    parser.add_argument("--receiver-requests", type=int, default=300)
+    parser.add_argument("--receiver-seconds", type=float, default=10.0)
+    parser.add_argument("--receiver-requests", type=int, default=1500)
     parser.add_argument("--no-receiver", action="store_true", help="in-process steps only")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = parser.parse_args(argv)

@@ -204,6 +204,8 @@ METRIC_ANALYSIS_METRIC_OVERFLOW: Final = "otel_agents_metric_overflow_total"
 METRIC_ANALYSIS_FRACTION: Final = "otel_agents_analysis_sampled_fraction"
 #: Spans forwarded but not analysed by the analysis sampling.
 METRIC_ANALYSIS_UNSAMPLED_SPANS: Final = "otel_agents_analysis_unsampled_spans_total"
+#: CPU seconds the pipeline thread spent on analysis (rate() = cores).
+METRIC_ANALYSIS_CPU_SECONDS: Final = "otel_agents_analysis_cpu_seconds_total"
 #: Smoothed analysis CPU (cores) and the rest of the receiver's CPU (cores).
 METRIC_ANALYSIS_CPU: Final = "otel_agents_analysis_cpu_cores"
 METRIC_ANALYSIS_OTHER_CPU: Final = "otel_agents_analysis_other_cpu_cores"

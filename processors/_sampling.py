@@ -163,9 +163,9 @@ class AnalysisBudget:
     over windows of at least ``window`` seconds compares smoothed rates:
 
     * allowed = max(``cpu_budget`` × other CPU, ``cpu_floor``) (core-seconds per second);
-    * above allowed, the fraction drops at once to what fits ``MARGIN`` (0.8) × allowed, never
+    * above allowed, the fraction drops at once to what fits ``MARGIN`` (0.65) × allowed, never
       below ``min_fraction``: a burst is answered within one window;
-    * below ``LOW_WATER`` (0.6) × allowed it rises by at most ×1.25 a window, up to 1 (100 %);
+    * below ``LOW_WATER`` (0.5) × allowed it rises by at most ×1.25 a window, up to 1 (100 %);
     * in between it stays (hysteresis: no flapping around the budget).
 
     ``mode`` ``"off"`` pins 1.0, a float pins that fraction; only ``"adaptive"`` adapts.
@@ -180,11 +180,12 @@ class AnalysisBudget:
         clock: monotonic seconds (tests inject one).
     """
 
-    # The fraction is set to fit MARGIN x allowed: thread CPU does not see everything analysis
-    # costs the process (GIL hand-offs, the spool's extra cursor), measured at ~5 % of the
-    # forwarding cost in benchmarks/analysis_cost.py.
-    LOW_WATER = 0.6
-    MARGIN = 0.8
+    # The fraction is set to fit MARGIN x allowed: the analysis thread's CPU is not everything
+    # analysis costs the process.  benchmarks/analysis_cost.py measured the rest at ~0.5 µs per
+    # span offered (~7 % of the forwarding cost; the whole-process delta at a 1/1024 sample is
+    # ~1.1 µs/span of which the thread sees ~0.55), so the thread is held to ~2/3 of the budget.
+    LOW_WATER = 0.5
+    MARGIN = 0.65
     SMOOTHING = 0.5
     MAX_RISE = 1.25
 
@@ -217,7 +218,7 @@ class AnalysisBudget:
         #: Smoothed rates (core-seconds per second) of the last update, for telemetry.
         self.analysis_rate = 0.0
         self.other_rate = 0.0
-        self._mark: tuple[float, float, float] | None = None
+        self._mark: tuple[float, float, float, int | None] | None = None
         self._primed = False
 
     @property
@@ -225,17 +226,25 @@ class AnalysisBudget:
         """The fraction the current threshold keeps (``fraction`` rounded as the spec rounds)."""
         return threshold_to_probability(self.threshold)
 
-    def update(self, analysis_cpu: float) -> float:
-        """Take a measurement (``analysis_cpu``: cumulative seconds); returns the fraction."""
+    def update(self, analysis_cpu: float, offered: int | None = None) -> float:
+        """Take a measurement; returns the fraction.
+
+        Args:
+            analysis_cpu: cumulative CPU seconds of analysis.
+            offered: cumulative spans offered to analysis (sampled or not), if known: a window
+                in which none arrived says nothing about the load, so the fraction holds (the
+                next burst does not start at 100 % just because the receiver was idle).
+        """
         now, proc = self._clock(), self._process_cpu()
         if self._mark is None:
-            self._mark = (now, proc, analysis_cpu)
+            self._mark = (now, proc, analysis_cpu, offered)
             return self.fraction
-        t0, p0, a0 = self._mark
+        t0, p0, a0, o0 = self._mark
         wall = now - t0
         if wall < self.window:
             return self.fraction
-        self._mark = (now, proc, analysis_cpu)
+        self._mark = (now, proc, analysis_cpu, offered)
+        idle = offered is not None and offered == o0
         a = max(analysis_cpu - a0, 0.0) / wall
         other = max((proc - p0) / wall - a, 0.0)
         if self._primed:
@@ -245,10 +254,10 @@ class AnalysisBudget:
         else:
             self.analysis_rate, self.other_rate, self._primed = a, other, True
         if self.adaptive:
-            self._adapt()
+            self._adapt(idle)
         return self.fraction
 
-    def _adapt(self) -> None:
+    def _adapt(self, idle: bool = False) -> None:
         p = self.fraction
         allowed = max(self.cpu_budget * self.other_rate, self.cpu_floor)
         a = self.analysis_rate
@@ -256,7 +265,7 @@ class AnalysisBudget:
             # Cost is about proportional to the fraction: scale to fit, with a margin.
             target = p * self.MARGIN * allowed / a
             p = max(self.min_fraction, target)
-        elif a < self.LOW_WATER * allowed and p < 1.0:
+        elif a < self.LOW_WATER * allowed and p < 1.0 and not idle:
             target = p * self.MARGIN * allowed / a if a > 0 else 1.0
             p = min(1.0, max(p, min(target, p * self.MAX_RISE)))
         else:

@@ -169,6 +169,7 @@ class Pipeline:
         self._held_spans = 0
         self._held_since = 0.0
         self._analysis_cpu = 0.0  # pipeline-thread CPU seconds spent on analysis
+        self._offered = 0  # spans offered to analysis (sampled or not)
         if self._stages:
             from otel_agents.processors import AnalysisBudget
 
@@ -189,6 +190,13 @@ class Pipeline:
                 "Spans forwarded but not analysed: their trace was outside the analysis sample.",
                 registry=self._registry,
             )
+            self._cpu_total = Counter(
+                _counter_name(sc.METRIC_ANALYSIS_CPU_SECONDS),
+                "CPU seconds the pipeline thread spent on analysis (reading the analysis cursor, "
+                "decoding, processors, their ticks).",
+                registry=self._registry,
+            )
+            self._cpu_seen = 0.0
             self._cpu = Gauge(
                 sc.METRIC_ANALYSIS_CPU,
                 "Analysis CPU, cores (smoothed), which analysis.cpu_budget bounds.",
@@ -451,11 +459,13 @@ class Pipeline:
     def _update_budget(self) -> None:
         budget = self._budget
         try:
-            budget.update(self._analysis_cpu)
+            budget.update(self._analysis_cpu, self._offered)
         except Exception:  # the budget must never stop the pipeline
             _log.exception("pipeline: analysis budget update failed")
             return
         self._fraction.set(budget.effective_fraction)
+        self._cpu_total.inc(self._analysis_cpu - self._cpu_seen)
+        self._cpu_seen = self._analysis_cpu
         self._cpu.set(budget.analysis_rate)
         self._other_cpu.set(budget.other_rate)
 
@@ -484,6 +494,7 @@ class Pipeline:
         if request is None:
             return
         if row.signal == "traces":
+            self._offered += row.items
             batch = self._span_batch(request, row.received_at)
             if batch is None:
                 return

@@ -292,3 +292,29 @@ def test_randomness_uses_exactly_56_bits() -> None:
         tid[8] ^= 0xFF
         assert randomness(bytes(tid)) == r < MAX_THRESHOLD
         assert (r >= t) == (tid[9] >= 0x80)
+
+
+def test_controller_holds_its_fraction_while_nothing_arrives() -> None:
+    """Idle windows (no spans offered) carry no load information: the fraction stays where the
+    last burst left it, and rises again once light traffic arrives."""
+    plant = _Plant(other=1.0, full_cost=3.0)
+    budget = _budget(plant)
+    offered = 0
+    budget.update(0.0, offered)
+    for _ in range(10):
+        plant.step(budget.effective_fraction)
+        offered += 1000
+        budget.update(plant.analysis, offered)
+    low = budget.fraction
+    assert low < 0.2
+    plant.other, plant.full_cost = 0.0, 0.0
+    for _ in range(20):
+        plant.step(budget.effective_fraction)
+        budget.update(plant.analysis, offered)  # nothing offered
+    assert budget.fraction == low
+    plant.other, plant.full_cost = 0.02, 0.01
+    for _ in range(30):
+        plant.step(budget.effective_fraction)
+        offered += 10
+        budget.update(plant.analysis, offered)
+    assert budget.fraction == 1.0
