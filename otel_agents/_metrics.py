@@ -60,6 +60,7 @@ _log = logging.getLogger(__name__)
 
 _SCOPE = "otel_agents"
 _OTHER_ERROR = "_OTHER"  # the conventions' fallback error.type when none is known
+_STATUS_ERROR = StatusCode.ERROR
 
 _INFERENCE_KEYS = (
     sc.GEN_AI_OPERATION_NAME,
@@ -186,15 +187,6 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    return None
-
-
-def _error_type(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
-    err = attrs.get(sc.ERROR_TYPE)
-    if isinstance(err, str) and err:
-        return err
-    if span.status.status_code is StatusCode.ERROR:
-        return _OTHER_ERROR
     return None
 
 
@@ -501,7 +493,7 @@ def _probe_merge(merge: _SdkHistogramMerge) -> bool:
                 preferred_temporality={HistogramKind: AggregationTemporality.DELTA}
             ),
         ]
-        provider = MeterProvider(metric_readers=readers)
+        provider = MeterProvider(metric_readers=readers, shutdown_on_exit=False)
         try:
             hist = provider.get_meter("otel_agents.probe").create_histogram(
                 "probe", explicit_bucket_boundaries_advisory=[1.0, 10.0]
@@ -862,7 +854,10 @@ class AgentMetricsProcessor(SpanProcessor):
         span_ctx = span.context
         if span_ctx is not None and not span_ctx.trace_flags.sampled:
             span_ctx = None
-        err = _error_type(span, attrs)
+        # error.type, else the conventions' fallback for an ERROR status
+        err = get(sc.ERROR_TYPE)
+        if type(err) is not str or not err:
+            err = _OTHER_ERROR if span.status.status_code is _STATUS_ERROR else None
         duration = None
         end = span.end_time
         start = span.start_time
