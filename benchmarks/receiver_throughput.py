@@ -90,16 +90,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
+#: The sink's process, for its CPU share (set by sink()).
+_SINK_PID: int | None = None
+
+
 @contextlib.contextmanager
 def sink(tmp: Path) -> Iterator[int]:
     """A counting OTLP/gRPC sink in its own process; yields its port."""
+    global _SINK_PID
     port_file = tmp / "sink.port"
     proc = subprocess.Popen(
         [PY, "-m", "benchmarks._sink", str(port_file)], cwd=ROOT, stderr=subprocess.DEVNULL
     )
     try:
-        yield _wait_port_file(port_file, proc)
+        port = _wait_port_file(port_file, proc)
+        _SINK_PID = proc.pid
+        yield port
     finally:
+        _SINK_PID = None
         _stop(proc)
 
 
@@ -252,6 +260,8 @@ class Sample:
     p99_ms: float
     failed: int
     client_cores: float = 0.0  # the load client's CPU per wall second (it shares the machine)
+    receiver_cores: float = 0.0  # the target's CPU per wall second of the load
+    sink_cores: float = 0.0  # the sink's CPU per wall second of the load
 
 
 @dataclass
@@ -286,9 +296,18 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
                 total += t.user + t.system
         return total
 
+    def sink_cpu() -> float:
+        if _SINK_PID is None:
+            return 0.0
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(_SINK_PID).cpu_times()
+            return float(t.user + t.system)
+        return 0.0
+
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
     cpu0 = cpu()
+    sink0 = sink_cpu()
     client0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load client, once reaped
     out = subprocess.run(
         [
@@ -310,6 +329,8 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
     )
     client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cpu = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
+    load_cpu = cpu() - cpu0  # during the load only: the cores it could use next to the others
+    sink_used = sink_cpu() - sink0
     # Work the receiver finishes after the last ack (forwarding, analysis backlog) is part of
     # its cost: wait until it is idle (< 10 % of a core over 0.5 s), at most --settle seconds.
     settle = time.monotonic() + args.settle
@@ -332,6 +353,8 @@ def measure(target: Target, protocol: str, streams: int, args: argparse.Namespac
         p99_ms=r["p99"] * 1000,
         failed=r["failed"],
         client_cores=client_cpu / r["wall"],
+        receiver_cores=load_cpu / r["wall"],
+        sink_cores=sink_used / r["wall"],
     )
 
 
@@ -438,8 +461,8 @@ def render(
         f"{args.compression} forwarding, {time.strftime('%Y-%m-%d')}; {machine()}",
         "",
         "| target | protocol | streams | spans/s | spans per CPU-s | × rotel (CPU-s) "
-        "| peak RSS MiB | p99 ms | failed | client cores |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| peak RSS MiB | p99 ms | failed | receiver cores | client cores | sink cores |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for protocol in protocols:
         for n in streams:
@@ -454,7 +477,8 @@ def render(
                     f"| {name} | {protocol} | {n} | {c.median('spans_per_s'):,.0f} | "
                     f"{eff:,.0f} | {ratio} | {c.median('peak_rss_mib'):.0f} | "
                     f"{c.median('p99_ms'):.0f} | {sum(s.failed for s in c.samples)} | "
-                    f"{c.median('client_cores'):.2f} |"
+                    f"{c.median('receiver_cores'):.2f} | {c.median('client_cores'):.2f} | "
+                    f"{c.median('sink_cores'):.2f} |"
                 )
     lines += ["", *headline(cases, protocols, streams)]
     return "\n".join(lines)

@@ -179,7 +179,9 @@ class AdmissionConfig:
             a receiver embedded in another Python process (``Receiver(...)`` in an application
             or a test) counts the RSS growth since it started, since the host's memory is not
             its own (see :class:`~otel_agents.receiver._admission.AdmissionController`).
-            ``0`` = off.
+            With ``serve --workers N`` every worker process holds its own RSS to it (N times
+            the budget in all, plus the supervisor's ~50 MiB): set it to the total divided by
+            N for a cap on the whole receiver.  ``0`` = off.
         memory_check_interval: how often RSS is sampled (not per request).
         min_retry_delay: smallest retry delay we ask clients for.
         max_retry_delay: largest retry delay (keep it well under the Python exporter's 10 s

@@ -10,6 +10,10 @@ endpoint once: ``/metrics`` is every worker's exposition with a ``worker`` label
 spool (its file lock dies with it, so nothing blocks the restart); SIGTERM / SIGINT stop every
 worker cleanly (each drains its forwarders) before the supervisor exits.
 
+Memory: ``admission.memory_limit`` applies to each worker process on its own (a worker's idle
+RSS is ~70 MiB, so one 256 MiB budget split three ways would leave a worker under load refusing
+everything); the whole receiver can use N times the budget plus the supervisor's RSS.
+
 Analysis needs every span of a trace in one place, and a worker sees only the connections the
 kernel gave it, so ``--workers`` > 1 requires ``--no-analysis`` until one analysis consumer reads
 all the workers' spools.
