@@ -357,7 +357,7 @@ class _SdkHistogramMerge:
         eligible = self._eligible(
             consumer._sdk_config.exemplar_filter, dims, values, span_ctxs, times
         )
-        counted: dict[tuple[float, ...], list[int]] = {}
+        counted: dict[tuple[float, ...], tuple[list[int], list[int]]] = {}
         total = sum(values)
         low, high = min(values), max(values)
         for vim, attrs, key in targets:
@@ -410,17 +410,20 @@ class _SdkHistogramMerge:
         total: float,
         low: float,
         high: float,
-        counted: dict[tuple[float, ...], list[int]],
+        counted: dict[tuple[float, ...], tuple[list[int], list[int]]],
     ) -> None:
         if type(agg) is self._drop:
             return
         bounds = agg._boundaries
-        counts = counted.get(bounds)
-        if counts is None:
+        known = counted.get(bounds)
+        if known is None:
+            # Bucket of every value, once per boundary set (readers usually share one).
+            where = [bisect_left(bounds, v) for v in values]
             counts = [0] * (len(bounds) + 1)
-            for v in values:
-                counts[bisect_left(bounds, v)] += 1
-            counted[bounds] = counts
+            for i in where:
+                counts[i] += 1
+            known = counted[bounds] = (counts, where)
+        counts, where = known
         with agg._lock:
             if agg._value is None:
                 agg._value = agg._get_empty_bucket_counts()
@@ -441,7 +444,7 @@ class _SdkHistogramMerge:
             last: dict[int, int] = {}
             for i, ok in enumerate(eligible):
                 if ok:
-                    last[bisect_left(bounds, values[i])] = i
+                    last[where[i]] = i
             offers = sorted(last.values())  # type: ignore[assignment]
         for i in offers:
             if eligible[i]:
