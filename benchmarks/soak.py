@@ -421,8 +421,9 @@ def run(args: argparse.Namespace) -> Result:
     return res
 
 
-def write_row(res: Result) -> None:
-    """Append the run to benchmarks/RESULTS.md under "Soak (RC-12)"."""
+def write_row(res: Result, note: str = "") -> None:
+    """Append the run to benchmarks/RESULTS.md under "Soak (RC-12)" (``note`` goes into the
+    verdict cell, e.g. what else ran on the machine)."""
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     header = (
@@ -445,7 +446,9 @@ def write_row(res: Result) -> None:
         f"{res.fds_after_warmup}→{res.fds_end} | {res.threads_after_warmup}→{res.threads_end} | "
         f"{res.spool_max_mib:.1f} | {res.open_traces_max:.0f} | "
         f"{'-' if tm is None else f'{tm:.1f}'} | "
-        f"{'pass' if not res.failures else 'FAIL: ' + '; '.join(res.failures)} |\n"
+        f"{'pass' if not res.failures else 'FAIL: ' + '; '.join(res.failures)}"
+        f"{f' ({res.refused_requests} refused requests)' if res.refused_requests else ''}"
+        f"{f'. {note}' if note else ''} |\n"
     )
     # Insert at the end of the soak table (it is the last section we own).
     head, _, tail = text.partition("## Soak (RC-12)")
@@ -474,11 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         help="receiver setting, as `otel-agents serve --set` (repeatable)",
     )
     p.add_argument("--write", action="store_true", help="append a row to benchmarks/RESULTS.md")
+    p.add_argument("--note", default="", help="text for the results row's verdict cell")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     args = p.parse_args(argv)
     res = run(args)
     if args.write:
-        write_row(res)
+        write_row(res, args.note)
     if args.json:
         print(json.dumps(asdict(res)))
     else:
