@@ -113,3 +113,39 @@ def test_many_traces_in_one_call() -> None:
     parent = np.array([-1, 0, -1, 2], dtype=np.int64)
     cp = critical_path_times(start, end, parent, np.array([0, 2], dtype=np.int64))
     assert cp.tolist() == [90, 10, 10, 40]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_trees())
+def test_level_walk_matches_brute_force_reference(spans: list[tuple[int, int, int]]) -> None:
+    """The array (level-by-level) walk, forced on from the root, agrees with the reference."""
+    from otel_agents.processors import _critical_path as mod
+
+    saved = mod._VECTOR_MIN
+    mod._VECTOR_MIN = 1
+    try:
+        assert _cp(spans) == _brute(spans)
+    finally:
+        mod._VECTOR_MIN = saved
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_trees(), min_size=8, max_size=20))
+def test_forest_of_traces_matches_brute_force_per_trace(
+    forest: list[list[tuple[int, int, int]]],
+) -> None:
+    """Many traces in one call (the array walk's case) give each its own reference path."""
+    start, end, parent, roots, expect = [], [], [], [], []
+    for spans in forest:
+        base = len(start)
+        roots.append(base)
+        for s, e, p in spans:
+            start.append(s)
+            end.append(e)
+            parent.append(p + base if p >= 0 else -1)
+        expect += _brute(spans)
+    cp = critical_path_times(
+        np.array(start, dtype=np.int64), np.array(end, dtype=np.int64),
+        np.array(parent, dtype=np.int64), np.array(roots, dtype=np.int64),
+    )  # fmt: skip
+    assert cp.tolist() == expect
