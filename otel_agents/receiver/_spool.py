@@ -487,8 +487,13 @@ class Spool:
                             other.error = RetryableError(
                                 "spool commit interrupted; retry later", self._retry_after
                             )
-        if entry.error is not None:
-            raise entry.error
+        error = entry.error
+        if error is not None:
+            if isinstance(error, RetryableError):
+                # One exception object per caller: raising a shared one from several threads
+                # would interleave their tracebacks.
+                raise RetryableError(str(error), error.retry_after) from error.__cause__
+            raise error
         self._notify()
         return entry.seq
 
