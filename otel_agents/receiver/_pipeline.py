@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,9 +63,12 @@ _REQUEST_TYPES: dict[str, type[Message]] = {
     "metrics": ExportMetricsServiceRequest,
     "logs": ExportLogsServiceRequest,
 }
-# Decoded requests handed over by ingest() so the pipeline thread need not parse them again;
-# bounded, because the pipeline may lag (then it parses from the spool).
-_DECODED_CACHE = 256
+# The pipeline thread parses spooled payloads itself rather than being handed ingest's parsed
+# requests: keeping those alive past the transport's handler cost the other threads more than
+# the parse (benchmarks/analysis_cost.py, 1,500 x 512 spans: whole-process CPU per span with
+# every trace analysed 21-22 µs with the hand-over, 15-18 µs without; at a 1/1024 sample
+# +0.8-1.6 vs +0.5-1.1 µs over forwarding alone), and it hid that cost from the analysis
+# budget, which measures the analysis thread.
 # Rows per read of the analysis cursor, and the pause after a read that caught up.
 _READ_ROWS = 32
 _READ_PAUSE = 0.05
@@ -130,8 +132,6 @@ class Pipeline:
         cursors = [str(getattr(f.component, "cursor_name")) for f in self._forwarders]  # noqa: B009
         if self._stages:
             cursors.append(ANALYSIS_CURSOR)
-        self._decoded: OrderedDict[int, Message] = OrderedDict()
-        self._decoded_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
@@ -312,18 +312,12 @@ class Pipeline:
         if signal not in _REQUEST_TYPES:
             raise ValueError(f"unknown signal {signal!r}")
         sig: Signal = signal  # type: ignore[assignment]
-        cache: Message | None = request
         if self._redactor is not None:
             payload, masked = self._redactor.apply(signal, payload)
             if masked:
-                cache = None  # analysis must see the masked request: parsed from the spool
                 self._redacted.inc(masked)
-        seq = self.spool.append(sig, payload, items, received_at=self.now())
-        if self._stages and cache is not None:
-            with self._decoded_lock:
-                self._decoded[seq] = cache
-                while len(self._decoded) > _DECODED_CACHE:
-                    self._decoded.popitem(last=False)
+        # Analysis parses the stored payload on its own thread (see _REQUEST_TYPES' note).
+        self.spool.append(sig, payload, items, received_at=self.now())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``(ready, details)`` for ``/readyz``: not ready while the spool refuses data."""
@@ -475,10 +469,6 @@ class Pipeline:
         return 1.0 if self._budget is None else float(self._budget.effective_fraction)
 
     def _decode(self, row: Row) -> Message | None:
-        with self._decoded_lock:
-            request = self._decoded.pop(row.seq, None)
-        if request is not None:
-            return request
         request = _REQUEST_TYPES[row.signal]()
         try:
             request.ParseFromString(row.payload)
