@@ -30,6 +30,7 @@ metrics (CPU, RSS, open file descriptors, threads, GC collections) via psutil.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -38,6 +39,7 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from opentelemetry import metrics, trace
@@ -354,7 +356,7 @@ class _SdkHistogramMerge:
                 targets.append((vim, attrs, key))
         if not targets:
             return True
-        eligible = self._eligible(
+        check = self._eligibility(
             consumer._sdk_config.exemplar_filter, dims, values, span_ctxs, times
         )
         counted: dict[tuple[float, ...], tuple[list[int], list[int]]] = {}
@@ -366,38 +368,43 @@ class _SdkHistogramMerge:
                 # lookup to update, as the SDK does, so no value lands in a collected one.
                 with vim._lock:
                     agg = vim._get_or_create_aggregation(key, attrs)
-                    self._add(
-                        agg, dims, values, span_ctxs, times, eligible, total, low, high, counted
-                    )
+                    self._add(agg, dims, values, span_ctxs, times, check, total, low, high, counted)
             else:
                 agg = vim._attributes_aggregation.get(key)
                 if agg is None:
                     with vim._lock:
                         agg = vim._get_or_create_aggregation(key, attrs)
-                self._add(agg, dims, values, span_ctxs, times, eligible, total, low, high, counted)
+                self._add(agg, dims, values, span_ctxs, times, check, total, low, high, counted)
         return True
 
-    def _eligible(
+    def _eligibility(
         self,
         exemplar_filter: Any,
         dims: Mapping[str, AttributeValue],
         values: Sequence[float],
         span_ctxs: Sequence[SpanContext | None],
         times: Sequence[int],
-    ) -> list[bool]:
-        """The exemplar filter's verdict per value (the known filters without a call each)."""
+    ) -> Callable[[int], bool] | None:
+        """The exemplar filter's verdict for value ``i``, asked only where it matters for the
+        known filters (None: no value is eligible); any other filter is asked for every value,
+        in order, as per-value recording would."""
         kind = type(exemplar_filter)
         if kind is self._trace_based:
             # What TraceBasedExemplarFilter decides for the context _span_context_in builds.
-            return [c is not None and bool(c.trace_flags.sampled) for c in span_ctxs]
+            def sampled(i: int) -> bool:
+                ctx = span_ctxs[i]
+                return ctx is not None and bool(ctx.trace_flags.sampled)
+
+            return sampled
         if kind is self._always_off:
-            return [False] * len(values)
+            return None
         if kind is self._always_on:
-            return [True] * len(values)
-        return [
+            return lambda i: True
+        verdicts = [
             bool(exemplar_filter.should_sample(v, t, dims, _span_context_in(c) or get_current()))
             for v, c, t in zip(values, span_ctxs, times, strict=True)
         ]
+        return verdicts.__getitem__ if any(verdicts) else None
 
     def _add(
         self,
@@ -406,7 +413,7 @@ class _SdkHistogramMerge:
         values: Sequence[float],
         span_ctxs: Sequence[SpanContext | None],
         times: Sequence[int],
-        eligible: list[bool],
+        check: Callable[[int], bool] | None,
         total: float,
         low: float,
         high: float,
@@ -418,10 +425,10 @@ class _SdkHistogramMerge:
         known = counted.get(bounds)
         if known is None:
             # Bucket of every value, once per boundary set (readers usually share one).
-            where = [bisect_left(bounds, v) for v in values]
+            where = list(map(partial(bisect_left, bounds), values))
             counts = [0] * (len(bounds) + 1)
-            for i in where:
-                counts[i] += 1
+            for i, n in collections.Counter(where).items():
+                counts[i] = n
             known = counted[bounds] = (counts, where)
         counts, where = known
         with agg._lock:
@@ -435,20 +442,27 @@ class _SdkHistogramMerge:
             if agg._record_min_max:
                 agg._min = min(agg._min, low)
                 agg._max = max(agg._max, high)
-        if not any(eligible):
+        if check is None:
             return
         reservoir = agg._reservoir
-        offers = range(len(values))
+        offers: Iterable[int]
         if type(reservoir) is self._aligned:
-            # It keeps the last value per bucket: offering only those is the same outcome.
-            last: dict[int, int] = {}
-            for i, ok in enumerate(eligible):
-                if ok:
-                    last[where[i]] = i
-            offers = sorted(last.values())  # type: ignore[assignment]
+            # It keeps the last value per bucket: offering each bucket's last eligible value is
+            # the same outcome. Walk back from the end until every bucket with values has one.
+            need = {i for i, n in enumerate(counts) if n}
+            chosen: list[int] = []
+            for i in range(len(values) - 1, -1, -1):
+                bucket = where[i]
+                if bucket in need and check(i):
+                    chosen.append(i)
+                    need.discard(bucket)
+                    if not need:
+                        break
+            offers = reversed(chosen)
+        else:
+            offers = (i for i in range(len(values)) if check(i))
         for i in offers:
-            if eligible[i]:
-                reservoir.offer(values[i], times[i], dims, _span_context_in(span_ctxs[i]))
+            reservoir.offer(values[i], times[i], dims, _span_context_in(span_ctxs[i]))
 
 
 def _probe_merge(merge: _SdkHistogramMerge) -> bool:

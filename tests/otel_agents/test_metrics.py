@@ -7,7 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
@@ -408,8 +414,29 @@ def _run_batches(
         processor.otel_agents_on_end_batch(spans)
 
 
-def test_batch_merge_equals_per_value_recording_cumulative_and_delta() -> None:
-    """Merged per batch, tool durations give the same points and exemplars as recording each value (cumulative and delta readers)."""
+class _OddSpanFilter(ExemplarFilter):
+    """A filter of another type than the SDK's: asked for every value."""
+
+    def should_sample(self, value: Any, time_unix_nano: int, attributes: Any, context: Any) -> bool:
+        from opentelemetry import trace as api
+
+        return api.get_current_span(context).get_span_context().span_id % 3 == 1
+
+
+@pytest.mark.parametrize(
+    "exemplar_filter",
+    [
+        TraceBasedExemplarFilter(),
+        AlwaysOnExemplarFilter(),
+        AlwaysOffExemplarFilter(),
+        _OddSpanFilter(),
+    ],
+    ids=["trace_based", "always_on", "always_off", "custom"],
+)
+def test_batch_merge_equals_per_value_recording_cumulative_and_delta(
+    exemplar_filter: ExemplarFilter,
+) -> None:
+    """Merged per batch, tool durations give the same points and exemplars as recording each value (cumulative and delta readers, each exemplar filter)."""
     from opentelemetry.sdk.metrics import Histogram
     from opentelemetry.sdk.metrics.export import AggregationTemporality
 
@@ -423,7 +450,7 @@ def test_batch_merge_equals_per_value_recording_cumulative_and_delta() -> None:
             InMemoryMetricReader(),
             InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA}),
         ]
-        meters = MeterProvider(metric_readers=readers)
+        meters = MeterProvider(metric_readers=readers, exemplar_filter=exemplar_filter)
         saved = _metrics._MERGE._ok
         _metrics._MERGE._ok = fast  # False: every value through the public record()
         try:
@@ -450,8 +477,13 @@ def test_batch_merge_equals_per_value_recording_cumulative_and_delta() -> None:
     assert results[0] == results[1]
     cumulative_first = results[0][0]
     assert cumulative_first[0] == 5 and cumulative_first[3] == 100.0
-    assert cumulative_first[5], "sampled spans leave exemplars"
-    assert all(span_id % 2 == 1 for _, span_id in cumulative_first[5])  # only sampled spans
+    exemplar_ids = [span_id for _, span_id in cumulative_first[5]]
+    if isinstance(exemplar_filter, AlwaysOffExemplarFilter):
+        assert exemplar_ids == []
+    else:
+        assert exemplar_ids, "eligible values leave exemplars"
+    if isinstance(exemplar_filter, TraceBasedExemplarFilter):
+        assert all(span_id % 2 == 1 for span_id in exemplar_ids)  # only sampled spans
 
 
 def test_batch_merge_falls_back_for_other_aggregations() -> None:
