@@ -273,6 +273,8 @@ class _SdkHistogramMerge:
     def __init__(self) -> None:
         self._ok: bool | None = None
         self._lock = threading.Lock()
+        # (id(histogram), attribute items) -> (histogram, reader storages, targets)
+        self._targets: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any, Any]] = {}
         try:
             from opentelemetry.sdk.metrics import (
                 AlignedHistogramBucketExemplarReservoir,
@@ -314,6 +316,7 @@ class _SdkHistogramMerge:
                     except Exception:
                         _log.debug("agent metrics: batch histogram probe failed", exc_info=True)
                         self._ok = False
+                    self._targets.clear()  # the probe's private providers are gone
                     if not self._ok:
                         _log.debug("agent metrics: histograms recorded value by value")
         return self._ok
@@ -338,22 +341,21 @@ class _SdkHistogramMerge:
         consumer: Any = hist._measurement_consumer
         if type(consumer) is not self._consumer:
             return False
-        # Resolve every target first (creating an aggregation the public path would create
-        # anyway is harmless); nothing is added before all of them are known to be mergeable.
-        targets: list[tuple[Any, dict[str, AttributeValue], Any]] = []
-        for storage in consumer._reader_storages.values():
-            for vim in storage._get_or_init_view_instrument_match(hist):
-                keys = vim._view._attribute_keys
-                attrs = dict(dims) if keys is None else {k: v for k, v in dims.items() if k in keys}
-                key = self._hash(attrs)
-                with vim._lock:
-                    agg = vim._get_or_create_aggregation(key, attrs)
-                kind = type(agg)
-                if kind is self._drop:
-                    continue
-                if kind is not self._explicit:
-                    return False
-                targets.append((vim, attrs, key))
+        storages = consumer._reader_storages
+        cache_key = (id(hist), tuple(dims.items()))
+        cached = self._targets.get(cache_key)
+        if cached is not None and cached[0] is hist and cached[1] is storages:
+            # Same instrument, same readers (the SDK replaces that mapping when one is added
+            # or removed) and views never change for an instrument: the same targets.
+            targets = cached[2]
+        else:
+            resolved = self._resolve(hist, dims, storages)
+            if resolved is None:
+                return False
+            targets = resolved
+            if len(self._targets) >= _MAX_SHAPES:
+                self._targets.clear()
+            self._targets[cache_key] = (hist, storages, targets)
         if not targets:
             return True
         check = self._eligibility(
@@ -376,6 +378,28 @@ class _SdkHistogramMerge:
                         agg = vim._get_or_create_aggregation(key, attrs)
                 self._add(agg, dims, values, span_ctxs, times, check, total, low, high, counted)
         return True
+
+    def _resolve(
+        self, hist: Any, dims: Mapping[str, AttributeValue], storages: Any
+    ) -> list[tuple[Any, dict[str, AttributeValue], Any]] | None:
+        """Every (view match, attributes, aggregation key) ``dims`` lands in; None when one of
+        them is not an explicit-bucket histogram (or Drop). Creating an aggregation the public
+        path would create anyway is harmless; nothing is added here."""
+        targets: list[tuple[Any, dict[str, AttributeValue], Any]] = []
+        for storage in storages.values():
+            for vim in storage._get_or_init_view_instrument_match(hist):
+                keys = vim._view._attribute_keys
+                attrs = dict(dims) if keys is None else {k: v for k, v in dims.items() if k in keys}
+                key = self._hash(attrs)
+                with vim._lock:
+                    agg = vim._get_or_create_aggregation(key, attrs)
+                kind = type(agg)
+                if kind is self._drop:
+                    continue
+                if kind is not self._explicit:
+                    return None
+                targets.append((vim, attrs, key))
+        return targets
 
     def _eligibility(
         self,

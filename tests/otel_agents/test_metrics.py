@@ -608,3 +608,20 @@ def test_shape_cache_keys_cover_every_attribute_of_the_series() -> None:
     assert ports == [443, 8443]
     meters.shutdown()
     provider.shutdown()
+
+
+def test_batch_merge_follows_a_reader_added_later() -> None:
+    """A metric reader added after the first merged batch receives the later batches (resolved targets are not stale)."""
+    first = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[first])
+    processor = AgentMetricsProcessor(meters)
+    try:
+        _run_batches(meters, [[0.1, 0.2]], processor)
+        second = InMemoryMetricReader()
+        meters.add_metric_reader(second)
+        _run_batches(meters, [[0.4]], processor)
+        (a,) = _histogram_points(first, sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION)
+        (b,) = _histogram_points(second, sc.METRIC_GEN_AI_EXECUTE_TOOL_DURATION)
+        assert a.count == 3 and b.count == 1
+    finally:
+        meters.shutdown()
