@@ -23,6 +23,13 @@ still wins.  Attribute sets are the conventions' low-cardinality ones; the SDK's
 cardinality limit (default 2000) plus its ``otel.metric.overflow=true`` series keeps memory
 bounded even when agent or tool names are attacker-controlled (CVE-2023-45142 class).
 
+Behind the enriching processor the spans arrive in batches on its worker thread
+(:meth:`AgentMetricsProcessor.otel_agents_on_end_batch`): counter increments are summed per series
+and added once per batch; histogram values are collected per series and merged into the SDK's
+own aggregations once per series (:class:`_SdkHistogramMerge`, the one guarded use of SDK metrics
+internals — proven equal to per-value ``record()`` by a probe at first use, public ``record()``
+otherwise; see ``docs/architecture.md``). Exemplars come from each span's own context.
+
 :func:`install_metrics` is the one call ``configure()`` and the zero-code hook make: it attaches
 the processor to the tracer provider that exists (never replaces it) and registers the process
 metrics (CPU, RSS, open file descriptors, threads, GC collections) via psutil.
