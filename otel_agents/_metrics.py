@@ -253,7 +253,7 @@ def _span_context_in(span_ctx: SpanContext | None) -> Context | None:
     return trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
 
 
-class _SdkHistogramMerge:
+class _SdkHistogramMerge(_ForkSafe):
     """Merges one batch's values of one histogram series into the OpenTelemetry SDK at once.
 
     Why: through the public ``Histogram.record`` every value costs the Python SDK 4–7 µs
@@ -278,6 +278,7 @@ class _SdkHistogramMerge:
     """
 
     def __init__(self) -> None:
+        _ForkSafe.__init__(self)
         self._ok: bool | None = None
         self._lock = threading.Lock()
         # (id(histogram), attribute items) -> (histogram, reader storages, targets)
@@ -312,6 +313,9 @@ class _SdkHistogramMerge:
         self._explicit: type = _ExplicitBucketHistogramAggregation
         self._histogram: Any = _Histogram
         self._consumer: Any = SynchronousMeasurementConsumer
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def works(self) -> bool:
         """Whether merging is proven equal to per-value recording on this SDK (probed once)."""
