@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics import (
     TraceBasedExemplarFilter,
 )
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
 
 from otel_agents import semconv as sc
@@ -593,12 +593,11 @@ def test_shape_cache_keys_cover_every_attribute_of_the_series() -> None:
     processor = AgentMetricsProcessor(meters)
     provider = TracerProvider()
     tracer = provider.get_tracer("t")
-    spans = []
+    spans: list[ReadableSpan] = []
     for port in (443, 8443):
-        with tracer.start_as_current_span(
-            "chat", attributes={**LLM_ATTRS, sc.SERVER_PORT: port}
-        ) as span:
-            pass
+        span = tracer.start_span("chat", attributes={**LLM_ATTRS, sc.SERVER_PORT: port})
+        span.end()
+        assert isinstance(span, ReadableSpan)  # the SDK's span, ended
         spans.append(span)
     processor.otel_agents_on_end_batch(spans)
     ports = sorted(
