@@ -159,7 +159,7 @@ def test_agent_tool_decision_and_a2a_metrics(env: Env) -> None:
 def test_dialect_spans_are_normalized(env: Env) -> None:
     """OpenLLMetry-style token keys are read through the shared normalizer."""
     pytest.importorskip("otel_agents._normalize")
-    attrs = {
+    attrs: dict[str, Any] = {
         "gen_ai.system": "openai",
         sc.GEN_AI_OPERATION_NAME: "chat",
         sc.GEN_AI_REQUEST_MODEL: "gpt-4o",
@@ -314,7 +314,7 @@ def test_process_metrics_of_vanished_process_yield_nothing() -> None:
 def test_metrics_recorded_off_thread_keep_the_span_as_exemplar() -> None:
     """Behind the enriching processor the metrics are recorded by its worker, and exemplars still point at the span."""
     env = Env(behind_enricher=True, scope="openinference.instrumentation.openai")
-    attrs = {
+    attrs: dict[str, Any] = {
         "openinference.span.kind": "LLM",
         "llm.model_name": "gpt-4o",
         "llm.token_count.prompt": 100,
