@@ -163,9 +163,9 @@ class AnalysisBudget:
     over windows of at least ``window`` seconds compares smoothed rates:
 
     * allowed = max(``cpu_budget`` × other CPU, ``cpu_floor``) (core-seconds per second);
-    * above allowed, the fraction drops at once to what fits ``MARGIN`` (0.8) × allowed, never
+    * above allowed, the fraction drops at once to what fits ``MARGIN`` (0.7) × allowed, never
       below ``min_fraction``: a burst is answered within one window;
-    * below ``LOW_WATER`` (0.55) × allowed it rises by at most ×1.25 a window, up to 1 (100 %);
+    * below ``LOW_WATER`` (0.5) × allowed it rises by at most ×1.25 a window, up to 1 (100 %);
     * in between it stays (hysteresis: no flapping around the budget).
 
     ``mode`` ``"off"`` pins 1.0, a float pins that fraction; only ``"adaptive"`` adapts.
@@ -182,8 +182,8 @@ class AnalysisBudget:
 
     # The fraction is set to fit MARGIN x allowed: a margin for the window's noise and for the
     # little analysis costs outside its thread (the spool's extra cursor).
-    LOW_WATER = 0.55
-    MARGIN = 0.8
+    LOW_WATER = 0.5
+    MARGIN = 0.7
     SMOOTHING = 0.5
     MAX_RISE = 1.25
 
