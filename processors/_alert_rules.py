@@ -445,9 +445,16 @@ class RuleEvaluator:
             mats = mat.astype(np.float64)
         else:
             mats = np.zeros((g, self._width))
+            # Under analysis sampling a span stands for ``weight`` received spans: sums and
+            # counts are Horvitz-Thompson estimates of all traffic (cost and budget rules must
+            # not under-fire under load); ratios are unchanged in expectation.
+            weight = getattr(batch, "weight", None)
+            sampled = weight is not None and bool(getattr(batch, "sampled", False))
+            w = weight[idx] if sampled else None
             for j, name in enumerate(self._measures):
-                mats[:, j] = np.bincount(inverse, weights=values[name], minlength=g)
-            mats[:, -2] = np.bincount(inverse, minlength=g)
+                v = values[name] if w is None else values[name] * w
+                mats[:, j] = np.bincount(inverse, weights=v, minlength=g)
+            mats[:, -2] = np.bincount(inverse, weights=w, minlength=g)
             if self._measures:
                 vmax = np.full(g, -np.inf)
                 np.maximum.at(vmax, inverse, values[self._measures[0]])

@@ -318,3 +318,33 @@ def test_controller_holds_its_fraction_while_nothing_arrives() -> None:
         offered += 10
         budget.update(plant.analysis, offered)
     assert budget.fraction == 1.0
+
+
+def test_alert_cost_rules_see_estimates_of_all_traffic(tmp_path: Path) -> None:
+    """A cost-rate alert rule sums sampled spans' cost × 1/p, so budget alerts do not under-fire
+    when only a sample is analysed."""
+    from otel_agents.processors._alert import AlertConfig, create_alert_engine
+
+    from otel_agents._configtypes import decode
+
+    from ._host import TestHost
+
+    gen = TraceGen(21)
+    reqs = [request(gen.trace(1_700_000_000_000 * MS + i * MS)) for i in range(300)]
+    t = probability_to_threshold(0.25)
+    totals = []
+    for threshold in (0, t):
+        (tmp_path / str(threshold)).mkdir()
+        host = TestHost(tmp_path / str(threshold))
+        engine = create_alert_engine(decode(AlertConfig, {}), "alert")
+        engine.start(host)
+        for req in reqs:
+            batch = build_span_batch(
+                req, pricebook=None, received_at=host.clock, threshold=threshold
+            )
+            engine.process_traces(batch)
+        rule = next(e for e in engine._evaluators if e.rule.name == "CostPerHourHigh")
+        totals.append(sum(float(b.buckets[-1][1][0]) for b in rule._series.values()))
+    full, estimated = totals
+    assert full > 0
+    assert estimated == pytest.approx(full, rel=0.2)
