@@ -590,12 +590,14 @@ class EnrichingSpanProcessor(SpanProcessor):
         if self._identity:
             try:
                 agent = _CURRENT_AGENT.get()  # current_agent() minus a call, once per span
-                if agent is not None and not _own_span(span):
-                    agents = self._agents
-                    if len(agents) < _MAX_PENDING_IDENTITIES:
-                        agents[span.get_span_context().span_id] = agent
-                    else:
-                        _LIVE_IDENTITY.on_start(span, parent_context)
+                if agent is not None:
+                    scope = span.instrumentation_scope  # _own_span(), inlined
+                    if scope is None or scope.name != _OWN_SCOPE:
+                        agents = self._agents
+                        if len(agents) < _MAX_PENDING_IDENTITIES:
+                            agents[span.get_span_context().span_id] = agent
+                        else:
+                            _LIVE_IDENTITY.on_start(span, parent_context)
             except Exception:
                 rate_limited.exception(logger, "EnrichingSpanProcessor identity")
         for p in self._starting:
@@ -644,9 +646,14 @@ class EnrichingSpanProcessor(SpanProcessor):
                     rate_limited.exception(logger, f"{type(p).__name__}.on_end")
             if self._delivery is not None:
                 self._put((out, attrs))
-        elif self._delivery is not None:
-            # Only the span: its identity is popped by the worker (no tuple per span here).
-            self._put(span)
+        else:
+            delivery = self._delivery
+            if delivery is not None:
+                # Only the span: its identity is popped by the worker (no tuple per span here).
+                try:
+                    delivery.put(span)
+                except Exception:
+                    rate_limited.exception(logger, "EnrichingSpanProcessor queue")
 
     def _pop_agent(self, span: ReadableSpan) -> AgentIdentity | None:
         """The identity captured at the span's start, removed from the side table."""
