@@ -267,6 +267,32 @@ class PriceBook:
             The price, or ``None`` when the model is unknown (never 0 for unknown).
         """
         del reasoning_tokens  # already inside output_tokens; see the module docstring
+        quote = self._quote(
+            model,
+            provider,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            timestamp,
+        )
+        return None if quote is None else Price(*quote)
+
+    def _quote(
+        self,
+        model: str,
+        provider: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int,
+        cache_creation_tokens: int,
+        timestamp: datetime | int | None,
+    ) -> tuple[float, str, str, str] | None:
+        """:meth:`price` as a plain ``(amount, currency, source, price_source)`` tuple.
+
+        The SDK enricher's per-span path: positional arguments and no frozen-dataclass
+        construction (which alone cost more than the arithmetic).
+        """
         resolved = self._resolve(model, provider)
         if resolved is None:
             return None
@@ -274,13 +300,13 @@ class PriceBook:
             amount = resolved.amount(
                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens
             )
-            return Price(amount, resolved.currency, "local", resolved.price_source)
+            return (amount, resolved.currency, "local", resolved.price_source)
         if isinstance(resolved, _Stepped):
             amount = resolved.amount(
                 input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens
             )
-            return Price(amount, _USD, "local", PRICE_SOURCE_GENAI_PRICES)
-        return self._price_dynamic(
+            return (amount, _USD, "local", PRICE_SOURCE_GENAI_PRICES)
+        price = self._price_dynamic(
             resolved,
             input_tokens,
             output_tokens,
@@ -288,6 +314,9 @@ class PriceBook:
             cache_creation_tokens,
             timestamp,
         )
+        if price is None:
+            return None
+        return (price.amount, price.currency, price.source, price.price_source)
 
     def _resolve(self, model: str, provider: str | None) -> _Linear | _Stepped | _Dynamic | None:
         key = (model, provider)

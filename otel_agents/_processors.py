@@ -147,6 +147,15 @@ class SpanEnricher:
                 logger.exception("otel_agents: price overrides ignored; using genai-prices only")
                 pricebook = PriceBook({})
         self._pricebook = pricebook if self._cost else None
+        # PriceBook._quote (a tuple, no Price object) unless a subclass overrides price().
+        self._quote = (
+            pricebook._quote
+            if self._pricebook is not None
+            and isinstance(pricebook, PriceBook)
+            and type(pricebook).price is PriceBook.price
+            and type(pricebook)._quote is PriceBook._quote
+            else None
+        )
         self._normalize = normalize
         self._lock = threading.Lock()
         self._unpriced_total = 0
@@ -219,25 +228,41 @@ class SpanEnricher:
             return False  # no usage reported (e.g. a failed call): nothing to price
         model = get(_RESPONSE_MODEL) or get(_REQUEST_MODEL)
         provider = get(_PROVIDER)
-        price = None
+        quote: tuple[float, str, str, str] | None = None
         if isinstance(model, str) and model and self._pricebook is not None:
-            price = self._pricebook.price(
-                model=model,
-                provider=provider if isinstance(provider, str) else None,
-                input_tokens=inp or 0,
-                output_tokens=out or 0,
-                cache_read_tokens=_int(get(_CACHE_READ)) or 0,
-                cache_creation_tokens=_int(get(_CACHE_CREATION)) or 0,
-                timestamp=start_time_ns,
-            )
-        if price is None:
+            cache_read = get(_CACHE_READ)
+            cache_creation = get(_CACHE_CREATION)
+            if self._quote is not None:
+                quote = self._quote(
+                    model,
+                    provider if isinstance(provider, str) else None,
+                    inp or 0,
+                    out or 0,
+                    (cache_read if type(cache_read) is int else _int(cache_read)) or 0,
+                    (cache_creation if type(cache_creation) is int else _int(cache_creation)) or 0,
+                    start_time_ns,
+                )
+            else:
+                price = self._pricebook.price(
+                    model=model,
+                    provider=provider if isinstance(provider, str) else None,
+                    input_tokens=inp or 0,
+                    output_tokens=out or 0,
+                    cache_read_tokens=_int(cache_read) or 0,
+                    cache_creation_tokens=_int(cache_creation) or 0,
+                    timestamp=start_time_ns,
+                )
+                if price is not None:
+                    quote = (price.amount, price.currency, price.source, price.price_source)
+        if quote is None:
             self._count_unpriced(model if isinstance(model, str) and model else "")
             attrs[_UNPRICED] = True
             return True
-        attrs[_COST_AMOUNT] = price.amount
-        attrs[_COST_CURRENCY] = price.currency
-        attrs[_COST_SOURCE] = price.source
-        attrs[sc.AGENT_COST_PRICE_SOURCE] = price.price_source
+        amount, currency, source, price_source = quote
+        attrs[_COST_AMOUNT] = amount
+        attrs[_COST_CURRENCY] = currency
+        attrs[_COST_SOURCE] = source
+        attrs[sc.AGENT_COST_PRICE_SOURCE] = price_source
         return True
 
     def _count_unpriced(self, model: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -333,3 +334,56 @@ def test_multi_tier_prices_with_per_key_thresholds_equal_genai_prices(
         Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=read, cache_write_tokens=write)
     )["total_price"]
     assert stepped.amount(inp, out, read, write) == pytest.approx(float(want), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "overrides"),
+    [
+        ("gpt-4o", "openai", None),
+        ("claude-sonnet-4-5", "anthropic", None),  # tiered
+        ("house-model", None, {"house-model": ModelPriceOverride(input=1.0, output=2.0)}),
+        ("no-such-model-xyz", None, None),
+    ],
+)
+def test_enricher_writes_exactly_what_price_returns(
+    model: str, provider: str | None, overrides: dict[str, ModelPriceOverride] | None
+) -> None:
+    """The enricher's positional quote path writes price()'s amount, currency, source and price source (or the unpriced mark)."""
+    from otel_agents import SpanEnricher
+    from otel_agents import semconv as sc
+
+    book = PriceBook(overrides or {})
+    enricher = SpanEnricher(book)
+    ts = int(datetime(2025, 6, 1, tzinfo=timezone.utc).timestamp() * 1e9)
+    for inp, out, cr, cc in ((1000, 200, 0, 0), (250_000, 10, 1000, 500)):
+        attrs: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: inp,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: out,
+            sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cr,
+            sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: cc,
+        }
+        if provider is not None:
+            attrs[sc.GEN_AI_PROVIDER_NAME] = provider
+        price = book.price(
+            model=model,
+            provider=provider,
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=cr,
+            cache_creation_tokens=cc,
+            timestamp=ts,
+        )
+        out_attrs = enricher.enrich(attrs, ts)
+        assert out_attrs is not None
+        if price is None:
+            assert out_attrs[sc.AGENT_COST_UNPRICED] is True
+            assert sc.GEN_AI_USAGE_COST_AMOUNT not in out_attrs
+        else:
+            assert (
+                out_attrs[sc.GEN_AI_USAGE_COST_AMOUNT],
+                out_attrs[sc.GEN_AI_USAGE_COST_CURRENCY],
+                out_attrs[sc.GEN_AI_USAGE_COST_SOURCE],
+                out_attrs[sc.AGENT_COST_PRICE_SOURCE],
+            ) == (price.amount, price.currency, price.source, price.price_source)
