@@ -450,3 +450,35 @@ def test_readers_get_the_same_bytes_from_memory_and_from_disk(
     assert [r.payload for r in reopened.cursor("a").read()] == [b"after reopen"]
     assert seq > seqs[-1]
     reopened.close()
+
+
+def test_rows_every_reader_finished_go_in_the_next_append(tmp_path: Path) -> None:
+    """An append deletes the rows all readers have passed in its own transaction."""
+    spool = Spool(tmp_path, cursors=["a", "b"])
+    seqs = _fill(spool, 4, size=1000)
+    spool.cursor("a").ack(seqs[2])
+    spool.cursor("b").ack(seqs[1])
+    new = spool.append("logs", b"y" * 500, 7)
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    assert [r[0] for r in other.execute("SELECT seq FROM batches ORDER BY seq")] == [
+        seqs[2],
+        seqs[3],
+        new,
+    ]
+    other.close()
+    assert spool.bytes == 2500
+    assert spool.items() == {"traces": 2, "metrics": 0, "logs": 7}
+    assert [r.seq for r in spool.cursor("b").read()] == [seqs[2], seqs[3], new]
+    spool.close()
+
+
+def test_without_readers_an_append_leaves_only_its_own_rows(tmp_path: Path) -> None:
+    """With no reader configured, nothing is kept past the next append (ingest-only set-ups)."""
+    spool = Spool(tmp_path)
+    _fill(spool, 3)
+    last = spool.append("traces", b"z" * 10, 1)
+    other = sqlite3.connect(tmp_path / DB_NAME)
+    assert [r[0] for r in other.execute("SELECT seq FROM batches")] == [last]
+    other.close()
+    assert spool.bytes == 10 and spool.items()["traces"] == 1
+    spool.close()
