@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -226,17 +227,46 @@ def span_cost(attrs: Mapping[str, Any], pricebook: Any = None) -> tuple[float | 
     if not isinstance(model, str) or not model:
         return None, True
     provider = attrs.get(sc.GEN_AI_PROVIDER_NAME)
+    provider = provider if isinstance(provider, str) else None
+    cache_read = _int(attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0
+    cache_creation = _int(attrs.get(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0
+    quote = _quote_of(pricebook)
+    if quote is not None:  # a PriceBook: its tuple path, no Price object per span
+        quoted = quote(model, provider, inp or 0, out or 0, cache_read, cache_creation, None)
+        if quoted is None:
+            return None, True
+        return (quoted[0], False) if quoted[1] == "USD" else (None, False)
     price = pricebook.price(
         model=model,
-        provider=provider if isinstance(provider, str) else None,
+        provider=provider,
         input_tokens=inp or 0,
         output_tokens=out or 0,
-        cache_read_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0,
-        cache_creation_tokens=_int(attrs.get(sc.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0,
+        cache_read_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
     )
     if price is None:
         return None, True
     return (price.amount, False) if price.currency == "USD" else (None, False)
+
+
+@functools.cache
+def _pricebook_class() -> Any:
+    try:
+        from otel_agents._cost import PriceBook
+    except Exception:  # optional here, as the normalizer is
+        return None
+    return PriceBook
+
+
+def _quote_of(pricebook: Any) -> Callable[..., tuple[float, str, str, str] | None] | None:
+    """``PriceBook._quote`` when ``pricebook`` is a PriceBook whose ``price`` is not overridden."""
+    book_class = _pricebook_class()
+    if book_class is None:
+        return None
+    if isinstance(pricebook, book_class) and type(pricebook).price is book_class.price:
+        quote: Callable[..., tuple[float, str, str, str] | None] = pricebook._quote
+        return quote
+    return None
 
 
 # --------------------------------------------------------------------------------------------
