@@ -492,8 +492,12 @@ class _SdkHistogramMerge(_ForkSafe):
             # Bucket of every value, once per boundary set (readers usually share one).
             where = list(map(partial(bisect_left, bounds), values))
             counts = [0] * (len(bounds) + 1)
-            for i, n in collections.Counter(where).items():
-                counts[i] = n
+            if len(where) < 32:  # building a Counter costs more than a short loop
+                for i in where:
+                    counts[i] += 1
+            else:
+                for i, n in collections.Counter(where).items():
+                    counts[i] = n
             known = counted[bounds] = (counts, where)
         counts, where = known
         with agg._lock:

@@ -443,7 +443,8 @@ def test_batch_merge_equals_per_value_recording_cumulative_and_delta(
     from otel_agents import _metrics
 
     assert _metrics._MERGE.works()  # the SDK this project pins must take the fast path
-    batches = [[0.005, 0.3, 0.3, 12.0, 100.0], [0.02, 0.3]]
+    # small batches and one long enough for the counted (Counter) path
+    batches = [[0.005, 0.3, 0.3, 12.0, 100.0], [0.02, 0.3], [(i % 13) * 0.7 for i in range(40)]]
     results = []
     for fast in (True, False):
         readers = [
