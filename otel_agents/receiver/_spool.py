@@ -58,6 +58,7 @@ _SIGNAL_CODE = {s: i for i, s in enumerate(SIGNALS)}
 
 DB_NAME = "spool.db"
 _WAL_SIZE_LIMIT = 64 << 20  # bytes the WAL file is truncated to after a checkpoint
+_WAL_CHECKPOINT_BYTES = 60 << 20  # WAL size that triggers a checkpoint (under the limit)
 #: Payload bytes of the newest rows kept in memory for readers (see Spool.read): at 100 MB/s of
 #: ingest that is the last ~160 ms, while forwarders, woken per commit, read within milliseconds.
 _RECENT_BYTES = 16 << 20
@@ -280,6 +281,12 @@ class Spool:
             # checkpoints). After each checkpoint SQLite truncates it back to this size.
             conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # A checkpoint every ~60 MB of WAL instead of SQLite's 1000 pages (16 MB here):
+            # appends reuse the pages of finished rows (see _commit()), so a longer interval
+            # copies the same small page set a quarter as often.  A/B forwarding 512-span
+            # requests: 1.62 vs 1.73 ms CPU per request (medians of 3).  The WAL stays under
+            # journal_size_limit, so it is not truncated and regrown after each checkpoint.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_BYTES // _PAGE_SIZE}")
             # Debian/Ubuntu build SQLite with SECURE_DELETE on: every page compaction frees is
             # overwritten with zeros and written to the WAL again, which made deleting a 512-span
             # request cost ~280 µs CPU, more than appending it.  FAST still zeroes deleted content

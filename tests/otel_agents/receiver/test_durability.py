@@ -199,9 +199,9 @@ def test_rc08_disk_full_refuses_retryably_degrades_readyz_and_recovers(
 ) -> None:
     """RC-08: SQLITE_FULL under a running receiver → UNAVAILABLE + RetryInfo, /readyz 503;
     when space returns it accepts again and every acked span reaches the destination."""
-    receiver = _receiver(
-        tmp_path, exporters={"otlp/sink": {"endpoint": f"grpc://127.0.0.1:{sink.grpc_port}"}}
-    )
+    # The destination is down at first: rows stay pending, so the spool must grow (appends
+    # reuse the pages of rows the destination has finished, which would never fill it).
+    receiver = _receiver(tmp_path, exporters={"otlp/sink": _down(sink)})
     client = RawClient(receiver.grpc_port)
     try:
         assert receiver.pipeline is not None
@@ -220,6 +220,7 @@ def test_rc08_disk_full_refuses_retryably_degrades_readyz_and_recovers(
         batch = make_traces(5)
         assert client.export(batch.payload).code is grpc.StatusCode.OK
         acked.update(batch.keys)
+        sink.start_grpc(sink.grpc_port)
         assert poll(lambda: acked <= sink.received, 15)
     finally:
         client.close()
