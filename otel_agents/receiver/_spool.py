@@ -16,7 +16,9 @@ transaction); they grow where the commit itself is slow (``synchronous=FULL``, s
 
 Readers get the newest payloads from memory (the last ``_RECENT_BYTES``): the row's fields
 are read from SQLite without its payload column, whose overflow pages were the largest part
-of reading a row back.
+of reading a row back.  Each append transaction first deletes the rows every reader has
+finished, so its inserts reuse their pages: the WAL cycles through a small set of pages and
+a checkpoint (every ~60 MB of WAL) copies that set, not every page written since the last one.
 
 Durability: ``journal_mode=WAL`` + ``synchronous=NORMAL``.  A commit survives a crash of *this
 process* (``kill -9``) because it is in the WAL file before ``append`` returns; after a power
