@@ -516,18 +516,34 @@ class _SdkHistogramMerge(_ForkSafe):
         reservoir = agg._reservoir
         offers: Iterable[int]
         if type(reservoir) is self._aligned:
-            # It keeps the last value per bucket: offering each bucket's last eligible value is
-            # the same outcome. Walk back from the end until every bucket with values has one.
+            # It keeps, per bucket, the last offered value and the span of the last offer that
+            # had one (an offer without a span leaves the previous span id in place). So per
+            # bucket: the last eligible value and, when that one has no span, before it the
+            # last eligible value that has one — the same outcome as offering every value.
+            # Walk back from the end until every bucket with values is settled.
             need = {i for i, n in enumerate(counts) if n}
-            chosen: list[int] = []
+            last: dict[int, int] = {}
+            with_span: dict[int, int] = {}
             for i in range(len(values) - 1, -1, -1):
                 bucket = where[i]
-                if bucket in need and check(i):
-                    chosen.append(i)
+                if bucket not in need or not check(i):
+                    continue
+                ctx = span_ctxs[i]  # a span only when sampled, as _span_context_in decides
+                has_span = ctx is not None and bool(ctx.trace_flags.sampled)
+                if bucket not in last:
+                    last[bucket] = i
+                if has_span:
+                    with_span[bucket] = i
                     need.discard(bucket)
                     if not need:
                         break
-            offers = reversed(chosen)
+            chosen: list[int] = []
+            for bucket, i in last.items():
+                j = with_span.get(bucket)
+                if j is not None and j != i:
+                    chosen.append(j)
+                chosen.append(i)
+            offers = chosen
         else:
             offers = (i for i in range(len(values)) if check(i))
         for i in offers:
