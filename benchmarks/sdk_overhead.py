@@ -438,12 +438,13 @@ def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, 
             t0 = time.thread_time_ns()
             if label == "merged":
                 chunk = 512 // series
+                targets: dict[Any, Any] = {}  # the processor's per-series target cache
                 for start in range(0, n, 512):
                     for k in range(series):
                         values = [float(i % 50) for i in range(chunk)]
-                        _MERGE.merge(
-                            hist, {**dims, "k": k}, values, [span_ctx] * chunk, [start] * chunk
-                        )
+                        ctxs = [span_ctx] * chunk
+                        times = [start] * chunk
+                        _MERGE.merge(hist, {**dims, "k": k}, values, ctxs, times, targets)
             else:
                 for _ in range(n):
                     hist.record(1.0, dims, context=ctx)

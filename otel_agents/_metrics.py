@@ -283,6 +283,10 @@ def _span_context_in(span_ctx: SpanContext | None) -> Context | None:
     return trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
 
 
+# (id(histogram), attribute items) -> (histogram, reader storages, resolved merge targets)
+_Targets = dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any, Any]]
+
+
 class _SdkHistogramMerge(_ForkSafe):
     """Merges one batch's values of one histogram series into the OpenTelemetry SDK at once.
 
@@ -311,8 +315,6 @@ class _SdkHistogramMerge(_ForkSafe):
         _ForkSafe.__init__(self)
         self._ok: bool | None = None
         self._lock = threading.Lock()
-        # (id(histogram), attribute items) -> (histogram, reader storages, targets)
-        self._targets: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Any, Any, Any]] = {}
         try:
             from opentelemetry.sdk.metrics import (
                 AlignedHistogramBucketExemplarReservoir,
@@ -357,7 +359,6 @@ class _SdkHistogramMerge(_ForkSafe):
                     except Exception:
                         _log.debug("agent metrics: batch histogram probe failed", exc_info=True)
                         self._ok = False
-                    self._targets.clear()  # the probe's private providers are gone
                     if not self._ok:
                         _log.debug("agent metrics: histograms recorded value by value")
         return self._ok
@@ -369,10 +370,13 @@ class _SdkHistogramMerge(_ForkSafe):
         values: Sequence[float],
         span_ctxs: Sequence[SpanContext | None],
         times: Sequence[int],
+        cache: _Targets | None = None,
     ) -> bool:
         """Adds ``values`` (one series of one batch) to every reader's aggregation of ``hist``.
 
-        Returns False, having changed nothing, when the fast path does not apply.
+        Returns False, having changed nothing, when the fast path does not apply. ``cache``
+        keeps the resolved targets per series between batches; the caller owns it (the
+        metrics processor: one per meter provider, so it never outlives the instruments).
         """
         if type(hist) is not self._histogram:
             return False
@@ -384,7 +388,7 @@ class _SdkHistogramMerge(_ForkSafe):
             return False
         storages = consumer._reader_storages
         cache_key = (id(hist), tuple(dims.items()))
-        cached = self._targets.get(cache_key)
+        cached = cache.get(cache_key) if cache is not None else None
         if cached is not None and cached[0] is hist and cached[1] is storages:
             # Same instrument, same readers (the SDK replaces that mapping when one is added
             # or removed) and views never change for an instrument: the same targets.
@@ -394,9 +398,10 @@ class _SdkHistogramMerge(_ForkSafe):
             if resolved is None:
                 return False
             targets = resolved
-            if len(self._targets) >= _MAX_SHAPES:
-                self._targets.clear()
-            self._targets[cache_key] = (hist, storages, targets)
+            if cache is not None:
+                if len(cache) >= _MAX_SHAPES:
+                    cache.clear()
+                cache[cache_key] = (hist, storages, targets)
         if not targets:
             return True
         check = self._eligibility(
@@ -677,6 +682,7 @@ class AgentMetricsProcessor(SpanProcessor):
         self._normalize = _normalizer()
         self._spend_listeners: tuple[SpendListener, ...] = ()
         self._shapes: dict[tuple[Any, ...], _Shape] = {}
+        self._merge_targets: _Targets = {}
         self.token_usage = meter.create_histogram(
             sc.METRIC_GEN_AI_CLIENT_TOKEN_USAGE,
             unit="{token}",
@@ -779,7 +785,9 @@ class AgentMetricsProcessor(SpanProcessor):
             fast = _MERGE.works()
             for hist, dims, values, span_ctxs, times in batch.hists.values():
                 try:
-                    if fast and _MERGE.merge(hist, dims, values, span_ctxs, times):
+                    if fast and _MERGE.merge(
+                        hist, dims, values, span_ctxs, times, self._merge_targets
+                    ):
                         continue
                 except Exception:
                     # Resolution failed before anything was added: record publicly below.
