@@ -638,14 +638,11 @@ class EnrichingSpanProcessor(SpanProcessor):
             except Exception:
                 rate_limited.exception(logger, f"{type(p).__name__}._on_ending")
 
-    def _enriched(self, span: ReadableSpan, agent: AgentIdentity | None) -> ReadableSpan:
-        """The copy the wrapped processors get (``span`` itself when nothing changes)."""
-        return self._enriched_and_attributes(span, agent)[0]
-
     def _enriched_and_attributes(
         self, span: ReadableSpan, agent: AgentIdentity | None
     ) -> tuple[ReadableSpan, dict[str, AttributeValue] | None]:
-        """The copy and its attributes as a plain dict (None after a failure)."""
+        """The copy the wrapped processors get (``span`` itself when nothing changes) and its
+        attributes as a plain dict (None after a failure)."""
         try:
             attrs = _plain_attributes(span)
             changed = agent is not None and _add_identity(attrs, agent)
