@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 from otel_agents.processors._alert_state import Matcher, matches_all, parse_matchers
+from otel_agents.processors._batch import group_keys
 
 from otel_agents._component import SEVERITIES, Finding
 from otel_agents._configtypes import DURATION, decode
@@ -664,11 +665,25 @@ def _column(batch: Any, name: str) -> np.ndarray[Any, Any]:
     return arr
 
 
+def _distinct(col: np.ndarray[Any, Any]) -> tuple[list[str], np.ndarray[Any, Any]]:
+    """Distinct values (as strings) and each row's index into them.
+
+    Hash-based (``_batch.group_keys``): label columns are Python strings, which numpy sorts with
+    Python comparisons after an ``astype(str)`` copy; unhashable values take that sort path.
+    """
+    try:
+        keys, inv = group_keys(col)
+    except TypeError:
+        u, sinv = np.unique(col.astype(str), return_inverse=True)
+        return [str(x) for x in u.tolist()], sinv.reshape(-1)
+    return [k[0] if isinstance(k[0], str) else str(k[0]) for k in keys], inv
+
+
 def _match_column(col: np.ndarray[Any, Any], m: Matcher) -> np.ndarray[Any, np.dtype[np.bool_]]:
     # Evaluate the matcher once per distinct value, then broadcast (no per-span Python loop).
-    uniq, inv = np.unique(col.astype(str), return_inverse=True)
-    hits = np.fromiter((m.matches({m.name: str(u)}) for u in uniq), dtype=bool, count=len(uniq))
-    out: np.ndarray[Any, np.dtype[np.bool_]] = hits[inv.reshape(-1)]
+    uniq, inv = _distinct(col)
+    hits = np.fromiter((m.matches({m.name: u}) for u in uniq), dtype=bool, count=len(uniq))
+    out: np.ndarray[Any, np.dtype[np.bool_]] = hits[inv]
     return out
 
 
@@ -680,9 +695,8 @@ def _group_codes(
     code = np.zeros(len(idx), dtype=np.int64)
     uniqs = []
     for b in by:
-        col = _column(batch, SPAN_LABELS[b])[idx].astype(str)
-        u, inv = np.unique(col, return_inverse=True)
-        code = code * len(u) + inv.reshape(-1)
+        u, inv = _distinct(_column(batch, SPAN_LABELS[b])[idx])
+        code = code * len(u) + inv
         uniqs.append(u)
     ucode, inverse = np.unique(code, return_inverse=True)
     keys: list[tuple[str, ...]] = []
@@ -690,7 +704,7 @@ def _group_codes(
     for c in ucode.tolist():
         parts = []
         for size, u in zip(reversed(sizes), reversed(uniqs), strict=False):
-            parts.append(str(u[c % size]))
+            parts.append(u[c % size])
             c //= size
         keys.append(tuple(reversed(parts)))
     return keys, inverse.reshape(-1)
