@@ -450,8 +450,9 @@ class RuleEvaluator:
             # counts are Horvitz-Thompson estimates of all traffic (cost and budget rules must
             # not under-fire under load); ratios are unchanged in expectation.
             weight = getattr(batch, "weight", None)
-            sampled = weight is not None and bool(getattr(batch, "sampled", False))
-            w = weight[idx] if sampled else None
+            w = None
+            if weight is not None and bool(getattr(batch, "sampled", False)):
+                w = np.asarray(weight, dtype=np.float64)[idx]
             for j, name in enumerate(self._measures):
                 v = values[name] if w is None else values[name] * w
                 mats[:, j] = np.bincount(inverse, weights=v, minlength=g)
