@@ -212,7 +212,11 @@ class AnomalyEngine:
         bounds = np.searchsorted(inv[order], np.arange(g + 1))
         tokens = (batch.input_tokens + batch.output_tokens).astype(np.float64)
         inf = batch.is_inference
-        cost_by_group = np.bincount(inv, weights=np.where(inf, batch.cost, 0.0), minlength=g)
+        # Spend per interval is a total: under analysis sampling it is estimated (cost x the
+        # span's adjusted count), so a drop in the analysed fraction is not a drop in spend.
+        cost_by_group = np.bincount(
+            inv, weights=np.where(inf, batch.cost * batch.weight, 0.0), minlength=g
+        )
         tid = batch.trace_id
         for k, key in enumerate(keys):
             rows = order[bounds[k] : bounds[k + 1]]
