@@ -58,6 +58,11 @@ def _endpoint_problems(name: str, endpoint: str) -> list[str]:
     return []
 
 
+def _below_minimum(*checks: tuple[str, int, int]) -> list[str]:
+    """``"<key>: must be at least <minimum>"`` for each ``(key, value, minimum)`` below it."""
+    return [f"{key}: must be at least {low}" for key, value, low in checks if value < low]
+
+
 @dataclasses.dataclass(frozen=True)
 class TlsConfig:
     """Server TLS (Collector ``configtls``); setting ``client_ca_file`` requires client certs (mTLS).
@@ -159,8 +164,7 @@ class LimitsConfig:
             problems.append("max_attributes: must not be negative")
         if self.max_attribute_value_length is not None and self.max_attribute_value_length < 1:
             problems.append("max_attribute_value_length: must be positive (or null)")
-        if self.max_attribute_depth < 1:
-            problems.append("max_attribute_depth: must be at least 1")
+        problems += _below_minimum(("max_attribute_depth", self.max_attribute_depth, 1))
         return problems
 
 
@@ -238,12 +242,10 @@ class GrpcConfig:
 
     def validate(self) -> list[str]:
         """Key paths with a problem, for ``decode``."""
-        problems = _endpoint_problems("endpoint", self.endpoint)
-        if self.max_workers < 1:
-            problems.append("max_workers: must be at least 1")
-        if self.max_concurrent_streams < 1:
-            problems.append("max_concurrent_streams: must be at least 1")
-        return problems
+        return _endpoint_problems("endpoint", self.endpoint) + _below_minimum(
+            ("max_workers", self.max_workers, 1),
+            ("max_concurrent_streams", self.max_concurrent_streams, 1),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,8 +294,7 @@ class HttpConfig:
             problems.append("traces_url_path: URL paths must start with '/'")
         if len(set(paths)) != len(paths):
             problems.append("traces_url_path: the three URL paths must differ")
-        if self.max_connections < 1:
-            problems.append("max_connections: must be at least 1")
+        problems += _below_minimum(("max_connections", self.max_connections, 1))
         if min(self.read_header_timeout, self.read_timeout, self.idle_timeout) <= 0:
             problems.append("read_timeout: timeouts must be positive")
         return problems
