@@ -86,7 +86,8 @@ class _Family:
         # buckets are one 272 KiB block, and a scrape snapshot is one copy.
         nb = len(self.buckets) + 1
         self.slots: dict[tuple[str, ...], int] = {}
-        self.counts: np.ndarray[Any, np.dtype[np.int64]] = np.zeros((0, nb), np.int64)
+        # float: under analysis sampling each span counts with its adjusted count (1/p)
+        self.counts: np.ndarray[Any, np.dtype[np.float64]] = np.zeros((0, nb), np.float64)
         self.sums: np.ndarray[Any, np.dtype[np.float64]] = np.zeros(0, np.float64)
         #: measurements folded into the overflow series (exposed as
         #: ``otel_agents_metric_overflow_total{metric}``)
@@ -125,7 +126,7 @@ class _Family:
             slot = len(self.slots)
             if slot == self.counts.shape[0]:  # grow by doubling, up to the cap + overflow
                 rows = min(max(8, 2 * slot), self.max_series + 1)
-                grown = np.zeros((rows, self.counts.shape[1]), np.int64)
+                grown = np.zeros((rows, self.counts.shape[1]), np.float64)
                 grown[:slot] = self.counts
                 self.counts = grown
                 sums = np.zeros(rows, np.float64)
@@ -311,23 +312,30 @@ class AnalysisMetrics:
     # -- updates from the analysis stage -----------------------------------------------------
 
     def on_spans(self, batch: SpanBatch) -> None:
-        """Calls, durations, tokens, cost and unpriced calls of a batch (grouped once)."""
+        """Calls, durations, tokens, cost and unpriced calls of a batch (grouped once).
+
+        Under analysis sampling (``batch.weight`` != 1) every span counts with its adjusted
+        count, so these counters estimate all received traffic, like the ``/api/v1``
+        roll-ups (Horvitz-Thompson); with every trace analysed the weights are 1 and the
+        figures exact.
+        """
         from otel_agents.processors._batch import analysis_keys, group_keys
 
         if batch.n == 0:
             return
         ak = analysis_keys(batch)
         err = batch.is_error
+        w = batch.weight
         ucode, inv = np.unique(ak.inv * 2 + err, return_inverse=True)
         inv = inv.reshape(-1)
         keys = [(*ak.keys[c // 2], "error" if c % 2 else "ok") for c in ucode.tolist()]
         g = len(keys)
-        calls = np.bincount(inv, minlength=g)
+        calls = np.bincount(inv, weights=w, minlength=g)
         dur = batch.duration_s
-        sums = np.bincount(inv, weights=dur, minlength=g)
+        sums = np.bincount(inv, weights=dur * w, minlength=g)
         nb = len(sc.OPERATION_DURATION_BUCKETS) + 1
         b = np.searchsorted(np.asarray(sc.OPERATION_DURATION_BUCKETS), dur, side="left")
-        hist = np.bincount(inv * nb + b, minlength=g * nb).reshape(g, nb)
+        hist = np.bincount(inv * nb + b, weights=w, minlength=g * nb).reshape(g, nb)
         inf = batch.is_inference
         idx = np.nonzero(inf)[0]
         with self._lock:
@@ -340,10 +348,11 @@ class AnalysisMetrics:
             if idx.shape[0]:
                 mkeys, minv = group_keys(batch.agent_name[idx], batch.request_model[idx])
                 mg = len(mkeys)
-                tin = np.bincount(minv, weights=batch.input_tokens[idx], minlength=mg)
-                tout = np.bincount(minv, weights=batch.output_tokens[idx], minlength=mg)
-                cost = np.bincount(minv, weights=batch.cost[idx], minlength=mg)
-                unp = np.bincount(minv, weights=batch.unpriced[idx], minlength=mg)
+                wi = w[idx]
+                tin = np.bincount(minv, weights=batch.input_tokens[idx] * wi, minlength=mg)
+                tout = np.bincount(minv, weights=batch.output_tokens[idx] * wi, minlength=mg)
+                cost = np.bincount(minv, weights=batch.cost[idx] * wi, minlength=mg)
+                unp = np.bincount(minv, weights=batch.unpriced[idx] * wi, minlength=mg)
                 for k, (agent, model) in enumerate(mkeys):
                     if tin[k]:
                         self.tokens.add((agent, model, sc.TOKEN_TYPE_INPUT), float(tin[k]))

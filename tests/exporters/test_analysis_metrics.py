@@ -53,6 +53,29 @@ def test_span_batch_counts_tokens_cost_and_durations() -> None:
     assert abs(cost - batch.cost.sum()) < 1e-9
 
 
+def test_sampled_batch_counts_estimate_all_traffic() -> None:
+    """Under analysis sampling each analysed span counts with its weight (1/p): calls, bucket
+    counts, duration sums, tokens and cost are the unsampled figures times the weight."""
+    gen = TraceGen(43)
+    spans = gen.trace(0) + gen.trace(0, fault="error-burst")
+    full = build_span_batch(request(spans), pricebook=None, received_at=0.0)
+    weighted = full.with_columns(weight=np.full(full.n, 4.0))
+    figures = []
+    for batch in (full, weighted):
+        reg = CollectorRegistry()
+        AnalysisMetrics.for_registry(reg).on_spans(batch)
+        figures.append(
+            {
+                (name, tuple(sorted(labels.items()))): v
+                for fam in _families(reg).values()
+                for name, labels, v in fam
+            }
+        )
+    assert figures[0].keys() == figures[1].keys()
+    for key, v in figures[0].items():
+        assert abs(figures[1][key] - 4.0 * v) < 1e-6 * max(1.0, v), key
+
+
 def test_label_cardinality_is_capped_with_overflow_series() -> None:
     """3000 distinct tool names make at most max_series series plus one overflow series."""
     reg = CollectorRegistry()
