@@ -162,8 +162,13 @@ def _pick(attrs: Mapping[str, Any], keys: Iterable[str]) -> dict[str, AttributeV
     return {k: attrs[k] for k in keys if attrs.get(k) not in (None, "")}
 
 
-def _plain_attributes(span: ReadableSpan) -> dict[str, Any]:
-    """The span's attributes as a plain dict (``MappingProxyType.copy()``: a C-level copy)."""
+def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
+    """The span's attributes as a plain dict copy (also used by the enricher).
+
+    ``ReadableSpan.attributes`` is a ``MappingProxyType`` over the SDK's ``BoundedAttributes``,
+    whose ``get`` / ``__getitem__`` are Python-level; ``MappingProxyType.copy()`` delegates to the
+    public ``BoundedAttributes.copy()``, a C-level dict copy, so every later lookup is a dict one.
+    """
     attrs = span.attributes
     if attrs is None:
         return {}
@@ -950,7 +955,7 @@ class AgentMetricsProcessor(SpanProcessor):
             return
         sums, hists = batch.sums, batch.hists
         # A plain dict: lookups of absent keys on the SDK's attribute proxy cost ~1 µs each.
-        attrs: Mapping[str, Any] = plain if plain is not None else _plain_attributes(span)
+        attrs: Mapping[str, Any] = plain if plain is not None else plain_attributes(span)
         if not normalized:
             attrs = self._normalize(attrs)
         get = attrs.get

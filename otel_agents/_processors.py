@@ -52,6 +52,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_agents import semconv as sc
 from otel_agents._cost import PriceBook
 from otel_agents._errors import ConfigError
+from otel_agents._metrics import plain_attributes as _plain_attributes
 from otel_agents._normalize import DIALECT_KEYS as _DIALECT_KEYS
 from otel_agents._normalize import normalize_attributes, normalize_in_place
 from otel_agents._spans import _CURRENT_AGENT, AgentIdentity, current_agent, rate_limited
@@ -275,23 +276,6 @@ class SpanEnricher:
             ):
                 key = _OVERFLOW
             self._unpriced_by_model[key] = self._unpriced_by_model.get(key, 0) + 1
-
-
-def _plain_attributes(span: ReadableSpan) -> dict[str, AttributeValue]:
-    """The span's attributes as a plain dict copy.
-
-    ``ReadableSpan.attributes`` is a ``MappingProxyType`` over the SDK's ``BoundedAttributes``,
-    whose ``get`` / ``__getitem__`` are Python-level; ``MappingProxyType.copy()`` delegates to the
-    public ``BoundedAttributes.copy()``, a C-level dict copy, so every later lookup is a dict one.
-    """
-    attrs = span.attributes
-    if attrs is None:
-        return {}
-    try:
-        plain = attrs.copy()  # type: ignore[attr-defined]
-    except AttributeError:  # a Mapping without copy()
-        return dict(attrs)
-    return plain if type(plain) is dict else dict(plain)
 
 
 class _EnrichedSpan(ReadableSpan):
