@@ -17,10 +17,9 @@ from ._gen import MS, TraceGen, request
 receiver_mod = pytest.importorskip("otel_agents.receiver")
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Any]:
-    """A receiver on ephemeral loopback ports with fast analysis timers."""
-    cfg = receiver_mod.load_config(
+def _config(tmp_path: Path, **overrides: Any) -> Any:
+    """Receiver config on ephemeral loopback ports with a 1-s decision wait, plus ``overrides``."""
+    return receiver_mod.load_config(
         None,
         overrides={
             "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
@@ -28,9 +27,15 @@ def receiver(tmp_path: Path) -> Iterator[Any]:
             "admin.endpoint": "127.0.0.1:0",
             "storage.data_dir": str(tmp_path),
             "processors.agent_analysis.assembly.decision_wait": "1s",
-            "processors.agent_analysis.bottleneck.report_interval": "1s",
+            **overrides,
         },
     )
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Any]:
+    """A receiver on ephemeral loopback ports with fast analysis timers."""
+    cfg = _config(tmp_path, **{"processors.agent_analysis.bottleneck.report_interval": "1s"})
     rec = receiver_mod.Receiver(cfg)
     rec.start()
     try:
@@ -83,17 +88,7 @@ def test_receiver_analyses_a_consistent_sample_at_a_fixed_fraction(tmp_path: Pat
     threshold rule keeps, counts the others as unsampled, and says so on /metrics and the API."""
     from otel_agents.processors._sampling import probability_to_threshold
 
-    cfg = receiver_mod.load_config(
-        None,
-        overrides={
-            "receivers.otlp.protocols.grpc.endpoint": "127.0.0.1:0",
-            "receivers.otlp.protocols.http.endpoint": "127.0.0.1:0",
-            "admin.endpoint": "127.0.0.1:0",
-            "storage.data_dir": str(tmp_path),
-            "processors.agent_analysis.assembly.decision_wait": "1s",
-            "analysis.sampling": 0.25,
-        },
-    )
+    cfg = _config(tmp_path, **{"analysis.sampling": 0.25})
     rec = receiver_mod.Receiver(cfg)
     rec.start()
     try:
