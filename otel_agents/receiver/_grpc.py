@@ -26,6 +26,7 @@ grpcio quirks handled here (reliability.md §0):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -49,6 +50,18 @@ ENDED_BEFORE_MESSAGE = "ENDED_BEFORE_MESSAGE"
 
 #: OTLP responses are tiny; the spec caps them at 4 MiB.
 _MAX_SEND = 4 * 1024 * 1024
+
+
+#: How long a call whose request stream ended empty may take to show it was ended by the core.
+_END_SETTLE_S = 0.25
+
+
+def _terminates_soon(context: grpc.ServicerContext) -> bool:
+    """True when the call ends (without our answer) within ``_END_SETTLE_S``."""
+    ended = threading.Event()
+    if not context.add_callback(ended.set):
+        return True  # already terminated
+    return ended.wait(_END_SETTLE_S)
 
 
 class GrpcServer:
@@ -138,7 +151,13 @@ class GrpcServer:
                 handler.record(sig, "grpc", ENDED_BEFORE_MESSAGE, started)
                 return None
             except StopIteration:
-                # Half-closed without a message: malformed for a unary method.
+                # grpcio also ends the iterator this way when the core failed the read (over the
+                # size limit) and its close event has not reached the call state yet: the call
+                # then terminates within moments without our answer.  Only a client that really
+                # half-closed without a message keeps waiting, and gets INVALID_ARGUMENT.
+                if _terminates_soon(context):
+                    handler.record(sig, "grpc", ENDED_BEFORE_MESSAGE, started)
+                    return None
                 message = "Export requires exactly one request message"
                 answer = handler.invalid(sig, "grpc", message, "", "no_message")
                 return self._respond(sig, answer, context, started)
