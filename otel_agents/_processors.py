@@ -6,16 +6,18 @@ raise into the application (failures are logged with a traceback at most once a 
 
 :class:`AgentIdentitySpanProcessor`
     ``on_start``: puts the enclosing agent's ``gen_ai.agent.name`` / ``gen_ai.agent.id`` /
-    ``gen_ai.conversation.id`` on *every* span started inside :func:`otel_agents.invoke_agent`,
+    ``gen_ai.conversation.id`` on *every* live span started inside :func:`otel_agents.invoke_agent`,
     including spans of third-party instrumentations (HTTP clients, LLM SDKs). Keys the span
-    already has win.
+    already has win. (The exporting path, below, writes it on GenAI spans only.)
 
 :class:`EnrichingSpanProcessor`
     Wraps the next processor (typically ``BatchSpanProcessor(exporter)``) and, in ``on_end``, hands
     it an enriched *copy* of the read-only span: attributes normalized to the current GenAI names
     (:func:`otel_agents._normalize.normalize_attributes`) and, on inference spans only, priced
-    (``gen_ai.usage.cost.*``; ``agent.cost.unpriced=true`` for unknown models). The SDK's span is
-    never mutated. Spans that need no change are passed through as they are (no copy).
+    (``gen_ai.usage.cost.*``; ``agent.cost.unpriced=true`` for unknown models;
+    ``agent.cost.price_source`` only when a user override priced it). With ``identity=True``,
+    GenAI spans of other instrumentations also get the enclosing agent's identity. The SDK's span
+    is never mutated. Spans that need no change are passed through as they are (no copy).
 
 :class:`EnrichOnEndingSpanProcessor`
     For the zero-code path, where the exporting processor already exists: uses the SDK's
@@ -50,7 +52,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.types import AttributeValue
 
 from otel_agents import semconv as sc
-from otel_agents._cost import PriceBook
+from otel_agents._cost import PRICE_SOURCE_GENAI_PRICES, PriceBook
 from otel_agents._errors import ConfigError
 from otel_agents._metrics import plain_attributes as _plain_attributes
 from otel_agents._normalize import DIALECT_KEYS as _DIALECT_KEYS
@@ -83,9 +85,12 @@ _COST_AMOUNT: Final = sc.GEN_AI_USAGE_COST_AMOUNT
 _COST_CURRENCY: Final = sc.GEN_AI_USAGE_COST_CURRENCY
 _COST_SOURCE: Final = sc.GEN_AI_USAGE_COST_SOURCE
 _UNPRICED: Final = sc.AGENT_COST_UNPRICED
+_PRICE_SOURCE: Final = sc.AGENT_COST_PRICE_SOURCE
+_A2A_METHOD: Final = sc.A2A_METHOD_NAME
 _AGENT_NAME: Final = sc.GEN_AI_AGENT_NAME
 _AGENT_ID: Final = sc.GEN_AI_AGENT_ID
 _CONVERSATION_ID: Final = sc.GEN_AI_CONVERSATION_ID
+_IDENTITY_KEYS: Final = frozenset((_AGENT_NAME, _AGENT_ID, _CONVERSATION_ID))
 # Spans of the otel_agents spans API carry the identity from creation (attributes passed to
 # start_span, validated once by the SDK): identity processing skips them.
 _OWN_SCOPE: Final = "otel_agents"
@@ -263,7 +268,10 @@ class SpanEnricher:
         attrs[_COST_AMOUNT] = amount
         attrs[_COST_CURRENCY] = currency
         attrs[_COST_SOURCE] = source
-        attrs[sc.AGENT_COST_PRICE_SOURCE] = price_source
+        # Only a non-default source is worth an exported attribute (each costs the OTLP encoder
+        # ~2 µs per span): absent means the bundled genai-prices table priced the span.
+        if price_source != PRICE_SOURCE_GENAI_PRICES:
+            attrs[_PRICE_SOURCE] = price_source
         return True
 
     def _count_unpriced(self, model: str) -> None:
@@ -374,13 +382,27 @@ def _own_span(span: Span) -> bool:
     return scope is not None and scope.name == _OWN_SCOPE
 
 
+def _is_genai(attrs: Mapping[str, AttributeValue]) -> bool:
+    """Whether (normalized) ``attrs`` describe a GenAI or A2A operation.
+
+    The GenAI conventions put the agent's identity on GenAI spans (agent, inference, tool,
+    embeddings ...), not on the HTTP / database spans an agent causes: those get none, and the
+    receiver attributes them to the agent of their nearest ancestor in the trace (each identity
+    attribute costs the OTLP encoder ~2 µs per span).
+    """
+    return _OP in attrs or _A2A_METHOD in attrs
+
+
 def _add_identity(attrs: dict[str, AttributeValue], agent: AgentIdentity) -> bool:
     """Add ``agent``'s identity keys ``attrs`` lacks (keys the span has win); whether any was."""
     added = False
-    if agent.name is not None and _AGENT_NAME not in attrs:
+    name = attrs.get(_AGENT_NAME)
+    if name is None and agent.name is not None:
         attrs[_AGENT_NAME] = agent.name
         added = True
-    if agent.id is not None and _AGENT_ID not in attrs:
+    # A span naming another agent (a dialect's own agent span) does not get this agent's id.
+    same_agent = name is None or name == agent.name
+    if agent.id is not None and same_agent and _AGENT_ID not in attrs:
         attrs[_AGENT_ID] = agent.id
         added = True
     if agent.conversation_id is not None and _CONVERSATION_ID not in attrs:
@@ -540,11 +562,12 @@ class EnrichingSpanProcessor(SpanProcessor):
         cost: price inference spans; default from :envvar:`OTEL_AGENTS_COST_ENABLED` (true).
         normalize: translate dialect attributes to the GenAI names.
         enricher: share one :class:`SpanEnricher` (and its counters) between processors.
-        identity: also attribute spans started inside :func:`otel_agents.invoke_agent` to that
-            agent (what :class:`AgentIdentitySpanProcessor` does), but on the enriched copy: the
-            identity is captured in ``on_start`` and written when the copy is made, so the
-            application thread does not pay the SDK's attribute validation. Only the wrapped
-            processors see it.
+        identity: also attribute GenAI spans started inside :func:`otel_agents.invoke_agent` to
+            that agent (what :class:`AgentIdentitySpanProcessor` does), but on the enriched copy:
+            the identity is captured in ``on_start`` and written when the copy is made, so the
+            application thread does not pay the SDK's attribute validation, and after
+            normalization, so the span's own (dialect) keys win and only spans that are GenAI
+            spans at their end get it. Only the wrapped processors see it.
         defer: ``False`` delivers to every wrapped processor synchronously.
 
     Raises:
@@ -629,13 +652,15 @@ class EnrichingSpanProcessor(SpanProcessor):
         attributes as a plain dict (None after a failure)."""
         try:
             attrs = _plain_attributes(span)
-            changed = agent is not None and _add_identity(attrs, agent)
-            if attrs:
-                new = self.enricher.enrich(attrs, span.start_time, owned=True)
-                if new is not None:
-                    return _enriched_copy(span, new), new
-            if changed:
-                return _enriched_copy(span, attrs), attrs
+            new = self.enricher.enrich(attrs, span.start_time, owned=True) if attrs else None
+            # Identity after normalization: a dialect's own agent / session keys win over the
+            # enclosing agent, and only spans that turn out to be GenAI spans get it.
+            if agent is not None:
+                target = attrs if new is None else new
+                if _is_genai(target) and _add_identity(target, agent):
+                    return _enriched_copy(span, target), target
+            if new is not None:
+                return _enriched_copy(span, new), new
             return span, attrs
         except Exception:
             rate_limited.exception(logger, "EnrichingSpanProcessor enrichment")
@@ -739,11 +764,15 @@ class EnrichingSpanProcessor(SpanProcessor):
 
 
 class AgentIdentitySpanProcessor(SpanProcessor):
-    """Copies the enclosing agent's identity onto every span started inside it.
+    """Copies the enclosing agent's identity onto every span started inside it, live.
 
     Sets ``gen_ai.agent.name``, ``gen_ai.agent.id`` and ``gen_ai.conversation.id`` (when known and
-    not already on the span) in ``on_start``, so third-party instrumentation spans (LLM SDKs,
-    HTTP clients, databases) are attributed to the agent that caused them.
+    not already on the span; no id when the span names another agent) in ``on_start``, so
+    third-party spans (LLM SDKs, HTTP clients, databases) are attributed to the agent that caused
+    them by processors that see the live span (tests, the ``identity_only`` fallback). At start
+    it cannot tell which spans will be GenAI spans; :class:`EnrichingSpanProcessor` with
+    ``identity=True`` (what ``configure()`` and the zero-code hook use) writes the identity on the
+    exported copy of GenAI spans only.
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -755,15 +784,9 @@ class AgentIdentitySpanProcessor(SpanProcessor):
             # A C-level dict copy: `in` on the SDK's attribute proxy raises and catches KeyError
             # per missing key (~4x slower for the usual case, a third-party span without them).
             have = _plain_attributes(span)
-            add: dict[str, AttributeValue] = {}
-            if agent.name is not None and sc.GEN_AI_AGENT_NAME not in have:
-                add[sc.GEN_AI_AGENT_NAME] = agent.name
-            if agent.id is not None and sc.GEN_AI_AGENT_ID not in have:
-                add[sc.GEN_AI_AGENT_ID] = agent.id
-            if agent.conversation_id is not None and sc.GEN_AI_CONVERSATION_ID not in have:
-                add[sc.GEN_AI_CONVERSATION_ID] = agent.conversation_id
-            if add:
-                span.set_attributes(add)
+            present = {k: have[k] for k in _IDENTITY_KEYS if k in have}
+            if _add_identity(present, agent):
+                span.set_attributes({k: v for k, v in present.items() if k not in have})
         except Exception:
             rate_limited.exception(logger, "AgentIdentitySpanProcessor.on_start")
 

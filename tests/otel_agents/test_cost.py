@@ -348,7 +348,7 @@ def test_multi_tier_prices_with_per_key_thresholds_equal_genai_prices(
 def test_enricher_writes_exactly_what_price_returns(
     model: str, provider: str | None, overrides: dict[str, ModelPriceOverride] | None
 ) -> None:
-    """The enricher's positional quote path writes price()'s amount, currency, source and price source (or the unpriced mark)."""
+    """The enricher's positional quote path writes price()'s amount, currency and source, the price source only for overrides (or the unpriced mark)."""
     from otel_agents import SpanEnricher
     from otel_agents import semconv as sc
 
@@ -381,9 +381,11 @@ def test_enricher_writes_exactly_what_price_returns(
             assert out_attrs[sc.AGENT_COST_UNPRICED] is True
             assert sc.GEN_AI_USAGE_COST_AMOUNT not in out_attrs
         else:
+            # The price source is exported only when it is not the bundled table.
+            default = price.price_source == "genai-prices"
             assert (
                 out_attrs[sc.GEN_AI_USAGE_COST_AMOUNT],
                 out_attrs[sc.GEN_AI_USAGE_COST_CURRENCY],
                 out_attrs[sc.GEN_AI_USAGE_COST_SOURCE],
-                out_attrs[sc.AGENT_COST_PRICE_SOURCE],
-            ) == (price.amount, price.currency, price.source, price.price_source)
+                out_attrs.get(sc.AGENT_COST_PRICE_SOURCE),
+            ) == (price.amount, price.currency, price.source, None if default else "override")

@@ -110,7 +110,7 @@ def test_exporter_sees_enriched_copy_and_sdk_span_is_untouched() -> None:
     assert attrs[sc.GEN_AI_USAGE_COST_AMOUNT] == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
     assert attrs[sc.GEN_AI_USAGE_COST_CURRENCY] == "USD"
     assert attrs[sc.GEN_AI_USAGE_COST_SOURCE] == "local"
-    assert attrs[sc.AGENT_COST_PRICE_SOURCE] == "genai-prices"
+    assert sc.AGENT_COST_PRICE_SOURCE not in attrs  # the default table: not exported
     (orig,) = original.ended
     assert "llm.token_count.prompt" in orig.attributes
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in orig.attributes
@@ -279,8 +279,8 @@ def test_constructor_rejects_non_processors() -> None:
         EnrichingSpanProcessor(InMemorySpanExporter())  # type: ignore[arg-type]
 
 
-def test_identity_processor_attributes_third_party_spans() -> None:
-    """Spans of other instrumentations started inside an agent carry the agent's identity."""
+def test_identity_processor_attributes_live_third_party_spans() -> None:
+    """Live spans of other instrumentations started inside an agent carry its identity (no id when they name another agent)."""
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(AgentIdentitySpanProcessor())
@@ -291,16 +291,18 @@ def test_identity_processor_attributes_third_party_spans() -> None:
     ):
         with http.start_as_current_span("POST", kind=SpanKind.CLIENT):
             pass
-        with http.start_as_current_span("POST", attributes={sc.GEN_AI_AGENT_NAME: "explicit"}):
+        with http.start_as_current_span("other", attributes={sc.GEN_AI_AGENT_NAME: "explicit"}):
             pass
     with http.start_as_current_span("outside"):
         pass
-    inside, explicit, _agent, outside = exporter.get_finished_spans()
-    assert inside.attributes[sc.GEN_AI_AGENT_NAME] == "scout"
-    assert inside.attributes[sc.GEN_AI_AGENT_ID] == "s-1"
-    assert inside.attributes[sc.GEN_AI_CONVERSATION_ID] == "c-7"
-    assert explicit.attributes[sc.GEN_AI_AGENT_NAME] == "explicit"
-    assert sc.GEN_AI_AGENT_NAME not in outside.attributes
+    spans = {s.name: s.attributes for s in exporter.get_finished_spans()}
+    assert spans["POST"][sc.GEN_AI_AGENT_NAME] == "scout"
+    assert spans["POST"][sc.GEN_AI_AGENT_ID] == "s-1"
+    assert spans["POST"][sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    assert spans["other"][sc.GEN_AI_AGENT_NAME] == "explicit"
+    assert sc.GEN_AI_AGENT_ID not in spans["other"]
+    assert spans["other"][sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    assert sc.GEN_AI_AGENT_NAME not in spans["outside"]
 
 
 def test_attach_to_existing_provider_enriches_its_exporter() -> None:
@@ -459,7 +461,7 @@ def test_full_queue_is_delivered_on_the_caller_without_loss(
 
 
 def test_identity_is_written_on_the_enriched_copy_only() -> None:
-    """identity=True attributes third-party spans on the exported copy; the SDK's span and processors beside it are untouched."""
+    """identity=True attributes third-party GenAI spans on the exported copy, not HTTP spans; the SDK's span and processors beside it are untouched."""
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     beside = Recorder()
@@ -467,26 +469,40 @@ def test_identity_is_written_on_the_enriched_copy_only() -> None:
     provider.add_span_processor(processor)
     provider.add_span_processor(beside)
     http = provider.get_tracer("opentelemetry.instrumentation.httpx")
+    oi = provider.get_tracer("openinference.instrumentation.openai")
+    llm = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o"}
+    own = {"openinference.span.kind": "AGENT", "agent.name": "inner", "session.id": "s-9"}
     with otel_agents.invoke_agent(
         "scout", agent_id="s-1", conversation_id="c-7", tracer_provider=provider
     ):
+        with oi.start_as_current_span("ChatCompletion", attributes=llm):
+            pass
+        with oi.start_as_current_span("Agent", attributes=own):
+            pass
         with http.start_as_current_span("POST", kind=SpanKind.CLIENT):
             pass
         with http.start_as_current_span("GET", attributes={sc.GEN_AI_AGENT_NAME: "explicit"}):
             pass
         with otel_agents.execute_tool("search", tracer_provider=provider):
             pass
-    with http.start_as_current_span("outside"):
+    with oi.start_as_current_span("outside", attributes=llm):
         pass
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    post = spans["POST"].attributes
-    assert (post[sc.GEN_AI_AGENT_NAME], post[sc.GEN_AI_AGENT_ID]) == ("scout", "s-1")
-    assert post[sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    chat = spans["ChatCompletion"].attributes
+    assert (chat[sc.GEN_AI_AGENT_NAME], chat[sc.GEN_AI_AGENT_ID]) == ("scout", "s-1")
+    assert chat[sc.GEN_AI_CONVERSATION_ID] == "c-7"
+    # The span's own (dialect) agent and session keys win over the enclosing agent's.
+    inner = spans["Agent"].attributes
+    assert (inner[sc.GEN_AI_AGENT_NAME], inner[sc.GEN_AI_CONVERSATION_ID]) == ("inner", "s-9")
+    assert sc.GEN_AI_AGENT_ID not in inner  # the enclosing agent's id would name another agent
+    assert not {sc.GEN_AI_AGENT_NAME, sc.GEN_AI_AGENT_ID, sc.GEN_AI_CONVERSATION_ID} & set(
+        spans["POST"].attributes
+    )
     assert spans["GET"].attributes[sc.GEN_AI_AGENT_NAME] == "explicit"
     assert spans["execute_tool search"].attributes[sc.GEN_AI_AGENT_NAME] == "scout"
     assert sc.GEN_AI_AGENT_NAME not in spans["outside"].attributes
     live = {s.name: s for s in beside.ended}
-    assert sc.GEN_AI_AGENT_NAME not in live["POST"].attributes
+    assert sc.GEN_AI_AGENT_NAME not in live["ChatCompletion"].attributes
     assert processor._agents == {}  # nothing left behind once the spans ended
 
 
