@@ -149,18 +149,63 @@ class AnomalyResult:
         return self.key[0]
 
 
-@dataclasses.dataclass
 class _Acc:
-    values: list[F64] = dataclasses.field(default_factory=list)
-    events: int = 0
-    calls: int = 0
-    examples: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+    """One key's accumulators for the current interval.
 
-    def example(self, value: float, trace_id: str) -> None:
-        if len(self.examples) < _EXAMPLES:
-            heapq.heappush(self.examples, (value, trace_id))
-        elif value > self.examples[0][0]:
-            heapq.heapreplace(self.examples, (value, trace_id))
+    Slotted, values in one growable array, the example heap made on first use, trace IDs kept
+    as the batch's own ``bytes`` (hex only for the result): under name churn an interval holds
+    up to ``2 · max_keys`` of these per detector, rebuilt every interval, and the overflow
+    key's list took one small array per folded key and batch (~160,000 objects between two
+    evaluations in RC-13's flood).  Hex encoding preserves byte order, so examples rank as
+    they did with hex strings.
+    """
+
+    __slots__ = ("_buf", "_n", "_owned", "calls", "events", "examples")
+
+    def __init__(self, first: F64 | None = None) -> None:
+        self._buf: F64 | None = first
+        self._n = 0 if first is None else int(first.shape[0])
+        self._owned = False  # _buf is the caller's array until the first append copies it
+        self.events = 0
+        self.calls = 0
+        self.examples: list[tuple[float, bytes]] | None = None
+
+    def add(self, values: F64) -> None:
+        """Append raw values (amortised O(1) per value: capacity doubles)."""
+        buf, n, m = self._buf, self._n, int(values.shape[0])
+        if buf is None:
+            self._buf, self._n = values, m  # most keys get a single piece per interval
+            return
+        end = n + m
+        if not self._owned or end > buf.shape[0]:
+            grown = np.empty(max(end, 2 * n, 8), dtype=np.float64)
+            grown[:n] = buf[:n]
+            self._buf = buf = grown
+            self._owned = True
+        buf[n:end] = values
+        self._n = end
+
+    @property
+    def values(self) -> F64:
+        """Every value added this interval."""
+        if self._buf is None:
+            return np.zeros(0, dtype=np.float64)
+        return self._buf[: self._n]
+
+    def example(self, value: float, trace_id: bytes) -> None:
+        ex = self.examples
+        if ex is None:
+            self.examples = [(value, trace_id)]
+        elif len(ex) < _EXAMPLES:
+            heapq.heappush(ex, (value, trace_id))
+        elif value > ex[0][0]:
+            heapq.heapreplace(ex, (value, trace_id))
+
+    def trace_ids(self) -> tuple[str, ...]:
+        """The example trace IDs (hex), largest value first."""
+        if not self.examples:
+            return ()
+        return tuple(t.hex() for _, t in sorted(self.examples, reverse=True))
 
 
 class AnomalyEngine:
@@ -170,6 +215,7 @@ class AnomalyEngine:
         self.config = config
         self._on = frozenset(config.detectors)
         self._acc: dict[tuple[str, Key], _Acc] = {}
+        self._acc_n = dict.fromkeys(DETECTORS, 0)  # accumulators per detector this interval
         self._tables = {d: BaselineTable(config.max_keys) for d in DETECTORS}
         self._rate_cfg = dataclasses.replace(
             config.baseline, min_effect=max(config.baseline.min_effect, 1.0)
@@ -187,14 +233,17 @@ class AnomalyEngine:
     def _acc_for(self, detector: str, key: Key) -> _Acc:
         a = self._acc.get((detector, key))
         if a is None:
-            if len(self._acc) >= 2 * self.config.max_keys * len(self._on):
+            if self._acc_n[detector] >= 2 * self.config.max_keys:
                 # Unbounded names (B22): beyond the cap an interval's new keys share one
-                # overflow series per detector and kind instead of a baseline each.
+                # overflow series per detector and kind instead of a baseline each.  The cap
+                # is per detector (twice its baseline table): a shared cap let one detector
+                # take every detector's share, and keys past its table's size only churn it.
                 key = (OVERFLOW, key[1], OVERFLOW)
                 a = self._acc.get((detector, key))
                 if a is not None:
                     return a
             a = self._acc[(detector, key)] = _Acc()
+            self._acc_n[detector] += 1
         return a
 
     def add_spans(self, batch: SpanBatch) -> None:
@@ -227,9 +276,9 @@ class AnomalyEngine:
             if lat_det in self._on:
                 a = self._acc_for(lat_det, key)  # type: ignore[arg-type]
                 d = dur[rows]
-                a.values.append(d)
+                a.add(d)
                 j = int(np.argmax(d))
-                a.example(float(d[j]), bytes(tid[rows[j]]).hex())
+                a.example(float(d[j]), bytes(tid[rows[j]]))
             err_det = TOOL_ERROR_RATE if kk == KIND_TOOL else ERROR_RATIO
             if err_det in self._on:
                 a = self._acc_for(err_det, key)  # type: ignore[arg-type]
@@ -237,21 +286,21 @@ class AnomalyEngine:
                 a.calls += int(calls[k])
                 if errors[k]:
                     e = rows[err[rows]]
-                    a.example(float(errors[k]), bytes(tid[e[0]]).hex())
+                    a.example(float(errors[k]), bytes(tid[e[0]]))
             if kk == KIND_MODEL and TOKENS_PER_CALL in self._on:
                 t = tokens[rows]
                 t = t[t > 0]
                 if t.shape[0]:
                     a = self._acc_for(TOKENS_PER_CALL, key)  # type: ignore[arg-type]
-                    a.values.append(t)
+                    a.add(t)
                     j = int(np.argmax(tokens[rows]))
-                    a.example(float(tokens[rows][j]), bytes(tid[rows[j]]).hex())
+                    a.example(float(tokens[rows][j]), bytes(tid[rows[j]]))
             if kk == KIND_MODEL and COST_RATE in self._on and cost_by_group[k] > 0:
                 a = self._acc_for(COST_RATE, (key[0], "rate", "cost"))
-                a.values.append(np.array([cost_by_group[k]]))
+                a.add(np.array([cost_by_group[k]]))
                 a.calls += int(calls[k])
                 j = int(np.argmax(batch.cost[rows]))
-                a.example(float(batch.cost[rows][j]), bytes(tid[rows[j]]).hex())
+                a.example(float(batch.cost[rows][j]), bytes(tid[rows[j]]))
 
     def add_traces(
         self,
@@ -277,10 +326,10 @@ class AnomalyEngine:
         for k, (agent,) in enumerate(keys):
             m = inv == k
             j = int(np.argmax(costs[m]))
-            example = traces.trace_id_hex(int(tno[m][j]))
+            example = bytes(traces.spans.trace_id[int(traces.offsets[int(tno[m][j])])])
             if on_trace:
                 a = self._acc_for(COST_PER_TRACE, (agent, "trace", "cost"))
-                a.values.append(costs[m])
+                a.add(costs[m])
                 a.example(float(costs[m][j]), example)
             if on_session and session_cost:
                 totals = [
@@ -291,8 +340,8 @@ class AnomalyEngine:
                 if totals:
                     top, t = max(totals)
                     a = self._acc_for(COST_PER_SESSION, (agent, "session", "cost"))
-                    a.values.append(np.array([top]))
-                    a.example(top, traces.trace_id_hex(t))
+                    a.add(np.array([top]))
+                    a.example(top, bytes(traces.spans.trace_id[int(traces.offsets[t])]))
 
     def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
         """Accumulate process resource metrics (gauge and sum points) by service."""
@@ -314,7 +363,7 @@ class AnomalyEngine:
                     value = self._metric_value(service, m, which)
                     if value is not None:
                         a = self._acc_for(PROCESS_RESOURCE, (service, "process", m.name))
-                        a.values.append(np.array([value]))
+                        a.add(np.array([value]))
 
     def _metric_value(self, service: str, metric: Any, which: str) -> float | None:
         """One value per metric and request: gauges and non-monotonic sums are summed over their
@@ -357,9 +406,10 @@ class AnomalyEngine:
         """Score every key with data in the closed interval, then learn it."""
         self._next_eval = (now // self.config.interval + 1) * self.config.interval
         acc, self._acc = self._acc, {}
+        self._acc_n = dict.fromkeys(DETECTORS, 0)
         # Rate keys with a baseline but no cost this interval learn a zero (quiet interval).
         for key, _b in self._tables[COST_RATE].items():
-            acc.setdefault((COST_RATE, key), _Acc(values=[np.zeros(1)]))  # type: ignore[arg-type]
+            acc.setdefault((COST_RATE, key), _Acc(np.zeros(1)))  # type: ignore[arg-type]
         out: list[AnomalyResult] = []
         for (det, key), a in acc.items():
             r = self._evaluate_one(det, key, a, now)
@@ -384,9 +434,9 @@ class AnomalyEngine:
             table.put(key, bl)
             value, n = a.events / a.calls, a.calls
         else:
-            if not a.values:
+            vals = a.values
+            if not vals.shape[0]:
                 return None
-            vals = np.concatenate(a.values)
             if det == COST_RATE:
                 value, n = float(vals.sum()), max(a.calls, 1)
             elif det == PROCESS_RESOURCE:
@@ -405,7 +455,7 @@ class AnomalyEngine:
             score, z, base = bl.score(value, now)
             bl.update(value, n, now)
             table.put(key, bl)
-        examples = tuple(t for _, t in sorted(a.examples, reverse=True))
+        examples = a.trace_ids()
         return AnomalyResult(
             detector=det,
             key=key,
@@ -454,7 +504,7 @@ class AnomalyEngine:
             z=z,
             observations=n,
             severity=severity_for(score),
-            trace_ids=tuple(t for _, t in sorted(a.examples, reverse=True)),
+            trace_ids=a.trace_ids(),
             statistic=stat,
         )
 

@@ -172,8 +172,13 @@ class TraceAssembler:
 
     def __init__(self, config: AssemblyConfig) -> None:
         self.config = config
+        # Open traces in first-seen order (eviction takes the oldest) and, separately, in
+        # last-touched order (completion takes the quietest).  One entry per open trace in
+        # each, so both are bounded by ``max_open_traces``: a deque with one entry per touch
+        # held a tuple, a float and the trace-ID bytes per *batch* a trace was seen in, for
+        # ``decision_wait`` — 100,000 entries (~11 MiB) under RC-13's flood of unique traces.
         self._open: dict[bytes, _Open] = {}
-        self._touch: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._quiet: collections.OrderedDict[bytes, _Open] = collections.OrderedDict()
         self._recent: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._evicted_pending: list[_Open] = []
         self.completed = 0
@@ -205,14 +210,17 @@ class TraceAssembler:
                 if key in self._recent:
                     tr.late = True
                 self._open[key] = tr
+                self._quiet[key] = tr
+            else:
+                self._quiet.move_to_end(key)
             tr.parts.append((batch, idx))
             tr.last_seen = now
             if tr.late:
                 self.late_spans += int(idx.shape[0])
-            self._touch.append((now, key))
         while len(self._open) > self.config.max_open_traces:
             key = next(iter(self._open))
             self._evicted_pending.append(self._open.pop(key))
+            del self._quiet[key]
             self.evicted += 1
             self._remember(key, now)
 
@@ -228,15 +236,19 @@ class TraceAssembler:
             for key in self._open:
                 self._remember(key, now)
             self._open.clear()
-            self._touch.clear()
+            self._quiet.clear()
         else:
-            while self._touch and self._touch[0][0] + wait <= now:
-                t, key = self._touch.popleft()
-                quiet = self._open.get(key)
-                if quiet is not None and quiet.last_seen == t:
-                    del self._open[key]
-                    done.append(quiet)
-                    self._remember(key, now)
+            # Last-touched order is last_seen order (receiver time never goes back), so the
+            # quiet traces are a prefix: the same set, in the same order, the per-touch log gave.
+            quiet = self._quiet
+            while quiet:
+                key, tr = next(iter(quiet.items()))
+                if tr.last_seen + wait > now:
+                    break
+                quiet.popitem(last=False)
+                del self._open[key]
+                done.append(tr)
+                self._remember(key, now)
         self._expire_recent(now)
         if not done:
             return None
