@@ -643,6 +643,49 @@ SpendListener = Callable[[dict[str | None, float], dict[str | None, float]], Non
 _Shape = tuple[tuple[dict[str, AttributeValue], Any], ...]
 # Cached shapes per processor (distinct attribute combinations); cleared when full.
 _MAX_SHAPES = 4096
+_KIND_OF_OPERATION: dict[str, str] = {
+    **dict.fromkeys(sc.INFERENCE_OPERATIONS, "i"),
+    sc.OP_INVOKE_AGENT: "a",
+    sc.OP_EXECUTE_TOOL: "t",
+}
+_A2A_METHOD = sc.A2A_METHOD_NAME
+_ERROR_TYPE = sc.ERROR_TYPE
+_IN = sc.GEN_AI_USAGE_INPUT_TOKENS
+_OUT = sc.GEN_AI_USAGE_OUTPUT_TOKENS
+_COST_AMOUNT = sc.GEN_AI_USAGE_COST_AMOUNT
+_COST_CURRENCY = sc.GEN_AI_USAGE_COST_CURRENCY
+_SAMPLED = int(trace.TraceFlags.SAMPLED)
+
+
+def _shape_key(kind: str, err: str | None, op: Any, get: Callable[[str], Any]) -> tuple[Any, ...]:
+    """The values a span's metric attribute sets are built from (``_build_shape``), as a key:
+    spans with equal keys feed the same series. ``kind``: ``i`` inference, ``a`` agent,
+    ``t`` tool; the agent name is last for inference (the spend owner)."""
+    # Spelled out (no comprehension): this runs for every measured span.
+    if kind == "i":
+        return (
+            kind,
+            err,
+            op,
+            get(_PROVIDER),
+            get(_REQUEST_MODEL),
+            get(_RESPONSE_MODEL),
+            get(_SERVER_ADDRESS),
+            get(_SERVER_PORT),
+            get(_AGENT),
+        )
+    if kind == "a":
+        return (
+            kind,
+            err,
+            op,
+            get(_PROVIDER),
+            get(_AGENT),
+            get(_REQUEST_MODEL),
+            get(_SERVER_ADDRESS),
+            get(_SERVER_PORT),
+        )
+    return (kind, err, op, get(_TOOL), get(_TOOL_TYPE), get(_AGENT))
 
 
 class _Batch:
@@ -772,23 +815,65 @@ class AgentMetricsProcessor(SpanProcessor):
                 skipped for them).
         """
         batch = _Batch()
+        # Measured spans (inference, invoke_agent, execute_tool without events or A2A) grouped
+        # by their shape key: the attribute sets, batch keys and the spend owner are then
+        # resolved once per group and the values collected in list passes, instead of a dozen
+        # calls per span. Positions keep each series' values in span order (exemplars).
+        groups: dict[tuple[Any, ...], tuple[list[ReadableSpan], list[Mapping[str, Any]], list[int]]]
+        groups = {}
+        normalize = self._normalize
+        kind_of = _KIND_OF_OPERATION
         for i, span in enumerate(spans):
             try:
-                attrs = attributes[i] if attributes is not None else None
-                self._record(span, batch, attrs, normalized and attrs is not None)
+                given = attributes[i] if attributes is not None else None
+                if given is None:
+                    attrs: Mapping[str, Any] = normalize(plain_attributes(span))
+                else:
+                    attrs = given if normalized else normalize(given)
+                get = attrs.get
+                op = get(_OP)
+                kind = kind_of.get(op) if type(op) is str else None
+                if kind is None or get(_A2A_METHOD) or _may_have_events(span):
+                    self._record(span, batch, attrs, True, i)
+                    continue
+                err = get(_ERROR_TYPE)
+                if type(err) is not str or not err:
+                    err = _OTHER_ERROR if span.status.status_code is _STATUS_ERROR else None
+                key = _shape_key(kind, err, op, get)
+                try:
+                    group = groups.get(key)
+                except TypeError:  # an unhashable attribute value: this span on its own
+                    self._record(span, batch, attrs, True, i)
+                    continue
+                if group is None:
+                    groups[key] = ([span], [attrs], [i])
+                else:
+                    group[0].append(span)
+                    group[1].append(attrs)
+                    group[2].append(i)
             except Exception:
                 _log.debug("agent metrics: failed on span %r", span.name, exc_info=True)
+        for key, (g_spans, g_attrs, g_pos) in groups.items():
+            try:
+                self._record_group(key, g_spans, g_attrs, g_pos, batch)
+            except Exception:
+                _log.debug("agent metrics: failed on a group of spans", exc_info=True)
         self._flush(batch)
 
     def _flush(self, batch: _Batch) -> None:
-        for counter, amount, dims, span_ctx in batch.sums.values():
+        for counter, amount, dims, span_ctx, _pos in batch.sums.values():
             try:
                 counter.add(amount, dims, context=_span_context_in(span_ctx))
             except Exception:
                 _log.debug("agent metrics: counter add failed", exc_info=True)
         if batch.hists:
             fast = _MERGE.works()
-            for hist, dims, values, span_ctxs, times in batch.hists.values():
+            for hist, dims, values, span_ctxs, times, positions, unordered in batch.hists.values():
+                if unordered:  # filled from several groups: back to span order (exemplars)
+                    order = sorted(range(len(positions)), key=positions.__getitem__)
+                    values = [values[j] for j in order]
+                    span_ctxs = [span_ctxs[j] for j in order]
+                    times = [times[j] for j in order]
                 try:
                     if fast and _MERGE.merge(
                         hist, dims, values, span_ctxs, times, self._merge_targets
@@ -819,8 +904,10 @@ class AgentMetricsProcessor(SpanProcessor):
         span_ctx: SpanContext | None,
         sums: _Sums,
         key: tuple[int, tuple[tuple[str, Any], ...]] | None = None,
+        pos: int = 0,
     ) -> None:
-        """Adds ``amount`` to the batch's sum of ``counter`` at ``dims`` (``key``: precomputed)."""
+        """Adds ``amount`` to the batch's sum of ``counter`` at ``dims`` (``key``: precomputed;
+        ``pos``: the span's position in the batch, the latest one's context is the exemplar)."""
         if key is None:
             try:
                 key = (id(counter), tuple(sorted(dims.items())))
@@ -830,10 +917,12 @@ class AgentMetricsProcessor(SpanProcessor):
                 return
         entry = sums.get(key)
         if entry is None:
-            sums[key] = [counter, amount, dims, span_ctx]
+            sums[key] = [counter, amount, dims, span_ctx, pos]
         else:
             entry[1] += amount
-            entry[3] = span_ctx  # the latest span carries the exemplar
+            if pos >= entry[4]:
+                entry[3] = span_ctx  # the latest span carries the exemplar
+                entry[4] = pos
 
     @staticmethod
     def _observe(
@@ -844,6 +933,7 @@ class AgentMetricsProcessor(SpanProcessor):
         time_ns: int,
         hists: _Hists,
         key: tuple[int, tuple[tuple[str, Any], ...]] | None = None,
+        pos: int = 0,
     ) -> None:
         """Collects ``value`` for ``hist`` at ``dims`` in the batch (``key``: precomputed)."""
         if key is None:
@@ -855,53 +945,200 @@ class AgentMetricsProcessor(SpanProcessor):
                 return
         entry = hists.get(key)
         if entry is None:
-            hists[key] = [hist, dims, [value], [span_ctx], [time_ns]]
+            hists[key] = [hist, dims, [value], [span_ctx], [time_ns], [pos], False]
         else:
+            if entry[5][-1] > pos:
+                entry[6] = True
             entry[2].append(value)
             entry[3].append(span_ctx)
             entry[4].append(time_ns)
+            entry[5].append(pos)
+
+    @staticmethod
+    def _extend(
+        hist: Histogram,
+        dims: dict[str, AttributeValue],
+        key: Any,
+        values: list[float],
+        span_ctxs: list[SpanContext | None],
+        times: list[int],
+        positions: list[int],
+        hists: _Hists,
+    ) -> None:
+        """Adds a group's values (in span order) to the batch's series of ``hist`` at ``dims``."""
+        if not values:
+            return
+        if key is None:  # unhashable dims (cannot happen for a hashable group key): one by one
+            for value, ctx, at, pos in zip(values, span_ctxs, times, positions, strict=True):
+                AgentMetricsProcessor._observe(hist, value, dims, ctx, at, hists, None, pos)
+            return
+        entry = hists.get(key)
+        if entry is None:
+            hists[key] = [hist, dims, values, span_ctxs, times, positions, False]
+            return
+        if entry[5][-1] > positions[0]:
+            entry[6] = True
+        entry[2].extend(values)
+        entry[3].extend(span_ctxs)
+        entry[4].extend(times)
+        entry[5].extend(positions)
 
     def _shape(self, kind: str, attrs: Mapping[str, Any], err: str | None) -> _Shape:
         """The attribute sets (and their batch keys) of one kind of span, cached by the values
-        they are built from: a batch mostly repeats a few shapes, and building the dicts and
-        keys per span cost more than the rest of the span's accounting."""
+        they are built from (:func:`_shape_key`): a batch mostly repeats a few shapes, and
+        building the dicts and keys per span cost more than the rest of the span's accounting."""
         get = attrs.get
-        # Spelled out (no comprehension): this runs for every measured span.
-        cache_key: tuple[Any, ...]
-        if kind == "i":
-            cache_key = (
-                kind,
-                err,
-                get(_OP),
-                get(_PROVIDER),
-                get(_REQUEST_MODEL),
-                get(_RESPONSE_MODEL),
-                get(_SERVER_ADDRESS),
-                get(_SERVER_PORT),
-                get(_AGENT),
-            )
-        elif kind == "a":
-            cache_key = (
-                kind,
-                err,
-                get(_OP),
-                get(_PROVIDER),
-                get(_AGENT),
-                get(_REQUEST_MODEL),
-                get(_SERVER_ADDRESS),
-                get(_SERVER_PORT),
-            )
-        else:
-            cache_key = (kind, err, get(_OP), get(_TOOL), get(_TOOL_TYPE), get(_AGENT))
+        cache_key = _shape_key(kind, err, get(_OP), get)
         try:
             shape = self._shapes.get(cache_key)
         except TypeError:  # an unhashable attribute value: build it for this span only
             return self._build_shape(kind, attrs, err)
         if shape is None:
+            shape = self._cached_shape(cache_key, kind, attrs, err)
+        return shape
+
+    def _cached_shape(
+        self, cache_key: tuple[Any, ...], kind: str, attrs: Mapping[str, Any], err: str | None
+    ) -> _Shape:
+        shape = self._shapes.get(cache_key)
+        if shape is None:
             if len(self._shapes) >= _MAX_SHAPES:
                 self._shapes.clear()  # a churn of names: start over rather than grow
             shape = self._shapes[cache_key] = self._build_shape(kind, attrs, err)
         return shape
+
+    def _record_group(
+        self,
+        key: tuple[Any, ...],
+        spans: list[ReadableSpan],
+        attrs_list: list[Mapping[str, Any]],
+        positions: list[int],
+        batch: _Batch,
+    ) -> None:
+        """Records measured spans of one shape (same kind, error and series attributes), in
+        batch order: what :meth:`_record` does per span, with the per-shape work done once."""
+        kind, err = key[0], key[1]
+        shape = self._cached_shape(key, kind, attrs_list[0], err)
+        # The span's own context, not the calling thread's: exemplars link to this span even
+        # when it is recorded off the application thread (EnrichingSpanProcessor's worker).
+        ctxs: list[SpanContext | None] = []
+        for span in spans:
+            ctx = span.context
+            ctxs.append(ctx if ctx is not None and ctx.trace_flags & _SAMPLED else None)
+        starts = [span.start_time for span in spans]
+        ends = [span.end_time for span in spans]
+        hists = batch.hists
+        # Lists built here may become the batch's series lists (and grow with later groups):
+        # this group only reads them before that.
+        durations: list[float]
+        d_ctxs: list[SpanContext | None]
+        d_times: list[int]
+        d_pos: list[int]
+        ats: list[int]
+        if None not in starts and None not in ends:
+            done = cast(list[int], ends)
+            durations = [
+                max(0, b - a) / 1e9 for a, b in zip(cast(list[int], starts), done, strict=True)
+            ]
+            d_ctxs, d_times, d_pos, ats = ctxs, done, positions, done
+        else:  # copies of unfinished spans: no duration, exemplar time 0 (as _record)
+            timed = [
+                j
+                for j, (a, b) in enumerate(zip(starts, ends, strict=True))
+                if a is not None and b is not None
+            ]
+            durations = [max(0, cast(int, ends[j]) - cast(int, starts[j])) / 1e9 for j in timed]
+            d_ctxs = [ctxs[j] for j in timed]
+            d_times = [cast(int, ends[j]) for j in timed]
+            d_pos = [positions[j] for j in timed]
+            ats = [0 if end is None else end for end in ends]
+        if kind != "i":
+            ((dims, hkey),) = shape
+            hist = self.agent_duration if kind == "a" else self.tool_duration
+            self._extend(hist, dims, hkey, durations, d_ctxs, d_times, d_pos, hists)
+            return
+        (
+            (dur_dims, dur_key),
+            (in_dims, in_key),
+            (out_dims, out_key),
+            (cost_dims, cost_key),
+            (unpriced_dims, unpriced_key),
+        ) = shape
+        self._extend(
+            self.operation_duration, dur_dims, dur_key, durations, d_ctxs, d_times, d_pos, hists
+        )
+        in_vals: list[float] = []
+        in_ctxs: list[SpanContext | None] = []
+        in_at: list[int] = []
+        in_pos: list[int] = []
+        out_vals: list[float] = []
+        out_ctxs: list[SpanContext | None] = []
+        out_at: list[int] = []
+        out_pos: list[int] = []
+        spent = 0.0
+        tokens = 0
+        costed = unpriced = 0
+        cost_ctx = unpriced_ctx = None
+        cost_pos = unpriced_pos = 0
+        pricebook = self._pricebook
+        for j, attrs in enumerate(attrs_list):
+            get = attrs.get
+            ctx, at, pos = ctxs[j], ats[j], positions[j]
+            count = get(_IN)
+            if type(count) is not int:
+                count = _int(count)
+            if count is not None and count >= 0:
+                tokens += count
+                in_vals.append(count)
+                in_ctxs.append(ctx)
+                in_at.append(at)
+                in_pos.append(pos)
+            count = get(_OUT)
+            if type(count) is not int:
+                count = _int(count)
+            if count is not None and count >= 0:
+                tokens += count
+                out_vals.append(count)
+                out_ctxs.append(ctx)
+                out_at.append(at)
+                out_pos.append(pos)
+            amount = get(_COST_AMOUNT)
+            if type(amount) is float and get(_COST_CURRENCY, "USD") == "USD":
+                is_unpriced = False
+            else:
+                amount, is_unpriced = span_cost(attrs, pricebook)
+            if amount is not None and amount >= 0:
+                spent += amount
+                costed += 1
+                cost_ctx, cost_pos = ctx, pos
+            elif is_unpriced:
+                unpriced += 1
+                unpriced_ctx, unpriced_pos = ctx, pos
+        self._extend(self.token_usage, in_dims, in_key, in_vals, in_ctxs, in_at, in_pos, hists)
+        self._extend(
+            self.token_usage, out_dims, out_key, out_vals, out_ctxs, out_at, out_pos, hists
+        )
+        sums = batch.sums
+        if costed:
+            self._add(self.cost, spent, cost_dims, cost_ctx, sums, cost_key, cost_pos)
+        if unpriced:
+            self._add(
+                self.unpriced,
+                unpriced,
+                unpriced_dims,
+                unpriced_ctx,
+                sums,
+                unpriced_key,
+                unpriced_pos,
+            )
+        if self._spend_listeners:
+            agent = key[8]
+            agent = agent if isinstance(agent, str) and agent else None
+            total = batch.spend.get(agent)
+            if total is None:
+                total = batch.spend[agent] = [0.0, 0]
+            total[0] += spent
+            total[1] += tokens
 
     def _build_shape(self, kind: str, attrs: Mapping[str, Any], err: str | None) -> _Shape:
         def hkey(inst: Any, dims: dict[str, AttributeValue]) -> Any:
@@ -947,6 +1184,7 @@ class AgentMetricsProcessor(SpanProcessor):
         batch: _Batch | None = None,
         plain: Mapping[str, Any] | None = None,
         normalized: bool = False,
+        pos: int = 0,
     ) -> None:
         if batch is None:  # one span (on_end): the same aggregation, flushed at once
             one = _Batch()
@@ -990,22 +1228,22 @@ class AgentMetricsProcessor(SpanProcessor):
             ) = self._shape("i", attrs, err)
             if duration is not None:
                 self._observe(
-                    self.operation_duration, duration, dur_dims, span_ctx, at, hists, dur_key
+                    self.operation_duration, duration, dur_dims, span_ctx, at, hists, dur_key, pos
                 )
             tokens = 0
             count = _int(get(sc.GEN_AI_USAGE_INPUT_TOKENS))
             if count is not None and count >= 0:
                 tokens += count
-                self._observe(self.token_usage, count, in_dims, span_ctx, at, hists, in_key)
+                self._observe(self.token_usage, count, in_dims, span_ctx, at, hists, in_key, pos)
             count = _int(get(sc.GEN_AI_USAGE_OUTPUT_TOKENS))
             if count is not None and count >= 0:
                 tokens += count
-                self._observe(self.token_usage, count, out_dims, span_ctx, at, hists, out_key)
+                self._observe(self.token_usage, count, out_dims, span_ctx, at, hists, out_key, pos)
             amount, unpriced = span_cost(attrs, self._pricebook)
             if amount is not None and amount >= 0:
-                self._add(self.cost, amount, cost_dims, span_ctx, sums, cost_key)
+                self._add(self.cost, amount, cost_dims, span_ctx, sums, cost_key, pos)
             elif unpriced:
-                self._add(self.unpriced, 1, unpriced_dims, span_ctx, sums, unpriced_key)
+                self._add(self.unpriced, 1, unpriced_dims, span_ctx, sums, unpriced_key, pos)
             if self._spend_listeners:
                 agent = get(sc.GEN_AI_AGENT_NAME)
                 agent = agent if isinstance(agent, str) and agent else None
@@ -1017,17 +1255,17 @@ class AgentMetricsProcessor(SpanProcessor):
                 spent[1] += tokens
         elif op == sc.OP_INVOKE_AGENT and duration is not None:
             ((dims, key),) = self._shape("a", attrs, err)
-            self._observe(self.agent_duration, duration, dims, span_ctx, at, hists, key)
+            self._observe(self.agent_duration, duration, dims, span_ctx, at, hists, key, pos)
         elif op == sc.OP_EXECUTE_TOOL and duration is not None:
             ((dims, key),) = self._shape("t", attrs, err)
-            self._observe(self.tool_duration, duration, dims, span_ctx, at, hists, key)
+            self._observe(self.tool_duration, duration, dims, span_ctx, at, hists, key, pos)
 
         for event in span.events if events else ():
             if event.name == sc.EVENT_AGENT_DECISION:
                 ev = event.attributes or {}
                 dims = _pick(attrs, (sc.GEN_AI_AGENT_NAME,))
                 dims.update(_pick(ev, (sc.AGENT_DECISION_TYPE,)))
-                self._add(self.decisions, 1, dims, span_ctx, sums)
+                self._add(self.decisions, 1, dims, span_ctx, sums, None, pos)
 
         if isinstance(method, str) and method and span.kind in (SpanKind.CLIENT, SpanKind.SERVER):
             dims = {
@@ -1037,7 +1275,7 @@ class AgentMetricsProcessor(SpanProcessor):
             dims.update(_pick(attrs, (sc.GEN_AI_AGENT_NAME,)))
             if err:
                 dims[sc.ERROR_TYPE] = err
-            self._add(self.a2a_messages, 1, dims, span_ctx, sums)
+            self._add(self.a2a_messages, 1, dims, span_ctx, sums, None, pos)
 
     def shutdown(self) -> None:
         """Nothing to release: the meter provider owns the instruments."""

@@ -625,3 +625,97 @@ def test_batch_merge_follows_a_reader_added_later() -> None:
         assert a.count == 3 and b.count == 1
     finally:
         meters.shutdown()
+
+
+def _collected(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[Any, ...]], Any]:
+    """Every collected point by (metric, attributes): values, buckets, histogram exemplars."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    out: dict[tuple[str, tuple[Any, ...]], Any] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for p in m.data.data_points:
+                    exemplars: list[Any]
+                    if hasattr(p, "bucket_counts"):
+                        shape = (p.count, p.min, p.max, tuple(p.bucket_counts))
+                        total = p.sum
+                        exemplars = [(e.value, e.span_id) for e in p.exemplars]
+                    else:
+                        # Sums keep random exemplars (the SDK's fixed-size reservoir), and a
+                        # batch adds its sum once: only the values are compared.
+                        shape, total, exemplars = (), p.value, []
+                    key = (m.name, tuple(sorted(dict(p.attributes or {}).items())))
+                    out[key] = (shape, pytest.approx(total), exemplars)
+    return out
+
+
+def test_grouped_batch_path_equals_span_by_span_recording() -> None:
+    """A mixed batch (interleaved shapes, series shared by several shapes and by spans with events, unfinished, failed, unpriced, unhashable) collects exactly what span-by-span on_end does, exemplars included."""
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    spans: list[ReadableSpan] = []
+
+    def add(attrs: dict[str, Any], *, end: int | None = 1, status: Status | None = None,
+            events: tuple[Event, ...] = ()) -> None:  # fmt: skip
+        n = len(spans) + 1
+        spans.append(
+            ReadableSpan(
+                name=f"s{n}",
+                context=SpanContext(9, n, False, TraceFlags(n % 3 != 0)),
+                attributes=attrs,
+                events=events,
+                status=status or Status(StatusCode.UNSET),
+                start_time=1_000_000_000 * n,
+                end_time=None if end is None else 1_000_000_000 * n + 7_000_000 * (n % 5 + end),
+            )
+        )
+
+    chat = dict(LLM_ATTRS)
+    other = {**LLM_ATTRS, sc.GEN_AI_REQUEST_MODEL: "gpt-4o-mini", sc.GEN_AI_USAGE_COST_AMOUNT: 0.5}
+    agent = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: "planner"}
+    decision = Event(
+        sc.EVENT_AGENT_DECISION, {sc.AGENT_DECISION_TYPE: "route"}, timestamp=5_000_000_000
+    )
+    for i in range(40):
+        add({**chat, sc.GEN_AI_USAGE_INPUT_TOKENS: 100 + i})
+        add({**other, sc.SERVER_PORT: ""} if i % 3 else other)  # "" and absent: one series
+        add(agent, events=(decision,) if i % 4 == 0 else ())  # with events: span by span
+        if i % 7 == 0:
+            add({**chat, sc.GEN_AI_USAGE_COST_AMOUNT: None, sc.AGENT_COST_UNPRICED: True})
+            add({**chat, sc.ERROR_TYPE: "timeout"}, status=Status(StatusCode.ERROR))
+            add({**chat}, end=None)
+            add({**chat, "tags": ["x", "y"], sc.GEN_AI_REQUEST_MODEL: ["a", "b"]})
+        add({sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.GEN_AI_TOOL_NAME: "search"})
+        add({"http.request.method": "GET"})
+
+    def run(batched: bool) -> dict[tuple[str, tuple[Any, ...]], Any]:
+        reader = InMemoryMetricReader()
+        meters = MeterProvider(metric_readers=[reader], exemplar_filter=AlwaysOnExemplarFilter())
+        processor = AgentMetricsProcessor(meters)
+        spent: list[tuple[dict[str | None, float], dict[str | None, float]]] = []
+        processor.add_spend_listener(lambda cost, tokens: spent.append((cost, tokens)))
+        if batched:
+            processor.otel_agents_on_end_batch(spans)
+        else:
+            for span in spans:
+                processor.on_end(span)
+        out = _collected(reader)
+        costs: dict[str | None, float] = {}
+        tokens: dict[str | None, float] = {}
+        for c, t in spent:
+            for k, v in c.items():
+                costs[k] = costs.get(k, 0.0) + v
+            for k, v in t.items():
+                tokens[k] = tokens.get(k, 0) + v
+        out[("spend", ())] = ((), pytest.approx(costs), [tokens])
+        meters.shutdown()
+        return out
+
+    batched, one_by_one = run(True), run(False)
+    assert batched.keys() == one_by_one.keys()
+    for key, (shape, total, exemplars) in one_by_one.items():
+        assert batched[key][0] == shape, key
+        assert batched[key][1] == total.expected, key
+        assert batched[key][2] == exemplars, key

@@ -214,16 +214,56 @@ def test_cost_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sc.GEN_AI_USAGE_COST_AMOUNT not in span.attributes
 
 
-def test_unchanged_spans_are_passed_through_without_copy() -> None:
-    """Spans that need no enrichment reach the next processor as the SDK's own object."""
-    provider = TracerProvider()
-    rec = Recorder()
-    provider.add_span_processor(EnrichingSpanProcessor(rec))
-    with provider.get_tracer("x").start_as_current_span("GET /", attributes={"http.method": "GET"}):
+def test_unchanged_spans_reach_the_next_processor_as_an_equal_plain_copy() -> None:
+    """An unchanged SDK span is handed on as a copy in plain containers that encodes to the same OTLP bytes; the SDK's span is untouched."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.trace import Link
+
+    provider = TracerProvider(span_limits=SpanLimits(max_events=2, max_span_attributes=3))
+    rec, beside = Recorder(), Recorder()
+    provider.add_span_processor(EnrichingSpanProcessor(rec, defer=False))
+    provider.add_span_processor(beside)
+    tracer = provider.get_tracer("x", "1.0")
+    with tracer.start_as_current_span("parent") as parent:
+        link = Link(parent.get_span_context(), {"why": "retry"})
+        attrs = {"http.method": "GET", "a": 1, "b": [1, 2], "dropped": True}
+        with tracer.start_as_current_span("GET /", attributes=attrs, links=[link]) as span:
+            for n in range(3):
+                span.add_event(f"e{n}", {"n": n})
+    copy, original = rec.ended[0], beside.ended[0]
+    assert type(original) is ReadableSpan and copy is not original
+    assert rec.started == 2
+    assert dict(copy.attributes) == dict(original.attributes)
+    assert (copy.events, copy.links) == (original.events, original.links)
+    assert (copy.dropped_attributes, copy.dropped_events, copy.dropped_links) == (1, 1, 0)
+    assert (copy.name, copy.context, copy.parent, copy.kind, copy.status.status_code) == (
+        original.name,
+        original.context,
+        original.parent,
+        original.kind,
+        original.status.status_code,
+    )
+    assert encode_spans(rec.ended).SerializeToString() == (
+        encode_spans(beside.ended).SerializeToString()
+    )
+
+
+def test_spans_of_other_types_are_copied_through_the_public_constructor() -> None:
+    """A ReadableSpan subclass is passed through unchanged when nothing changes, and copied through the public constructor when it is enriched."""
+
+    class Custom(ReadableSpan):
         pass
-    (span,) = rec.ended
-    assert type(span) is ReadableSpan
-    assert rec.started == 1
+
+    rec = Recorder()
+    processor = EnrichingSpanProcessor(rec, defer=False)
+    plain = Custom(name="plain", attributes={"http.method": "GET"}, start_time=1, end_time=2)
+    dialect = Custom(name="llm", attributes={"gen_ai.system": "openai"}, start_time=1, end_time=2)
+    processor.on_end(plain)
+    processor.on_end(dialect)
+    assert rec.ended[0] is plain
+    assert rec.ended[1] is not dialect
+    assert rec.ended[1].attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
+    assert (rec.ended[1].start_time, rec.ended[1].end_time, rec.ended[1].name) == (1, 2, "llm")
 
 
 def test_drop_counts_survive_the_copy() -> None:
