@@ -37,6 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in _COMMANDS:
         print(f"otel-agents: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if command == "serve":
+        # Before the receiver's imports and threads: the allocator settings must precede the
+        # threads' first allocations (see _allocator.py; RC-12's long-soak creep).
+        from otel_agents._allocator import tune_allocator
+
+        tune_allocator()
     module = importlib.import_module(_COMMANDS[command][0])
     entry = getattr(module, "main_" + command.replace("-", "_"))
     return int(entry(rest))
