@@ -204,30 +204,45 @@ class BottleneckState:
         ak = analysis_keys(s)
         keys, inv = ak.keys, ak.inv
         g = len(keys)
-        # Critical path: seconds per key and number of traces in which the key is on the path.
-        on = cp > 0
-        cp_sec = np.bincount(inv, weights=cp / 1e9, minlength=g)
-        pairs = np.unique(traces.trace_no[on] * max(g, 1) + inv[on])
-        cp_traces = np.bincount(pairs % max(g, 1), minlength=g)
-        b.cp_total += float(cp.sum()) / 1e9
-        b.traces += int(ok.sum())
-        # Latency histograms and errors per key.
-        dur = s.duration_s
-        nb = LAT_BINS
-        hist = np.bincount(inv * nb + latency_bin(dur), minlength=g * nb).reshape(g, nb)
-        errs = np.bincount(inv, weights=s.is_error, minlength=g)
+        # Admission first: every key maps to its slot (itself or its kind's overflow key), so
+        # the per-key arrays below have at most max_keys + 5 rows.  Histograms over every key
+        # of a completed set were g x 162 int64: 26 MiB (and a temporary as large) for the
+        # ~20,000 unique keys one tick completes in RC-13's flood.
+        slot_of: dict[Key, int] = {}
+        slot_keys: list[Key] = []
+        slot = np.empty(g, dtype=np.int64)
         for k, key in enumerate(keys):
             kh: Key = self._admit(self._keys, key, bno, ("__overflow__", key[1], "__overflow__"))
-            if cp_sec[k] > 0:
+            j = slot_of.get(kh)
+            if j is None:
+                j = slot_of[kh] = len(slot_keys)
+                slot_keys.append(kh)
+            slot[k] = j
+        ns = len(slot_keys)
+        # Critical path: seconds per key and number of traces in which the key is on the path
+        # (per key, then per slot: an overflow slot counts each of its keys' traces).
+        on = cp > 0
+        cp_sec = np.bincount(slot[inv], weights=cp / 1e9, minlength=ns)
+        pairs = np.unique(traces.trace_no[on] * max(g, 1) + inv[on])
+        cp_traces = np.bincount(slot[pairs % max(g, 1)], minlength=ns)
+        b.cp_total += float(cp.sum()) / 1e9
+        b.traces += int(ok.sum())
+        # Latency histograms and errors per slot.
+        dur = s.duration_s
+        nb = LAT_BINS
+        hist = np.bincount(slot[inv] * nb + latency_bin(dur), minlength=ns * nb).reshape(ns, nb)
+        errs = np.bincount(slot[inv], weights=s.is_error, minlength=ns)
+        for j, kh in enumerate(slot_keys):
+            if cp_sec[j] > 0:
                 cur = b.cp.setdefault(kh, [0.0, 0.0])
-                cur[0] += float(cp_sec[k])
-                cur[1] += float(cp_traces[k])
+                cur[0] += float(cp_sec[j])
+                cur[1] += float(cp_traces[j])
             if kh in b.hist:
-                b.hist[kh] = b.hist[kh] + hist[k]
+                b.hist[kh] = b.hist[kh] + hist[j]
             else:
-                b.hist[kh] = hist[k].astype(np.int64)
-            if errs[k]:
-                b.errors[kh] = b.errors.get(kh, 0) + int(errs[k])
+                b.hist[kh] = hist[j].astype(np.int64)
+            if errs[j]:
+                b.errors[kh] = b.errors.get(kh, 0) + int(errs[j])
         # Cost roll-ups: inference spans only.
         inf = s.is_inference
         trace_cost: F64 = np.bincount(

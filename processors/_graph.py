@@ -41,9 +41,10 @@ USER = "user"
 EdgeKey = tuple[str, str, str]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Edge:
-    """Counters of one ``(client, server, connection_type)`` edge."""
+    """Counters of one ``(client, server, connection_type)`` edge (slotted: a completed set
+    makes one per distinct edge before the cap folds them, ~20,000 per tick under RC-13)."""
 
     calls: int = 0
     failed: int = 0
