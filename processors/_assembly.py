@@ -322,9 +322,9 @@ class TraceAssembler:
         base = 0
         for p, gs, ts in by_part.values():
             sources.append(p.batch)
-            g = np.asarray(gs, dtype=np.int64)
-            starts = p.bounds[g]
-            lens = p.bounds[g + 1] - starts
+            gi = np.asarray(gs, dtype=np.int64)
+            starts = p.bounds[gi]
+            lens = p.bounds[gi + 1] - starts
             # Each trace's slice of ``order``, all traces of the part in one gather.
             ends = np.cumsum(lens)
             pos = np.arange(int(ends[-1]) if ends.shape[0] else 0) + np.repeat(
