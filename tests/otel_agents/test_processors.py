@@ -120,7 +120,7 @@ def test_exporter_sees_enriched_copy_and_sdk_span_is_untouched() -> None:
         orig.end_time,
         orig.kind,
     )
-    assert span.resource is orig.resource
+    assert span.resource == orig.resource and hash(span.resource) == hash(orig.resource)
     assert span.instrumentation_scope == orig.instrumentation_scope
 
 
