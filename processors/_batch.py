@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 from otel_agents import _normalize as _norm
 from otel_agents import semconv as sc
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
     from otel_agents._cost import PriceBook
 
 __all__ = [
-    "SPAN_KIND_CLIENT", "SPAN_KIND_SERVER", "SpanBatch", "agent_pending", "build_span_batch",
-    "resolve_agents",
+    "SPAN_KIND_CLIENT", "SPAN_KIND_SERVER", "SpanBatch", "agent_pending",
+    "build_sampled_span_batch", "build_span_batch", "build_span_batch_from_payload",
+    "resolve_agents", "sample_payload",
 ]  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -349,21 +352,31 @@ def build_span_batch(
         The batch; spans keep request order.
     """
     groups: list[tuple[Any, Iterable[Any]]]
-    weights: list[float] | None = None
     if threshold > 0:
         # Only trace_id and trace_state are read from a skipped span.
         groups, weights = _sample(request, threshold)
-        n = len(weights)
-        if n == 0:  # the usual case at small fractions: no columns to build
-            return dataclasses.replace(
-                _EMPTY, received_at=received_at, analysed_fraction=1.0 / adjusted_count(threshold)
-            )
-    else:
-        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-        groups = [
-            (rs.resource, itertools.chain.from_iterable(ss.spans for ss in rs.scope_spans))
-            for rs in request.resource_spans
-        ]
+        fraction = 1.0 / adjusted_count(threshold)
+        return _columns(groups, len(weights), weights, pricebook, received_at, fraction)
+    n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+    groups = [
+        (rs.resource, itertools.chain.from_iterable(ss.spans for ss in rs.scope_spans))
+        for rs in request.resource_spans
+    ]
+    return _columns(groups, n, None, pricebook, received_at, 1.0)
+
+
+def _columns(
+    groups: Sequence[tuple[Any, Iterable[Any]]],
+    n: int,
+    weights: list[float] | None,
+    pricebook: PriceBook | None,
+    received_at: float,
+    fraction: float,
+) -> SpanBatch:
+    """The batch of the ``n`` spans of ``groups`` (``(resource, spans)`` pairs); ``weights``
+    are their adjusted counts at analysed ``fraction`` (``None``: every span analysed)."""
+    if weights is not None and n == 0:  # the usual case at small fractions: no columns to build
+        return dataclasses.replace(_EMPTY, received_at=received_at, analysed_fraction=fraction)
     # Columns preallocated with their "absent" value; only attributes present are written.
     cols: dict[str, list[Any]] = {c: [""] * n for c in _OBJ_COLUMNS}
     cols.update({c: [0] * n for c in _I64_COLUMNS})
@@ -437,7 +450,7 @@ def build_span_batch(
             i += 1
     if weights is not None:
         cols["weight"] = weights
-        batch = _from_lists(cols, received_at, 1.0 / adjusted_count(threshold))
+        batch = _from_lists(cols, received_at, fraction)
     else:
         cols["weight"] = [1.0] * n
         batch = _from_lists(cols, received_at)
@@ -480,6 +493,232 @@ def _sample(
 
 
 _EMPTY = SpanBatch.empty()
+
+
+# ------------------------------------------------------------------------------------------
+# Sampling before the full parse
+# ------------------------------------------------------------------------------------------
+
+# Two reduced views of ExportTraceServiceRequest, wire-compatible with the real one (same field
+# numbers and wire types).  ``_ids``: a Span declares only trace_id and trace_state, so upb
+# parses the sampling inputs with protobuf's own semantics (any field order, last duplicate
+# wins) and skips the rest of each span in C without building Python objects.  ``_raw``: the
+# resource, scope and span sub-messages as the bytes they were sent as (a message field and a
+# bytes field share the LEN wire type), so the spans of sampled traces can be copied into a
+# smaller request verbatim.  Resource and scope are *repeated* bytes: a sub-message sent twice
+# is merged by a full parse, and copying every occurrence keeps that merge.
+_F = descriptor_pb2.FieldDescriptorProto
+_REDUCED = (
+    ("IdsRequest", (("resource_spans", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "IdsResource"),)),
+    ("IdsResource", (("scope_spans", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "IdsScope"),)),
+    ("IdsScope", (("spans", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "IdsSpan"),)),
+    ("IdsSpan", (("trace_id", 1, _F.TYPE_BYTES, _F.LABEL_OPTIONAL, ""),
+                 ("trace_state", 3, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""))),
+    ("RawRequest", (("resource_spans", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "RawResource"),)),
+    ("RawResource", (("resource", 1, _F.TYPE_BYTES, _F.LABEL_REPEATED, ""),
+                     ("scope_spans", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, "RawScope"))),
+    ("RawScope", (("scope", 1, _F.TYPE_BYTES, _F.LABEL_REPEATED, ""),
+                  ("spans", 2, _F.TYPE_BYTES, _F.LABEL_REPEATED, ""))),
+)  # fmt: skip
+_PACKAGE = "otel_agents.processors.reduced_otlp"
+
+
+def _reduced_classes() -> tuple[type[Message], type[Message]]:
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="otel_agents/processors/reduced_otlp.proto", package=_PACKAGE, syntax="proto3"
+    )
+    for name, fields in _REDUCED:
+        m = fdp.message_type.add(name=name)
+        for fname, number, ftype, label, tname in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if tname:
+                f.type_name = f".{_PACKAGE}.{tname}"
+    pool = descriptor_pool.DescriptorPool()  # private: never clashes with the real protos
+    pool.Add(fdp)
+    ids = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.IdsRequest"))
+    raw = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.RawRequest"))
+    return ids, raw
+
+
+_IdsRequest, _RawRequest = _reduced_classes()
+
+
+def sample_payload(payload: bytes, threshold: int) -> tuple[bytes, list[float]]:
+    """The spans of a serialized ``ExportTraceServiceRequest`` that analysis keeps at
+    ``threshold``, as a smaller serialized request, and their weights (in request order).
+
+    Decides exactly as :func:`build_span_batch` does (one decision per run of a trace ID, by
+    the rule of :mod:`._sampling`) from a parse that declares only ``trace_id`` and
+    ``trace_state``; the kept spans, and the resources and scopes they belong to, are copied
+    byte for byte.  ``(b"", [])`` when no span is kept.
+
+    Raises:
+        google.protobuf.message.DecodeError: the payload is not a valid request.
+    """
+    ids = _IdsRequest.FromString(payload)
+    fast = _decide_columnar(ids, threshold)
+    if fast is not None:
+        return _copy_kept(payload, fast[0]), [adjusted_count(threshold)] * fast[1]
+    # Some span carries a tracestate (or an odd trace ID): one decision per run, in Python.
+    sampler = SpanSampler(threshold)
+    from_bytes = int.from_bytes
+    plain = adjusted_count(threshold)
+    weights: list[float] = []
+    kept: list[tuple[int, int, list[int]]] = []  # (resource index, scope index, span indices)
+    last_tid: bytes | None = None
+    w = 0.0
+    for i, rs in enumerate(ids.resource_spans):  # type: ignore[attr-defined]
+        for j, ss in enumerate(rs.scope_spans):
+            idx: list[int] | None = None
+            for k, span in enumerate(ss.spans):
+                tid = span.trace_id
+                if tid != last_tid:
+                    # The run rule of _sample: a trace is never split.
+                    last_tid = tid
+                    ts = span.trace_state
+                    if ts:
+                        w = sampler.weight(tid, ts)
+                    else:
+                        w = plain if from_bytes(tid[-7:], "big") >= threshold else 0.0
+                if w:
+                    if idx is None:
+                        idx = []
+                        kept.append((i, j, idx))
+                    idx.append(k)
+                    weights.append(w)
+    return _copy_kept(payload, kept), weights
+
+
+# A span of the reduced request re-serialized without its unknown fields, when it carries
+# nothing but a 16-byte trace ID: tag+length of the span, tag+length of trace_id, the ID.
+_ID_ONLY_SPAN = np.frombuffer(b"\x12\x12\x0a\x10", dtype=np.uint8)
+_ID_ONLY_BYTES = 20
+
+
+def _decide_columnar(
+    ids: Any, threshold: int
+) -> tuple[list[tuple[int, int, list[int]]], int] | None:
+    """The kept spans without a Python step per span, when no span carries a ``trace_state``
+    (the usual request): each scope's spans, stripped to their trace IDs, re-serialize as
+    fixed 20-byte records, and the decision is the trace ID's randomness against the
+    threshold for every span of a trace alike.  ``None`` when some scope does not have that
+    shape (a tracestate, a trace ID of another length): the caller decides span by span."""
+    ids.DiscardUnknownFields()
+    kept: list[tuple[int, int, list[int]]] = []
+    n = 0
+    for i, rs in enumerate(ids.resource_spans):
+        for j, ss in enumerate(rs.scope_spans):
+            buf = ss.SerializeToString()
+            if not buf:
+                continue
+            if len(buf) % _ID_ONLY_BYTES:
+                return None
+            rec = np.frombuffer(buf, dtype=np.uint8).reshape(-1, _ID_ONLY_BYTES)
+            # Serialization is canonical (known fields only, in field order, last duplicate
+            # won at parse), so a record that starts with these four bytes is exactly a span
+            # whose only field is a 16-byte trace ID; a trace_state or another ID length
+            # changes a span's length byte or its first field tag.
+            if not (rec[:, :4] == _ID_ONLY_SPAN).all():
+                return None
+            # The trace ID's last 7 bytes, big-endian, as integers (the 56-bit randomness).
+            r = np.zeros((rec.shape[0], 8), dtype=np.uint8)
+            r[:, 1:] = rec[:, 13:]
+            idx = np.nonzero(r.view(">u8").ravel() >= threshold)[0]
+            if idx.shape[0]:
+                kept.append((i, j, idx.tolist()))
+                n += idx.shape[0]
+    return kept, n
+
+
+def _copy_kept(payload: bytes, kept: Sequence[tuple[int, int, Sequence[int]]]) -> bytes:
+    """The request made of the ``kept`` spans (resource index, scope index, span indices) of
+    ``payload``, copied byte for byte with their resources and scopes."""
+    if not kept:
+        return b""
+    raw = _RawRequest.FromString(payload)
+    sub = _RawRequest()
+    src_rs = raw.resource_spans  # type: ignore[attr-defined]
+    out_rs: Any = None
+    last_i = -1
+    for i, j, idx in kept:
+        if i != last_i:
+            last_i = i
+            out_rs = sub.resource_spans.add()  # type: ignore[attr-defined]
+            out_rs.resource.extend(src_rs[i].resource)
+        src_ss = src_rs[i].scope_spans[j]
+        out_ss = out_rs.scope_spans.add()
+        out_ss.scope.extend(src_ss.scope)
+        spans = src_ss.spans
+        out_ss.spans.extend([spans[k] for k in idx])
+    return bytes(sub.SerializeToString())
+
+
+def build_span_batch_from_payload(
+    payload: bytes,
+    *,
+    pricebook: PriceBook | None,
+    received_at: float,
+    threshold: int = 0,
+) -> SpanBatch:
+    """:func:`build_span_batch` of a serialized request, parsing in full only what is kept.
+
+    At ``threshold`` 0 the request is parsed and decoded whole.  Otherwise
+    :func:`sample_payload` picks the spans of the sampled traces first (a span outside the
+    sample costs a reduced parse and one comparison), and only those are parsed in full and
+    decoded: the batch equals ``build_span_batch(parsed request, threshold=threshold)``.
+
+    Raises:
+        google.protobuf.message.DecodeError: the payload (or its kept part) does not parse.
+    """
+    if threshold <= 0:
+        request = _ExportTraceServiceRequest().FromString(payload)
+        return build_span_batch(request, pricebook=pricebook, received_at=received_at)
+    part = sample_payload(payload, threshold)
+    fraction = 1.0 / adjusted_count(threshold)
+    return build_sampled_span_batch([part], pricebook=pricebook, received_at=received_at,
+                                    fraction=fraction)  # fmt: skip
+
+
+def build_sampled_span_batch(
+    parts: Sequence[tuple[bytes, Sequence[float]]],
+    *,
+    pricebook: PriceBook | None,
+    received_at: float,
+    fraction: float,
+) -> SpanBatch:
+    """One batch of the kept spans of several requests (:func:`sample_payload` results).
+
+    Serialized requests concatenate into one request (their ``resource_spans`` in order), so
+    the parts are parsed and decoded together: the per-batch costs (columns, agent
+    resolution) are paid once per coalesced batch, not once per request.
+
+    Args:
+        parts: ``(kept spans as a serialized request, their weights)`` in arrival order.
+        pricebook: as for :func:`build_span_batch`.
+        received_at: the batch's receive time (the latest part's).
+        fraction: the batch's ``analysed_fraction`` (the smallest fraction of its parts).
+
+    Raises:
+        google.protobuf.message.DecodeError: the kept spans do not parse.
+    """
+    weights = [w for _, ws in parts for w in ws]
+    if not weights:
+        return dataclasses.replace(_EMPTY, received_at=received_at, analysed_fraction=fraction)
+    request = _ExportTraceServiceRequest().FromString(b"".join(p for p, _ in parts))
+    groups = [
+        (rs.resource, itertools.chain.from_iterable(ss.spans for ss in rs.scope_spans))
+        for rs in request.resource_spans
+    ]
+    return _columns(groups, len(weights), weights, pricebook, received_at, fraction)
+
+
+def _ExportTraceServiceRequest() -> type[ExportTraceServiceRequest]:
+    # Imported on use: this module is imported by processes that never see a request.
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    return ExportTraceServiceRequest
 
 
 def resolve_agents(batch: SpanBatch) -> None:
