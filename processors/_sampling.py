@@ -16,9 +16,10 @@ keeping it *given that it arrived*: with an upstream threshold ``T_u`` (the span
 ``p = (2^56 - max(T, T_u)) / (2^56 - T_u)``.  Counts, cost and tokens are summed with these
 weights (Horvitz-Thompson); ratios, latency quantiles and anomaly baselines use the sample as is.
 
-:class:`AnalysisBudget` sets ``p``: it compares the analysis thread's CPU with the CPU of the
-rest of the receiver over windows and keeps analysis at most ``cpu_budget`` × the rest (but
-always allows ``cpu_floor`` of a core, so light traffic — the demo, tests — is analysed in full).
+:class:`AnalysisBudget` sets ``p`` for each group of spans the analysis thread reads: from an
+online cost model and a CPU ledger it keeps analysis at most ``cpu_budget`` × the rest of the
+receiver's CPU, within a few reads of a burst's start (but always allows ``cpu_floor`` of a
+core, so light traffic — the demo, tests — is analysed in full).
 """
 
 from __future__ import annotations
@@ -156,17 +157,29 @@ class SpanSampler:
 
 
 class AnalysisBudget:
-    """Adaptive analysed fraction: analysis CPU ≤ ``cpu_budget`` × the rest of the receiver.
+    """Adaptive analysed fraction: analysis CPU ≤ ``cpu_budget`` × the rest of the receiver,
+    held per read of the spool, not only on average (see docs/architecture.md "Analysis CPU
+    budget").
 
-    Call :meth:`update` about once a second from the analysis thread with the cumulative CPU
-    seconds that thread spent on analysis; it reads the whole process's CPU and the clock, and
-    over windows of at least ``window`` seconds compares smoothed rates:
+    The analysis thread calls :meth:`plan` before each group of spans it is about to offer to
+    analysis, with its cumulative analysis CPU; :meth:`plan` sets :attr:`threshold` for them
+    from two parts:
 
-    * allowed = max(``cpu_budget`` × other CPU, ``cpu_floor``) (core-seconds per second);
-    * above allowed, the fraction drops at once to what fits ``MARGIN`` (0.7) × allowed, never
-      below ``min_fraction``: a burst is answered within one window;
-    * below ``LOW_WATER`` (0.5) × allowed it rises by at most ×1.25 a window, up to 1 (100 %);
-    * in between it stays (hysteresis: no flapping around the budget).
+    * a cost model, measured online (:meth:`record_offered`, :meth:`record_analysed`): CPU per
+      span offered and skipped (reading the spool, the trace-ID pass), CPU per span analysed
+      (full decode and processors), and the rest of the process's CPU per span offered.  The
+      group may cost ``MARGIN`` × ``cpu_budget`` × (rest CPU per span) × spans — what the
+      rest of the receiver spends on those spans — or, at light load, ``cpu_floor`` × the time
+      since the previous group (at most ``FLOOR_WINDOW``): the fraction is what fits.
+    * a ledger: at every call it is credited with what the interval allowed
+      (max(``MARGIN`` × ``cpu_budget`` × rest CPU, ``cpu_floor`` × seconds)) and debited with the
+      analysis CPU actually spent (trace completion in ticks included).  Its balance, bounded
+      to [-``DEBT_MAX``, ``CREDIT_MAX``] seconds, is added to the next group's allowance, so
+      model errors and deferred costs are paid back within a few reads instead of a window.
+
+    A burst therefore starts at the fraction its first read can afford (no history needed:
+    the cost per span is known from earlier traffic or the priors) and light traffic — a few
+    thousand spans a second — is analysed in full.
 
     ``mode`` ``"off"`` pins 1.0, a float pins that fraction; only ``"adaptive"`` adapts.
 
@@ -174,18 +187,42 @@ class AnalysisBudget:
         mode: ``"adaptive"``, ``"off"`` or a fixed fraction in (0, 1].
         cpu_budget: analysis CPU as a share of the rest of the receiver's CPU.
         cpu_floor: analysis CPU always allowed, in cores (light load is analysed in full).
-        window: shortest measurement window, seconds.
+        window: shortest window of the smoothed rates reported by :meth:`update` (telemetry).
         min_fraction: lowest adaptive fraction.
         process_cpu: cumulative CPU seconds of the whole process (tests inject one).
         clock: monotonic seconds (tests inject one).
     """
 
-    # The fraction is set to fit MARGIN x allowed: a margin for the window's noise and for the
-    # little analysis costs outside its thread (the spool's extra cursor).
-    LOW_WATER = 0.5
-    MARGIN = 0.7
+    #: Share of the budget the analysis thread plans to use: the rest is headroom for the
+    #: analysis costs other threads pay (a larger heap to collect, the GIL hand-overs).
+    MARGIN = 0.45
+    #: Ledger bounds, CPU seconds: a small credit (so a quiet spell does not bank a burst at
+    #: 100 %), a larger debt (an expensive tick is paid back, not forgotten).
+    CREDIT_MAX = 0.005
+    DEBT_MAX = 0.25
+    #: Share of the balance one group spends or pays back (spread over a few reads, so the
+    #: fraction does not swing between reads).
+    BALANCE_USE = 0.5
+    #: Longest quiet spell whose floor allowance one group may use, seconds.
+    FLOOR_WINDOW = 0.25
+    #: Longest interval the ledger credits with the floor, seconds: the caller settles at
+    #: least every tick, so a quiet receiver earns the floor, but the quiet spell after a
+    #: burst does not pay for the burst's deferred work (trace completion) — the next load's
+    #: ratio allowance does.
+    FLOOR_CREDIT_WINDOW = 0.1
+    #: Half-life of the cost model's averages, seconds.
+    HALF_LIFE = 2.0
+    #: Longest gap between groups that still measures the rest's CPU per span (longer gaps
+    #: are mostly idle CPU, which no span caused).
+    LOADED_GAP = 0.5
+    #: Priors (seconds per span) until measurements arrive, worth PRIOR_SPANS spans: the
+    #: receiver's own cost, and what skipping and analysing a span cost, on a 2-core x86 box
+    #: (benchmarks/RESULTS.md); the model replaces them within the first groups.
+    PRIOR_OTHER = 3.0e-6
+    PRIOR_SKIP = 0.4e-6
+    PRIOR_ANALYSED = 15.0e-6
+    PRIOR_SPANS = 512.0
     SMOOTHING = 0.5
-    MAX_RISE = 1.25
 
     def __init__(
         self,
@@ -216,33 +253,123 @@ class AnalysisBudget:
         #: Smoothed rates (core-seconds per second) of the last update, for telemetry.
         self.analysis_rate = 0.0
         self.other_rate = 0.0
-        self._mark: tuple[float, float, float, int | None] | None = None
+        self._mark: tuple[float, float, float] | None = None
         self._primed = False
+        #: Ledger balance, CPU seconds (positive: unspent allowance).
+        self.balance = 0.0
+        # Cost model: decayed sums (numerator CPU seconds, denominator spans).
+        w = self.PRIOR_SPANS
+        self._other = [self.PRIOR_OTHER * w, w]
+        self._skip = [self.PRIOR_SKIP * w, w]
+        self._analysed = [self.PRIOR_ANALYSED * w, w]
+        self._pending_skip = [0.0, 0]  # recorded since the last plan
+        self._pending_analysed = [0.0, 0]
+        self._plan_mark: tuple[float, float, float, int | None] | None = None
 
     @property
     def effective_fraction(self) -> float:
         """The fraction the current threshold keeps (``fraction`` rounded as the spec rounds)."""
         return threshold_to_probability(self.threshold)
 
+    @property
+    def costs(self) -> tuple[float, float, float]:
+        """The cost model, seconds per span: ``(rest of the receiver per span offered, skipping
+        one, analysing one)``."""
+        return (
+            self._other[0] / self._other[1],
+            self._skip[0] / self._skip[1],
+            self._analysed[0] / self._analysed[1],
+        )
+
+    def record_offered(self, spans: int, cpu: float) -> None:
+        """``spans`` were offered to analysis; reading and sampling them cost ``cpu`` seconds."""
+        self._pending_skip[0] += cpu
+        self._pending_skip[1] += spans
+
+    def record_analysed(self, spans: int, cpu: float) -> None:
+        """``spans`` sampled spans were decoded and fed to the processors in ``cpu`` seconds."""
+        self._pending_analysed[0] += cpu
+        self._pending_analysed[1] += spans
+
+    def plan(self, spans: int, analysis_cpu: float, arrived: int | None = None) -> int:
+        """Settle the ledger and the cost model, and set the threshold for the next ``spans``.
+
+        Args:
+            spans: spans about to be offered to analysis (the group just read).
+            analysis_cpu: cumulative CPU seconds of analysis so far.
+            arrived: cumulative spans received (committed by ingest), if known: the rest of
+                the receiver's CPU is measured per span received, which leads what analysis
+                reads by up to a read; without it, per span read.
+
+        Returns:
+            The rejection threshold for these spans.
+        """
+        now, proc = self._clock(), self._process_cpu()
+        mark, self._plan_mark = self._plan_mark, (now, proc, analysis_cpu, arrived)
+        if mark is None:
+            dt, other, spent, load = self.FLOOR_WINDOW, 0.0, 0.0, 0
+        else:
+            dt = max(now - mark[0], 0.0)
+            spent = max(analysis_cpu - mark[2], 0.0)
+            other = max(proc - mark[1] - spent, 0.0)
+            a0 = mark[3]
+            load = spans if arrived is None or a0 is None else max(arrived - a0, 0)
+        self._learn(dt, other, load)
+        share = self.MARGIN * self.cpu_budget
+        self.balance = min(
+            self.CREDIT_MAX,
+            max(
+                -self.DEBT_MAX,
+                self.balance
+                + max(share * other, self.cpu_floor * min(dt, self.FLOOR_CREDIT_WINDOW))
+                - spent,
+            ),
+        )
+        if not self.adaptive or spans <= 0:
+            return self.threshold
+        per_other, per_skip, per_analysed = self.costs
+        allowed = max(share * per_other * spans, self.cpu_floor * min(dt, self.FLOOR_WINDOW))
+        p = (allowed + self.BALANCE_USE * self.balance - per_skip * spans) / (per_analysed * spans)
+        p = min(1.0, max(self.min_fraction, p))
+        if p != self.fraction:
+            self.fraction = p
+            self.threshold = probability_to_threshold(p)
+        return self.threshold
+
+    def _learn(self, dt: float, other: float, spans: int) -> None:
+        decay = 0.5 ** (dt / self.HALF_LIFE)
+        for acc, pending in (
+            (self._skip, self._pending_skip),
+            (self._analysed, self._pending_analysed),
+        ):
+            if pending[1]:
+                acc[0] = acc[0] * decay + pending[0]
+                acc[1] = acc[1] * decay + pending[1]
+                pending[0], pending[1] = 0.0, 0
+        if spans > 0 and dt <= self.LOADED_GAP:
+            # The rest's CPU of the interval is mostly ingest of the spans that arrived in it.
+            acc = self._other
+            acc[0] = acc[0] * decay + other
+            acc[1] = acc[1] * decay + spans
+
     def update(self, analysis_cpu: float, offered: int | None = None) -> float:
-        """Take a measurement; returns the fraction.
+        """Refresh the smoothed CPU rates (telemetry) once a ``window`` has passed; returns the
+        fraction.
 
         Args:
             analysis_cpu: cumulative CPU seconds of analysis.
-            offered: cumulative spans offered to analysis (sampled or not), if known: a window
-                in which none arrived says nothing about the load, so the fraction holds (the
-                next burst does not start at 100 % just because the receiver was idle).
+            offered: unused; kept for callers of the windowed controller this replaced.
         """
+        del offered
         now, proc = self._clock(), self._process_cpu()
         if self._mark is None:
-            self._mark = (now, proc, analysis_cpu, offered)
+            self._mark = (now, proc, analysis_cpu)
             return self.fraction
-        t0, p0, a0, o0 = self._mark
+        t0, p0, a0 = self._mark
         wall = now - t0
         if wall < self.window:
             return self.fraction
-        self._mark = (now, proc, analysis_cpu, offered)
-        idle = offered is not None and offered == o0
+        self._mark = (now, proc, analysis_cpu)
         a = max(analysis_cpu - a0, 0.0) / wall
         other = max((proc - p0) / wall - a, 0.0)
         if self._primed:
@@ -251,22 +378,4 @@ class AnalysisBudget:
             self.other_rate = s * other + (1 - s) * self.other_rate
         else:
             self.analysis_rate, self.other_rate, self._primed = a, other, True
-        if self.adaptive:
-            self._adapt(idle)
         return self.fraction
-
-    def _adapt(self, idle: bool = False) -> None:
-        p = self.fraction
-        allowed = max(self.cpu_budget * self.other_rate, self.cpu_floor)
-        a = self.analysis_rate
-        if a > allowed:
-            # Cost is about proportional to the fraction: scale to fit, with a margin.
-            target = p * self.MARGIN * allowed / a
-            p = max(self.min_fraction, target)
-        elif a < self.LOW_WATER * allowed and p < 1.0 and not idle:
-            target = p * self.MARGIN * allowed / a if a > 0 else 1.0
-            p = min(1.0, max(p, min(target, p * self.MAX_RISE)))
-        else:
-            return
-        self.fraction = p
-        self.threshold = probability_to_threshold(p)

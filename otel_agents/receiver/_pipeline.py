@@ -16,8 +16,10 @@ that feed them.
 Analysis never starves ingest: the pipeline thread measures its own CPU (``time.thread_time``)
 spent on analysis against the rest of the process's CPU, and an
 :class:`otel_agents.processors.AnalysisBudget` (config ``analysis``) turns that into the
-fraction of traces analysed; ``build_span_batch`` skips the spans of the other traces after
-reading only their trace ID (consistent probability sampling, so whole traces are kept).
+fraction of traces analysed, per read of the spool; the spans of the other traces are skipped
+after a reduced parse that reads only their trace IDs (consistent probability sampling, so
+whole traces are kept), and only the sampled spans are parsed in full and decoded
+(``otel_agents.processors._batch.sample_payload``).
 
 Receiver-made log records (findings, alerts) reach the destinations through
 :meth:`Pipeline.export_logs`: they are spooled with the ``internal`` flag, so forwarders send them
@@ -135,7 +137,6 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = False
-        self._warned_no_batch = False
         self._spool_items = Gauge(
             sc.METRIC_SPOOL_ITEMS,
             "Items held in the spool.",
@@ -163,20 +164,26 @@ class Pipeline:
             registry=self._registry,
         )
         self._budget: Any = None
-        # Sampled batches are small (a fraction of a request): they are coalesced before the
-        # processors see them, so per-batch costs are paid per ~512 analysed spans.
-        self._held: list[Any] = []
+        # Sampled spans are few per request: their serialized sub-requests are held and decoded
+        # together, so per-batch costs (columns, agent resolution, every stage's batch work)
+        # are paid per ~512 analysed spans, not per request.
+        self._held: list[tuple[bytes, list[float]]] = []
+        self._held_fraction = 1.0
+        self._held_received = 0.0
         self._held_spans = 0
         self._held_since = 0.0
         self._analysis_cpu = 0.0  # pipeline-thread CPU seconds spent on analysis
         self._offered = 0  # spans offered to analysis (sampled or not)
+        self._arrived = 0  # trace spans committed by ingest (the budget's load measure)
+        self._arrived_lock = threading.Lock()
+        self._feed_cpu = 0.0  # pipeline-thread CPU spent decoding and feeding sampled spans
         if self._stages:
             from otel_agents.processors import AnalysisBudget
 
             ac = config.analysis
-            # 0.1-s windows: a burst of load is met within a tenth of a second.
+            # The budget plans every read itself; the window only paces the CPU-rate gauges.
             self._budget = AnalysisBudget(
-                ac.mode, cpu_budget=ac.cpu_budget, cpu_floor=ac.cpu_floor, window=0.1
+                ac.mode, cpu_budget=ac.cpu_budget, cpu_floor=ac.cpu_floor, window=0.5
             )
             self._fraction = Gauge(
                 sc.METRIC_ANALYSIS_FRACTION,
@@ -318,6 +325,9 @@ class Pipeline:
                 self._redacted.inc(masked)
         # Analysis parses the stored payload on its own thread (see _REQUEST_TYPES' note).
         self.spool.append(sig, payload, items, received_at=self.now())
+        if sig == "traces" and self._budget is not None:
+            with self._arrived_lock:  # several transport threads ingest at once
+                self._arrived += items
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``(ready, details)`` for ``/readyz``: not ready while the spool refuses data."""
@@ -357,6 +367,9 @@ class Pipeline:
             self.pricebook.price(model="gpt-4o", provider="openai", input_tokens=1, output_tokens=1)
         except Exception:  # pricing problems show up (and are logged) when spans are priced
             _log.debug("pipeline: warming the price book failed", exc_info=True)
+        # numpy imports numpy.ma (~40 ms) on the first np.median, which the anomaly baselines
+        # call at their first evaluation: under the first burst, charged to the budget.
+        import numpy.ma  # noqa: F401
 
     def stop(self, drain_timeout: float | None = None) -> None:
         """Finish the batch in hand, let forwarders drain for ``drain_timeout``, shut down."""
@@ -400,18 +413,32 @@ class Pipeline:
                 self._analysis_cpu += cpu() - t0
                 cursor.wait(max(0.01, min(0.25, next_tick - time.monotonic())))
                 continue
+            budget = self._budget
+            offered = sum(r.items for r in rows if r.signal == "traces" and not r.internal)
+            if budget is not None and offered:
+                # The fraction for exactly these spans, from what the last reads cost and
+                # what the rest of the receiver spent meanwhile.
+                try:
+                    budget.plan(offered, self._analysis_cpu + cpu() - t0, self._arrived)
+                except Exception:  # the budget must never stop the pipeline
+                    _log.exception("pipeline: analysis budget plan failed")
+            fed = self._feed_cpu
             for row in rows:
                 if not row.internal:
                     self._process(row)
             cursor.ack(rows[-1].seq)
             # Reading, decoding and feeding rows is analysis work: the spool's analysis cursor
             # exists only for it.
-            self._analysis_cpu += cpu() - t0
-            # Between ticks too: a burst must be answered within a fraction of a second.
+            used = cpu() - t0
+            self._analysis_cpu += used
+            if budget is not None and offered:
+                budget.record_offered(offered, max(used - (self._feed_cpu - fed), 0.0))
             self._update_budget()
-            if len(rows) < _READ_ROWS:
+            if rows[-1].seq >= self.spool.last_seq:
                 # Caught up: let a few rows accumulate rather than waking (and reading, acking:
-                # SQLite work under the spool's lock, contending with ingest) per request.
+                # SQLite work under the spool's lock, contending with ingest) per request.  Not
+                # after a read cut short by its byte bound: a pause there lets analysis fall
+                # behind a burst, and the budget then plans reads against stale load.
                 self._stop.wait(_READ_PAUSE)
         if cursor is not None:
             # Finish what was committed before shutdown (bounded by one read).
@@ -443,6 +470,10 @@ class Pipeline:
         if self._budget is not None:
             # Trace completion (critical paths, aggregates, detectors) is analysis work too.
             self._analysis_cpu += time.thread_time() - t0
+            try:  # settle the ledger at every tick, with or without traffic
+                self._budget.plan(0, self._analysis_cpu, self._arrived)
+            except Exception:  # the budget must never stop the pipeline
+                _log.exception("pipeline: analysis budget plan failed")
             self._update_budget()
         for stage in self._forwarders:
             try:
@@ -480,64 +511,104 @@ class Pipeline:
         return request
 
     def _process(self, row: Row) -> None:
+        if row.signal == "traces":
+            self._process_traces(row)
+            return
         request = self._decode(row)
         if request is None:
             return
-        if row.signal == "traces":
-            self._offered += row.items
-            batch = self._span_batch(request, row.received_at)
-            if batch is None:
-                return
-            if batch.n < row.items:
-                # Outside the analysis sample: forwarded, not analysed.  Counted as skipped too,
-                # so analysed + skipped still accounts for every span received.
-                self._unsampled.inc(row.items - batch.n)
-                self._skipped.inc(row.items - batch.n)
-            if batch.analysed_fraction < 1.0:
-                if batch.n:
-                    if not self._held:
-                        self._held_since = time.monotonic()
-                    self._held.append(batch)
-                    self._held_spans += batch.n
-                if self._held_spans >= _COALESCE_SPANS or (
-                    self._held and time.monotonic() - self._held_since >= _COALESCE_SECONDS
-                ):
-                    self._feed_held()
-            else:
-                self._feed_held()  # keep arrival order when the fraction returns to 1
-                if batch.n:
-                    self._feed("process_traces", batch)
-        elif row.signal == "metrics":
+        if row.signal == "metrics":
             self._feed("process_metrics", request)
         else:
             self._feed("process_logs", request)
 
+    def _process_traces(self, row: Row) -> None:
+        from otel_agents.processors._batch import sample_payload
+        from otel_agents.processors._sampling import threshold_to_probability
+
+        self._offered += row.items
+        threshold = self._budget.threshold if self._budget is not None else 0
+        if threshold == 0:
+            self._feed_held()  # keep arrival order when the fraction returns to 1
+            t0 = time.thread_time()
+            batch = self._build(row)
+            if batch is not None and batch.n:
+                self._feed("process_traces", batch)
+            self._account_feed(batch.n if batch is not None else 0, t0)
+            return
+        start = time.perf_counter()
+        try:
+            part = sample_payload(row.payload, threshold)
+        except DecodeError:
+            _log.error("pipeline: spooled traces request %d does not parse; skipped", row.seq)
+            return
+        except Exception:
+            _log.exception("pipeline: sampling a span batch failed; batch skipped for analysis")
+            return
+        self._stage_duration.labels("span_sample").observe(time.perf_counter() - start)
+        kept = len(part[1])
+        if kept < row.items:
+            # Outside the analysis sample: forwarded, not analysed.  Counted as skipped too,
+            # so analysed + skipped still accounts for every span received.
+            self._unsampled.inc(row.items - kept)
+            self._skipped.inc(row.items - kept)
+        if kept:
+            if not self._held:
+                self._held_since = time.monotonic()
+                self._held_fraction = 1.0
+                self._held_received = row.received_at
+            self._held.append(part)
+            self._held_spans += kept
+            self._held_received = max(self._held_received, row.received_at)
+            self._held_fraction = min(self._held_fraction, threshold_to_probability(threshold))
+        if self._held_spans >= _COALESCE_SPANS or (
+            self._held and time.monotonic() - self._held_since >= _COALESCE_SECONDS
+        ):
+            self._feed_held()
+
     def _feed_held(self) -> None:
         if not self._held:
             return
-        from otel_agents.processors import SpanBatch
+        from otel_agents.processors._batch import build_sampled_span_batch
 
+        t0 = time.thread_time()
         held, self._held, self._held_spans = self._held, [], 0
-        self._feed("process_traces", SpanBatch.concat(held))
-
-    def _span_batch(self, request: Message, received_at: float) -> Any:
-        from otel_agents import processors
-
-        build = getattr(processors, "build_span_batch", None)
-        if build is None:
-            if not self._warned_no_batch:
-                _log.warning(
-                    "pipeline: otel_agents.processors.build_span_batch is missing; "
-                    "span analysis skipped"
-                )
-                self._warned_no_batch = True
-            return None
         start = time.perf_counter()
-        threshold = self._budget.threshold if self._budget is not None else 0
         try:
-            batch = build(
-                request, pricebook=self.pricebook, received_at=received_at, threshold=threshold
+            batch = build_sampled_span_batch(
+                held,
+                pricebook=self.pricebook,
+                received_at=self._held_received,
+                fraction=self._held_fraction,
             )
+        except Exception:  # DecodeError included: the kept spans are skipped, not the stream
+            _log.exception("pipeline: building a sampled span batch failed; batch skipped")
+            self._account_feed(0, t0)
+            return
+        self._stage_duration.labels("span_batch").observe(time.perf_counter() - start)
+        if batch.n:
+            self._feed("process_traces", batch)
+        self._account_feed(batch.n, t0)
+
+    def _account_feed(self, spans: int, t0: float) -> None:
+        """Charge decoding and feeding ``spans`` sampled spans to the budget's cost model."""
+        used = time.thread_time() - t0
+        self._feed_cpu += used
+        if self._budget is not None:
+            self._budget.record_analysed(spans, used)
+
+    def _build(self, row: Row) -> Any:
+        """Every span of a spooled traces request as a batch (``None``: it does not parse)."""
+        from otel_agents.processors._batch import build_span_batch_from_payload
+
+        start = time.perf_counter()
+        try:
+            batch = build_span_batch_from_payload(
+                row.payload, pricebook=self.pricebook, received_at=row.received_at
+            )
+        except DecodeError:
+            _log.error("pipeline: spooled traces request %d does not parse; skipped", row.seq)
+            return None
         except Exception:
             _log.exception("pipeline: building a span batch failed; batch skipped for analysis")
             return None
