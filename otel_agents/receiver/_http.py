@@ -408,18 +408,20 @@ _DIRECT_BYTES = 4 << 20
 
 
 def _read_exact(rfile: Any, length: int) -> bytes:
-    """A ``Content-Length`` body read straight into one buffer of its size.
+    """A ``Content-Length`` body read straight into the ``bytes`` object that is returned.
 
-    ``BufferedReader.readinto`` hands the rest of the buffer to the socket, so each ``recv``
-    takes all the socket holds (a 200 KB request is usually one or two) instead of 64 KiB
-    pieces that were each copied again into the body; every ``recv`` also releases and
-    re-takes the GIL, which with 16 busy connections meant a switch to another thread per
-    piece.  The deadline reader still bounds the whole read.
+    ``BufferedReader.read(n)`` allocates the result once and hands the socket the rest of it, so
+    each ``recv`` takes all the socket holds (a 200 KB request is usually one or two) instead of
+    64 KiB pieces that were each copied again into a growing body and then into ``bytes``; every
+    ``recv`` also releases and re-takes the GIL, which with 16 busy connections meant a switch
+    to another thread per piece.  One allocation, no copy: with the receiver's fixed 128 KiB
+    mmap threshold (``otel_agents._allocator``) each large buffer is a fresh ``mmap``.  The
+    deadline reader still bounds the whole read.
     """
-    buf = bytearray(length)
-    if rfile.readinto(buf) != length:
+    data: bytes = rfile.read(length)
+    if len(data) != length:
         raise ConnectionError("client closed the connection mid-body")
-    return bytes(buf)
+    return data
 
 
 def _fixed(rfile: Any, length: int) -> Iterator[bytes]:
