@@ -18,6 +18,7 @@ the single-instance state.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from otel_agents import semconv as sc
 from ._assembly import CompletedTraces
 from ._batch import SPAN_KIND_SERVER, group_keys
 
-__all__ = ["EDGE_BUCKETS", "Edge", "GraphState", "edges_of"]
+__all__ = ["EDGE_BUCKETS", "Edge", "EdgeDelta", "GraphState", "edges_of"]
 
 #: Tempo / servicegraph connector default histogram buckets (seconds), plus longer ones for
 #: agents, whose calls take seconds to minutes.
@@ -61,7 +62,7 @@ class Edge:
         self.buckets += other.buckets
 
 
-def edges_of(traces: CompletedTraces) -> dict[EdgeKey, Edge]:
+def edges_of(traces: CompletedTraces) -> EdgeDelta:
     """The edges of a set of completed traces."""
     s = traces.spans
     parent = traces.parent
@@ -84,7 +85,8 @@ def edges_of(traces: CompletedTraces) -> dict[EdgeKey, Edge]:
             ct = np.full(sel.shape[0], conn, dtype=object)
             parts.append((cli[sel], srv[sel], ct, sel))
     if not parts:
-        return {}
+        none = np.zeros(0, np.int64)
+        return EdgeDelta([], none, none.astype(np.float64), none.astype(np.float64), none)
     client = np.concatenate([p[0] for p in parts]).astype(object)
     server = np.concatenate([p[1] for p in parts]).astype(object)
     ctype = np.concatenate([p[2] for p in parts])
@@ -101,10 +103,57 @@ def edges_of(traces: CompletedTraces) -> dict[EdgeKey, Edge]:
     nb = len(EDGE_BUCKETS) + 1
     b = np.searchsorted(np.asarray(EDGE_BUCKETS), dur, side="left")
     hist = np.bincount(inv * nb + b, minlength=g * nb).reshape(g, nb)
-    out: dict[EdgeKey, Edge] = {}
-    for k, key in enumerate(keys):
-        out[key] = Edge(int(calls[k]), int(nfail[k]), float(secs[k]), hist[k].astype(np.int64))  # type: ignore[index]
-    return out
+    return EdgeDelta(keys, calls, nfail, secs, hist)  # type: ignore[arg-type]
+
+
+class _EdgeItems(ItemsView[EdgeKey, Edge]):
+    """``(key, Edge)`` pairs made one at a time from the delta's columns."""
+
+    _mapping: EdgeDelta
+
+    def __iter__(self) -> Iterator[tuple[EdgeKey, Edge]]:
+        d = self._mapping
+        for i, key in enumerate(d.keys_list):
+            yield key, d.edge(i)
+
+
+class EdgeDelta(Mapping[EdgeKey, Edge]):
+    """The edges of a completed set as columns (a read-only mapping of :class:`Edge`).
+
+    A completed set under name churn has one edge per unique agent or tool (~20,000 per tick
+    in RC-13's flood); an :class:`Edge` and a histogram array per edge were ~8 MiB held until
+    the metrics had taken them.  Iterating :meth:`items` builds each ``Edge`` on the fly (its
+    ``buckets`` a view of the delta's histogram rows).
+    """
+
+    def __init__(
+        self, keys: list[EdgeKey], calls: npt.NDArray[np.int64], failed: npt.NDArray[np.float64],
+        seconds: npt.NDArray[np.float64], hist: npt.NDArray[np.int64],
+    ) -> None:  # fmt: skip
+        self.keys_list = keys
+        self._calls, self._failed, self._seconds, self._hist = calls, failed, seconds, hist
+        self._index: dict[EdgeKey, int] | None = None
+
+    def edge(self, i: int) -> Edge:
+        """The ``i``-th edge's counters."""
+        return Edge(
+            int(self._calls[i]), int(self._failed[i]), float(self._seconds[i]), self._hist[i]
+        )
+
+    def __getitem__(self, key: EdgeKey) -> Edge:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.keys_list)}
+        return self.edge(self._index[key])
+
+    def __iter__(self) -> Iterator[EdgeKey]:
+        return iter(self.keys_list)
+
+    def __len__(self) -> int:
+        return len(self.keys_list)
+
+    def items(self) -> _EdgeItems:
+        """``(key, Edge)`` pairs, each ``Edge`` made as it is reached."""
+        return _EdgeItems(self)
 
 
 class GraphState:
@@ -114,7 +163,7 @@ class GraphState:
         self.max_edges = max_edges
         self.edges: dict[EdgeKey, Edge] = {}
 
-    def add(self, traces: CompletedTraces) -> dict[EdgeKey, Edge]:
+    def add(self, traces: CompletedTraces) -> EdgeDelta:
         """Count a set's edges; returns them (the deltas, for the metrics exporter)."""
         delta = edges_of(traces)
         for key, e in delta.items():
