@@ -301,3 +301,53 @@ def test_stages_see_secrets_masked_at_ingest(tmp_path: Path, recorder_type: None
         assert got.value.string_value == "[REDACTED]"
     finally:
         p.stop(drain_timeout=0)
+
+
+def test_sampled_spans_reach_stages_coalesced_and_every_span_is_accounted(
+    tmp_path: Path, recorder_type: None
+) -> None:
+    """At a fixed 1/4 sample the stage gets exactly the traces the consistent rule keeps (weight
+    4), decoded together from several requests, and analysed + skipped = received."""
+    from otel_agents.processors._sampling import probability_to_threshold
+
+    p = _pipeline(tmp_path, {"recorder": {}}, **{"analysis.sampling": 0.25})
+    threshold = probability_to_threshold(0.25)
+    sent = [make_traces(8) for _ in range(40)]
+    p.start()
+    try:
+        for b in sent:
+            p.ingest("traces", b.request, b.payload, 8)
+        kept = {k[1] for b in sent for k in b.keys if int.from_bytes(k[0][-7:], "big") >= threshold}
+        (rec,) = Recorder.instances
+        assert _wait(lambda: sum(x.n for x in rec.batches) >= len(kept))
+    finally:
+        p.stop(drain_timeout=0)
+    got = [s for x in rec.batches for s in x.span_id.tolist()]
+    assert set(got) == kept and len(got) == len(kept)
+    assert all((x.weight == 4.0).all() and x.analysed_fraction == 0.25 for x in rec.batches)
+    if len(kept) > 16:  # spans of several requests were decoded as one batch
+        assert len(rec.batches) < len(kept) // 8
+    skipped = p.metrics_registry.get_sample_value("otel_agents_pipeline_skipped_items_total")
+    assert skipped == 40 * 8 - len(kept)
+
+
+def test_light_traffic_is_analysed_in_full_under_the_adaptive_budget(
+    tmp_path: Path, recorder_type: None
+) -> None:
+    """A few hundred spans a second with the default adaptive budget: every span reaches the
+    stage with weight 1 and the sampled-fraction gauge stays at 1."""
+    p = _pipeline(tmp_path, {"recorder": {}})
+    p.start()
+    try:
+        for _ in range(10):
+            b = make_traces(30)
+            p.ingest("traces", b.request, b.payload, 30)
+            time.sleep(0.05)
+        (rec,) = Recorder.instances
+        assert _wait(lambda: sum(x.n for x in rec.batches) >= 300)
+    finally:
+        p.stop(drain_timeout=0)
+    assert sum(x.n for x in rec.batches) == 300
+    assert all((x.weight == 1.0).all() for x in rec.batches)
+    fraction = p.metrics_registry.get_sample_value("otel_agents_analysis_sampled_fraction")
+    assert fraction == 1.0
