@@ -189,8 +189,10 @@ def _may_have_events(span: ReadableSpan) -> bool:
     events = getattr(span, "_events", None)
     if events is None:
         return True
+    # The SDK's BoundedList counts in Python; its deque (an ended span's no longer changes) in C.
+    queue = getattr(events, "_dq", events)
     try:
-        return len(events) > 0
+        return len(queue) > 0
     except TypeError:
         return True
 
@@ -833,9 +835,11 @@ class AgentMetricsProcessor(SpanProcessor):
                 get = attrs.get
                 op = get(_OP)
                 kind = kind_of.get(op) if type(op) is str else None
-                if kind is None or get(_A2A_METHOD) or _may_have_events(span):
-                    self._record(span, batch, attrs, True, i)
+                if get(_A2A_METHOD) or _may_have_events(span):
+                    self._record(span, batch, attrs, True, i)  # A2A / decisions: span by span
                     continue
+                if kind is None:
+                    continue  # most other spans of a trace (plan, HTTP, DB): nothing to measure
                 err = get(_ERROR_TYPE)
                 if type(err) is not str or not err:
                     err = _OTHER_ERROR if span.status.status_code is _STATUS_ERROR else None

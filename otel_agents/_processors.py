@@ -216,6 +216,19 @@ class SpanEnricher:
                 self._apply_cost(out, start_time_ns)
         return out
 
+    def _enrich_owned(
+        self, attrs: dict[str, AttributeValue], start_time_ns: int | None
+    ) -> dict[str, AttributeValue] | None:
+        """:meth:`enrich` with ``owned=True`` (positional: the worker calls it per span)."""
+        out: dict[str, AttributeValue] | None = None
+        if self._normalize and not _DIALECT_KEYS.isdisjoint(attrs):
+            out = normalize_in_place(attrs)
+        if self._cost and (attrs if out is None else out).get(_OP) in _INFERENCE:
+            if out is None:
+                return attrs if self._apply_cost(attrs, start_time_ns) else None
+            self._apply_cost(out, start_time_ns)
+        return out
+
     def _apply_cost(self, attrs: dict[str, AttributeValue], start_time_ns: int | None) -> bool:
         """Add the cost attributes to ``attrs`` (an inference span's); whether anything changed."""
         if _COST_AMOUNT in attrs:
@@ -338,8 +351,9 @@ def _frozen(items: object) -> tuple[tuple[Any, ...], int] | None:
     if type(items) is BoundedList:
         bounded = items
         queue = getattr(bounded, "_dq", None)
-        frozen = tuple(queue) if type(queue) is collections.deque else tuple(bounded)
-        return frozen, bounded.dropped
+        if type(queue) is collections.deque:
+            return (tuple(queue) if queue else ()), bounded.dropped
+        return tuple(bounded), bounded.dropped
     if type(items) is tuple:
         return items, 0  # ReadableSpan counts no drops for a plain tuple
     return None
@@ -401,7 +415,7 @@ def _enriched_copy(span: ReadableSpan, attributes: dict[str, AttributeValue]) ->
     if type(span) is ReadableSpan and state is not None and "_attributes" in state:
         events = _frozen(state.get("_events"))
         links = _frozen(state.get("_links"))
-        if events is not None and links is not None:
+        if events is not None and links is not None:  # known containers
             new = object.__new__(_EnrichedSpan)
             new.__dict__.update(state)
             new._attributes = attributes
@@ -416,11 +430,6 @@ def _enriched_copy(span: ReadableSpan, attributes: dict[str, AttributeValue]) ->
             new._dropped = (dropped, events[1], links[1])
             return new
     return _EnrichedSpan(span, attributes)
-
-
-def _lean_copy_applies(span: ReadableSpan) -> bool:
-    """Whether :func:`_enriched_copy` takes its shallow-copy path for ``span`` (the SDK's own)."""
-    return type(span) is ReadableSpan
 
 
 def _is_deferrable(processor: SpanProcessor) -> bool:
@@ -721,18 +730,17 @@ class EnrichingSpanProcessor(SpanProcessor):
         attributes as a plain dict (None after a failure)."""
         try:
             attrs = _plain_attributes(span)
-            new = self.enricher.enrich(attrs, span.start_time, owned=True) if attrs else None
+            new = self.enricher._enrich_owned(attrs, span.start_time) if attrs else None
+            target = attrs if new is None else new
+            changed = new is not None
             # Identity after normalization: a dialect's own agent / session keys win over the
             # enclosing agent, and only spans that turn out to be GenAI spans get it.
-            if agent is not None:
-                target = attrs if new is None else new
-                if _is_genai(target) and _add_identity(target, agent):
-                    return _enriched_copy(span, target), target
-            if new is not None:
-                return _enriched_copy(span, new), new
-            if _lean_copy_applies(span):
-                # Unchanged, but the copy's plain containers encode faster than it costs.
-                return _enriched_copy(span, attrs), attrs
+            if agent is not None and (_OP in target or _A2A_METHOD in target):
+                changed = _add_identity(target, agent) or changed
+            # An SDK span is copied even when unchanged: the copy's plain containers encode
+            # faster than the copy costs (_enriched_copy).
+            if changed or type(span) is ReadableSpan:
+                return _enriched_copy(span, target), target
             return span, attrs
         except Exception:
             rate_limited.exception(logger, "EnrichingSpanProcessor enrichment")
@@ -780,11 +788,19 @@ class EnrichingSpanProcessor(SpanProcessor):
         # The copies' attributes as plain dicts, for processors that take them (the metrics
         # processor): no second copy, and no second dialect check when they are normalized.
         attributes: list[dict[str, AttributeValue] | None] = []
+        enrich = self._enriched_and_attributes
+        agents = self._agents
         for item in batch:
             if isinstance(item, tuple):  # enriched on the application thread (sync processors)
                 out, attrs = item
             else:
-                out, attrs = self._enriched_and_attributes(item, self._pop_agent(item))
+                agent = None
+                if agents:  # _pop_agent(), inlined: this runs for every span
+                    try:
+                        agent = agents.pop(item.context.span_id, None)
+                    except Exception:
+                        rate_limited.exception(logger, "EnrichingSpanProcessor identity")
+                out, attrs = enrich(item, agent)
             outs.append(out)
             attributes.append(attrs)
         normalized = self.enricher.normalizes
