@@ -38,6 +38,10 @@ Each workload runs under six set-ups, alternating within every round:
   the added ones (cost, ...) with ``set_attributes``. The price of the extra telemetry itself,
   without any processor.
 
+Also measured: the OTLP encoder's CPU per span on the SDK's ended spans and on the copies the
+enricher hands on for the same spans (plain containers, hash-once resource; see
+``otel_agents._processors._enriched_copy``), which is part of the *total* of every set-up.
+
 Per span: application-thread CPU (``time.thread_time_ns`` of the thread creating the spans) and
 total process CPU (``time.process_time_ns``: application thread + every worker, up to a
 completed flush of spans and a metrics collection). Medians over rounds; ratios are computed per
@@ -378,7 +382,7 @@ def report(samples: dict[tuple[str, str], list[Sample]], rounds: int, traces: in
     lines = [
         f"SDK overhead per span — {rounds} rounds × {traces} traces × {SPANS_PER_TRACE} spans, "
         f"medians; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs "
-        f"(`python -m benchmarks.sdk_overhead`).",
+        f"(`python -m benchmarks.sdk_overhead`; {_provenance()}).",
         "",
         "| workload | plain app µs | otel-agents app µs | **app ratio** (≤ 1.10×) "
         "| plain total µs | otel-agents total µs | **total ratio** (≤ 1.10×) "
@@ -407,9 +411,28 @@ def report(samples: dict[tuple[str, str], list[Sample]], rounds: int, traces: in
         "pipeline running the same application code, which also writes by hand exactly the "
         "attributes otel-agents exports: the cost of the extra telemetry itself. *total vs "
         "same-attrs* is therefore what the machinery costs (hand-off to the enrichment worker, "
-        "the attribute copies, normalization, pricing, span metrics) beyond carrying the data.",
+        "the attribute copies, normalization, pricing, span metrics) beyond carrying the data, "
+        "net of the cheaper encoding of the copies it hands on (below).",
     ]
     return "\n".join(lines)
+
+
+def _provenance() -> str:
+    """The commit measured and the date (UTC), for the results text."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown commit"
+    return f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
 
 
 def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, float]:
@@ -454,6 +477,37 @@ def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, 
     return out
 
 
+def encoding_costs(rounds: int, traces: int = 400) -> dict[str, tuple[float, float]]:
+    """µs per span for the OTLP encoder (``encode_spans(...).SerializeToString()``, 512-span
+    batches) on the SDK's own ended spans and on the copies the enricher hands on for the same
+    spans with the same attributes (plain dict / tuple containers, hash-once resource), per
+    workload."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_agents._metrics import plain_attributes
+    from otel_agents._processors import _enriched_copy
+
+    out: dict[str, tuple[float, float]] = {}
+    for name, workload in WORKLOADS.items():
+        memory = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        workload(provider, traces, None)
+        ended = list(memory.get_finished_spans())
+        copies = [_enriched_copy(s, plain_attributes(s)) for s in ended]
+        provider.shutdown()
+        per: dict[int, list[float]] = {0: [], 1: []}
+        for _ in range(rounds):
+            for k, spans in enumerate((ended, copies)):
+                t0 = time.thread_time_ns()
+                for i in range(0, len(spans), 512):
+                    encode_spans(spans[i : i + 512]).SerializeToString()
+                per[k].append((time.thread_time_ns() - t0) / len(spans) / 1e3)
+        out[name] = (float(statistics.median(per[0])), float(statistics.median(per[1])))
+    return out
+
+
 def write_results(table: str) -> None:
     """Replace (or append) the ``sdk_overhead`` section of RESULTS.md; other sections stay."""
     section = f"{BEGIN}\n## SDK overhead\n\n{table}\n{END}"
@@ -475,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rounds, traces = (5, 400) if args.quick else (max(5, args.rounds), max(50, args.traces))
     os.environ.update(BSP_ENV)
+    start = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     table = report(measure(rounds, traces), rounds, traces)
     unit = measurement_costs(rounds)
     table += (
@@ -485,6 +540,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "set-up observes 8 histogram values per 5-span trace (1.6 per span); counters are "
         "summed per delivered batch."
     )
+    enc = encoding_costs(rounds)
+    table += (
+        "\n\nOTLP encoding per span, the same spans and attributes: the SDK's ended span vs the "
+        "copy the enricher hands on (plain dict/tuple containers instead of the SDK's locking "
+        "`BoundedAttributes`/`BoundedList`, a resource whose JSON-serializing hash is computed "
+        "once): "
+        + "; ".join(f"{w} {a:.2f} → {b:.2f} µs" for w, (a, b) in enc.items())
+        + ". That saving is part of every *total* above, so *total vs same-attrs* nets the "
+        "machinery against it."
+    )
+    if hasattr(os, "getloadavg"):
+        end = os.getloadavg()
+        table += (
+            f" Load average (1/5/15 min) at the start of the run {start[0]:.2f} / {start[1]:.2f} "
+            f"/ {start[2]:.2f}, at the end {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f} (2 shared "
+            "cores: other jobs run beside it)."
+        )
     print(table)
     if args.write:
         write_results(table)
