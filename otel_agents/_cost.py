@@ -406,13 +406,29 @@ def _lookup_genai_prices(name: str, provider: str | None) -> _Linear | _Stepped 
         attempts.append((rest, None))
     attempts.append((name, None))
     probe = Usage(input_tokens=0, output_tokens=0)
-    for model_ref, provider_id in attempts:
-        try:
-            calc = calc_price(probe, model_ref, provider_id=provider_id)
-        except LookupError:
-            continue
-        return _compile(calc.model, calc.provider)
-    return None
+    try:
+        for model_ref, provider_id in attempts:
+            try:
+                calc = calc_price(probe, model_ref, provider_id=provider_id)
+            except LookupError:
+                continue
+            return _compile(calc.model, calc.provider)
+        return None
+    finally:
+        _bound_snapshot_caches()
+
+
+def _bound_snapshot_caches() -> None:
+    """genai-prices memoises every ``(model, provider)`` it was asked about, misses included,
+    without a bound (``DataSnapshot._provider_cache`` / ``_provider_misses``): under unique
+    model names (RC-13) that grew ~400 B per name.  Cleared like our own cache at the limit."""
+    from genai_prices import data_snapshot
+
+    snap = data_snapshot.get_snapshot()
+    for name in ("_provider_cache", "_provider_misses", "_lookup_cache"):
+        cache = getattr(snap, name, None)
+        if cache is not None and len(cache) > _CACHE_LIMIT:
+            cache.clear()
 
 
 def _compile(model: Any, provider: Any) -> _Linear | _Stepped | _Dynamic:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from otel_agents.processors import AgentAnalysis, AnalysisConfig
 from otel_agents.processors._assembly import AssemblyConfig, TraceAssembler
 from otel_agents.processors._batch import SpanBatch, build_span_batch
@@ -119,3 +120,22 @@ def test_bottleneck_key_cap_holds_across_the_window_and_frees_expired_keys() -> 
     feed("fresh")
     fresh = [k for bk in state._buckets.values() for k in bk.hist if k[0] != "__overflow__"]
     assert fresh and all("-fresh-" in k[0] or "-fresh-" in k[2] for k in fresh)
+
+
+def test_unique_model_names_do_not_grow_the_price_library_caches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unknown model names flooding the price book leave genai-prices' memo tables bounded."""
+    from genai_prices import data_snapshot
+
+    from otel_agents import _cost
+
+    monkeypatch.setattr(_cost, "_CACHE_LIMIT", 50)
+    book = _cost.PriceBook()
+    for i in range(300):
+        assert (
+            book.price(model=f"rc13-model-{i}", provider=None, input_tokens=10, output_tokens=1)
+            is None
+        )
+    snap = data_snapshot.get_snapshot()
+    assert len(snap._provider_misses) <= 51 and len(snap._provider_cache) <= 51
