@@ -195,7 +195,7 @@ class AnalysisBudget:
 
     #: Share of the budget the analysis thread plans to use: the rest is headroom for the
     #: analysis costs other threads pay (a larger heap to collect, the GIL hand-overs).
-    MARGIN = 0.45
+    MARGIN = 0.35
     #: Ledger bounds, CPU seconds: a small credit (so a quiet spell does not bank a burst at
     #: 100 %), a larger debt (an expensive tick is paid back, not forgotten).
     CREDIT_MAX = 0.005
