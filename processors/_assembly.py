@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ import numpy.typing as npt
 from otel_agents._configtypes import DURATION
 
 from ._batch import (
+    COLUMNS,
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
     SpanBatch,
@@ -333,10 +335,9 @@ class TraceAssembler:
             rows.append(p.order[pos] + base)
             numbers.append(np.repeat(np.asarray(ts, dtype=np.int64), lens))  # one call per batch
             base += p.batch.n
-        whole = SpanBatch.concat(sources)
         row = np.concatenate(rows)
         trace_no = np.concatenate(numbers)
-        sid = ids_to_u64(whole.span_id[row])
+        sid = ids_to_u64(_column(sources, "span_id")[row])
         # Sort by trace, then by key: groups traces and puts duplicates next to each other.
         key = _mix(trace_no, sid)
         order = np.lexsort((key, trace_no))
@@ -346,7 +347,7 @@ class TraceAssembler:
         dups = int((~keep).sum())
         self.duplicate_spans += dups
         sel = order[keep]
-        spans, trace_no, key, sid = whole.take(row[sel]), trace_no[keep], key[keep], sid[keep]
+        spans, trace_no, key, sid = _gather(sources, row[sel]), trace_no[keep], key[keep], sid[keep]
         n_tr = len(done)
         offsets = np.searchsorted(trace_no, np.arange(n_tr + 1)).astype(np.int64)
 
@@ -465,6 +466,28 @@ class TraceAssembler:
             root_agent=root_agent,
             agent_pending=pending,
         )
+
+
+def _column(sources: Sequence[SpanBatch], name: str) -> npt.NDArray[Any]:
+    """One column of the concatenation of ``sources``."""
+    if len(sources) == 1:
+        col: npt.NDArray[Any] = getattr(sources[0], name)
+        return col
+    return np.concatenate([getattr(b, name) for b in sources])
+
+
+def _gather(sources: Sequence[SpanBatch], rows: I64) -> SpanBatch:
+    """``SpanBatch.concat(sources).take(rows)``, one column at a time: the concatenation of
+    every column at once was a full extra copy of the completed rows (~5 MB for the ~20,000
+    traces a tick completes under RC-13's flood) next to the result."""
+    if len(sources) == 1:
+        return sources[0].take(rows)
+    cols = {c: _column(sources, c)[rows] for c in COLUMNS}
+    return SpanBatch(
+        **cols,
+        received_at=max(b.received_at for b in sources),
+        analysed_fraction=min(b.analysed_fraction for b in sources),
+    )
 
 
 def inherit(values: npt.NDArray[np.object_], parent: I64) -> npt.NDArray[np.object_]:
