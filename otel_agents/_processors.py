@@ -17,7 +17,9 @@ raise into the application (failures are logged with a traceback at most once a 
     (``gen_ai.usage.cost.*``; ``agent.cost.unpriced=true`` for unknown models;
     ``agent.cost.price_source`` only when a user override priced it). With ``identity=True``,
     GenAI spans of other instrumentations also get the enclosing agent's identity. The SDK's span
-    is never mutated. Spans that need no change are passed through as they are (no copy).
+    is never mutated. The SDK's own spans are handed on as such a copy even when nothing changes
+    (plain containers and a hash-once resource, which the OTLP encoder reads faster than the
+    copy costs: :func:`_enriched_copy`); other span types that need no change pass as they are.
 
 :class:`EnrichOnEndingSpanProcessor`
     For the zero-code path, where the exporting processor already exists: uses the SDK's
@@ -726,8 +728,9 @@ class EnrichingSpanProcessor(SpanProcessor):
     def _enriched_and_attributes(
         self, span: ReadableSpan, agent: AgentIdentity | None
     ) -> tuple[ReadableSpan, dict[str, AttributeValue] | None]:
-        """The copy the wrapped processors get (``span`` itself when nothing changes) and its
-        attributes as a plain dict (None after a failure)."""
+        """The copy the wrapped processors get (``span`` itself when nothing changes and it is
+        not the SDK's own ``ReadableSpan``) and its attributes as a plain dict (None after a
+        failure, when ``span`` itself is handed on)."""
         try:
             attrs = _plain_attributes(span)
             new = self.enricher._enrich_owned(attrs, span.start_time) if attrs else None

@@ -664,3 +664,28 @@ def test_worker_that_cannot_start_means_synchronous_delivery(
     assert "worker start" in caplog.text
     provider.shutdown()
     assert deferred.shut == 1
+
+
+def test_copies_share_one_equal_hash_once_resource() -> None:
+    """Copies of one provider's spans carry one Resource equal to (and hashing like) the provider's; unknown layouts fall back to the public constructor."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event
+
+    from otel_agents._processors import _enriched_copy
+
+    resource = Resource.create({"service.name": "svc", "k": "v"})
+    provider = TracerProvider(resource=resource)
+    rec = Recorder()
+    provider.add_span_processor(EnrichingSpanProcessor(rec, defer=False))
+    for name in ("a", "b"):
+        with provider.get_tracer("x").start_as_current_span(name):
+            pass
+    first, second = rec.ended
+    assert first.resource is second.resource
+    assert first.resource == resource and hash(first.resource) == hash(resource)
+    assert dict(first.resource.attributes) == dict(resource.attributes)
+    # Events in a plain list (not the SDK's BoundedList): the public constructor, same content.
+    odd = ReadableSpan(name="odd", events=[Event("e", {"n": 1})], resource=resource)
+    copy = _enriched_copy(odd, {"x": 1})
+    assert copy.events == odd.events and copy.dropped_events == 0
+    assert copy.resource is resource and dict(copy.attributes) == {"x": 1}
