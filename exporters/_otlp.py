@@ -188,6 +188,11 @@ class OtlpExporterConfig:
         signals: which signals go to this destination (Phoenix, Tempo, Jaeger take traces only).
         max_batch_bytes: upper bound of one export request built from spooled requests.
         max_batch_requests: upper bound of spooled requests merged into one export request.
+        flush_timeout: how long after its oldest spooled request a batch may wait for more to
+            merge before it is sent (Collector batching's ``flush_timeout``), when the forwarder
+            finds fewer than ``max_batch_requests`` and under half of ``max_batch_bytes``
+            waiting; 0 sends at once.  Only forwarding waits: senders were acknowledged at the
+            spool commit.
         retry_on_failure: retry/backoff policy.
         redaction: secrets / content redaction applied before sending.
     """
@@ -202,6 +207,7 @@ class OtlpExporterConfig:
     signals: tuple[Literal["traces", "metrics", "logs"], ...] = ("traces", "metrics", "logs")
     max_batch_bytes: int = dataclasses.field(default=4 << 20, metadata=SIZE)
     max_batch_requests: int = 64
+    flush_timeout: float = dataclasses.field(default=0.02, metadata=DURATION)
     retry_on_failure: RetryConfig = dataclasses.field(default_factory=RetryConfig)
     redaction: RedactionConfig = dataclasses.field(default_factory=RedactionConfig)
 
@@ -224,6 +230,8 @@ class OtlpExporterConfig:
             problems.append("timeout: must be positive")
         if self.max_batch_requests < 1:
             problems.append("max_batch_requests: must be at least 1")
+        if not 0 <= self.flush_timeout <= 10:
+            problems.append("flush_timeout: must be between 0 and 10 seconds")
         if not self.signals:
             problems.append("signals: must list at least one signal")
         return problems
@@ -602,15 +610,43 @@ class OtlpForwarder(Component):
     def _stopping(self) -> bool:
         return self._stop.is_set() and time.monotonic() >= self._drain_deadline
 
+    def _read(self) -> list[Any]:
+        config = self.config
+        cursor = self._cursor
+
+        def read() -> list[Any]:
+            rows: list[Any] = cursor.read(
+                max_rows=config.max_batch_requests,
+                max_bytes=config.max_batch_bytes,
+                same_signal=True,
+            )
+            return rows
+
+        rows = read()
+        if (
+            not rows
+            or config.flush_timeout <= 0
+            or self._stop.is_set()
+            or len(rows) >= config.max_batch_requests
+            or sum(len(r.payload) for r in rows) * 2 >= config.max_batch_bytes
+        ):
+            return rows
+        # A small batch waits for more, up to flush_timeout after its oldest request: each
+        # export call costs a fixed ~0.1-0.2 ms of CPU (the gRPC call's hand-offs, the ack),
+        # which one request per call paid in full with 1-4 senders.  One sleep, not a wake-up
+        # per commit: re-reading the spool on every commit cost more than it saved.  Re-reading
+        # returns the same rows first (nothing is acked yet), from the spool's memory.
+        wait = rows[0].received_at + config.flush_timeout - time.time()
+        if wait > 0:
+            self._stop.wait(min(wait, config.flush_timeout))
+            rows = read()
+        return rows
+
     def _run(self) -> None:
         cursor = self._cursor
         while not self._stopping():
             try:
-                rows = cursor.read(
-                    max_rows=self.config.max_batch_requests,
-                    max_bytes=self.config.max_batch_bytes,
-                    same_signal=True,
-                )
+                rows = self._read()
             except Exception:  # the worker must survive anything; data stays spooled
                 _log.exception("%s: reading the spool failed", self.component_id)
                 self._stop.wait(1.0)

@@ -451,6 +451,10 @@ def test_rows_stored_unmasked_before_a_restart_are_still_masked_when_forwarded(
             },
             "exporters.otlp.compression_params.level: gzip levels are 1..9, got 11",
         ),
+        (
+            {"endpoint": "grpc://h:1", "flush_timeout": "11s"},
+            "exporters.otlp.flush_timeout: must be between 0 and 10 seconds",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(settings: dict[str, Any], error: str) -> None:
@@ -686,3 +690,49 @@ def test_http_gzip_level_is_the_configured_one(params: dict[str, Any], xfl: int)
     assert gzip.decompress(body) == payload
     # RFC 1952 XFL: zlib writes 4 for its fastest level, 2 for the best, 0 otherwise.
     assert body[:3] == b"\x1f\x8b\x08" and body[8] == xfl
+
+
+def test_requests_spooled_within_flush_timeout_go_out_in_one_export(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """Requests spooled while the first waits out flush_timeout are merged into one export."""
+    with _forwarding(tmp_path, sinks, flush_timeout="500ms") as (sink, p):
+        started = time.monotonic()
+        batches = _ingest(p, 1)
+        time.sleep(0.05)  # the forwarder has read the first request and is waiting for more
+        batches += _ingest(p, 3)
+        assert _delivered(sink, batches)
+        waited = time.monotonic() - started
+        assert sink.attempt_count() == 1
+        assert b"".join(sink.bodies) == b"".join(b.payload for b in batches)
+        assert 0.4 <= waited < 5.0, waited  # sent once the oldest request's wait was over
+
+
+def test_flush_timeout_zero_sends_each_request_at_once(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """With flush_timeout 0 a lone spooled request is sent without waiting for company."""
+    with _forwarding(tmp_path, sinks, flush_timeout=0) as (sink, p):
+        started = time.monotonic()
+        batches = _ingest(p, 1)
+        assert _delivered(sink, batches)
+        assert time.monotonic() - started < 0.4
+        more = _ingest(p, 1)
+        assert _delivered(sink, batches + more)
+        assert sink.attempt_count() == 2
+
+
+def test_full_and_overdue_batches_do_not_wait_again(
+    tmp_path: Path, sinks: list[RecordingSink]
+) -> None:
+    """After a flush_timeout wait, a full batch and an overdue remainder go out at once."""
+    with _forwarding(tmp_path, sinks, flush_timeout="2s", max_batch_requests=3) as (sink, p):
+        started = time.monotonic()
+        batches = _ingest(p, 1)
+        time.sleep(0.2)  # the forwarder has read the lone request and waits for company
+        batches += _ingest(p, 6)
+        assert _delivered(sink, batches, timeout=8.0)
+        elapsed = time.monotonic() - started
+        # 1 + 2 after the wait, then 3 (a full batch), then 1 (older than flush_timeout).
+        assert sink.attempt_count() == 3
+        assert 1.8 <= elapsed < 3.5, elapsed
