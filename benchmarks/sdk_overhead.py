@@ -439,8 +439,10 @@ def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, 
     """µs per histogram value through the SDK (attributes like ours, a sampled span context so
     the trace-based filter offers an exemplar): the public ``record`` with 1 and 2 metric readers,
     and the batch merge the metrics processor uses (``n`` values spread over ``series`` attribute
-    sets, merged in batches of 512 values as the enrichment worker delivers them)."""
+    sets, merged in batches of ``_DELIVERY_BATCH`` spans' values as the enrichment worker
+    delivers them)."""
     from otel_agents._metrics import _MERGE
+    from otel_agents._processors import _DELIVERY_BATCH
 
     span_ctx = trace.SpanContext(1, 2, False, trace.TraceFlags(1))
     ctx = trace.set_span_in_context(trace.NonRecordingSpan(span_ctx))
@@ -460,9 +462,10 @@ def measurement_costs(rounds: int, n: int = 5000, series: int = 8) -> dict[str, 
         for _ in range(rounds):
             t0 = time.thread_time_ns()
             if label == "merged":
-                chunk = 512 // series
+                batch = _DELIVERY_BATCH
+                chunk = batch // series
                 targets: dict[Any, Any] = {}  # the processor's per-series target cache
-                for start in range(0, n, 512):
+                for start in range(0, n, batch):
                     for k in range(series):
                         values = [float(i % 50) for i in range(chunk)]
                         ctxs = [span_ctx] * chunk
