@@ -32,6 +32,10 @@ __all__ = ["Bottleneck", "BottleneckState", "SlowSpan", "latency_bin", "quantile
 Key = tuple[str, str, str]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+# Per-bucket latency histograms are int32: a 10-s bucket's count per key fits with room to
+# spare, and with max_keys busy keys the window holds (window / bucket) x max_keys rows of 162
+# bins — ~78 MiB at int64 for 2,000 keys over 30 buckets, half that now.
+Hist = npt.NDArray[np.int32]
 
 # Log-spaced latency bins: bin 0 below 100 µs, bin k covers [1e-4·γ^(k-1), 1e-4·γ^k), γ = 1.15
 # (±7 % relative error), last bin open-ended (> ~5·10^5 s).
@@ -52,7 +56,7 @@ def latency_bin(seconds: F64) -> I64:
     return out
 
 
-def quantile_from_hist(hist: I64, q: float) -> float:
+def quantile_from_hist(hist: npt.NDArray[np.integer[Any]], q: float) -> float:
     """Upper edge of the bin holding quantile ``q`` (0 for an empty histogram)."""
     total = int(hist.sum())
     if total == 0:
@@ -66,7 +70,7 @@ class _Bucket:
     cp: dict[Key, list[float]] = dataclasses.field(default_factory=dict)  # [seconds, traces]
     cp_total: float = 0.0
     traces: int = 0
-    hist: dict[Key, I64] = dataclasses.field(default_factory=dict)
+    hist: dict[Key, Hist] = dataclasses.field(default_factory=dict)
     errors: dict[Key, int] = dataclasses.field(default_factory=dict)
     cost: dict[tuple[str, str], list[float]] = dataclasses.field(default_factory=dict)
     top: list[tuple[float, str, str]] = dataclasses.field(default_factory=list)
@@ -237,10 +241,11 @@ class BottleneckState:
                 cur = b.cp.setdefault(kh, [0.0, 0.0])
                 cur[0] += float(cp_sec[j])
                 cur[1] += float(cp_traces[j])
-            if kh in b.hist:
-                b.hist[kh] = b.hist[kh] + hist[j]
+            row = b.hist.get(kh)
+            if row is not None:
+                row += hist[j].astype(np.int32)  # the bucket owns its rows (merges copy them)
             else:
-                b.hist[kh] = hist[j].astype(np.int64)
+                b.hist[kh] = hist[j].astype(np.int32)
             if errs[j]:
                 b.errors[kh] = b.errors.get(kh, 0) + int(errs[j])
         # Cost roll-ups: inference spans only.
