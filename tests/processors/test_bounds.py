@@ -82,6 +82,49 @@ def test_interval_accumulators_are_capped() -> None:
     assert ("latency", (OVERFLOW, "tool", OVERFLOW)) in eng._acc
 
 
+def test_interval_accumulator_cap_is_per_detector() -> None:
+    """5,000 distinct tools fill only their own detector's share (2 x max_keys plus the
+    overflow key) even beside an idle detector, and the folded values sit in one array."""
+    from otel_agents.processors._anomaly import OVERFLOW, AnomalyConfig, AnomalyEngine
+
+    # error_ratio sees no tool spans: a shared cap would have let latency take its share too.
+    eng = AnomalyEngine(AnomalyConfig(max_keys=10, detectors=("latency", "error_ratio")))
+    gen = TraceGen(53)
+    spans: list[GenSpan] = []
+    for i in range(5000):
+        g = gen.trace(0)[1]
+        for kv in g.span.attributes:
+            if kv.key == sc.GEN_AI_TOOL_NAME:
+                kv.value.string_value = f"tool-{i}"
+        spans.append(g)
+    eng.add_spans(build_span_batch(request(spans), pricebook=None, received_at=0.0))
+    per_det: dict[str, int] = {}
+    for det, _key in eng._acc:
+        per_det[det] = per_det.get(det, 0) + 1
+    assert per_det == {"latency": 2 * 10 + 1}
+    over = eng._acc[("latency", (OVERFLOW, "tool", OVERFLOW))]
+    assert over.values.shape == (5000 - 2 * 10,)
+
+
+def test_repeated_touches_keep_one_entry_per_open_trace() -> None:
+    """Traces touched by many batches keep one last-touched entry each (not one per touch), and
+    complete with every span once their quiet time has passed."""
+    asm = TraceAssembler(AssemblyConfig(decision_wait=30.0, max_open_traces=1000))
+    gen = TraceGen(54)
+    traces = [gen.trace(0) for _ in range(50)]
+    now = 1_700_000_000.0
+    for rnd in range(20):  # every round sends one more span of each trace, 1 s apart
+        spans = [t[rnd % len(t)] for t in traces]
+        batch = build_span_batch(request(spans), pricebook=None, received_at=now)
+        asm.add(batch, now)
+        now += 1.0
+        assert len(asm._quiet) == asm.open_traces == 50
+    assert asm.collect(now + 28.0) is None  # the last touch was < decision_wait ago
+    done = asm.collect(now + 29.0)
+    assert done is not None and done.n_traces == 50 and asm.open_traces == 0
+    assert done.spans.n + done.duplicates == 20 * 50
+
+
 def _renamed_batch(gen: TraceGen, tag: str, traces: int) -> SpanBatch:
     """``traces`` generated traces with every agent, tool and model name made unique by ``tag``."""
     spans: list[GenSpan] = []
