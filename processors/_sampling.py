@@ -328,13 +328,8 @@ class AnalysisBudget:
         if not self.adaptive or spans <= 0:
             return self.threshold
         per_other, per_skip, per_analysed = self.costs
-        floor = self.cpu_floor * min(dt, self.FLOOR_WINDOW)
-        allowed = max(share * per_other * spans, floor)
+        allowed = max(share * per_other * spans, self.cpu_floor * min(dt, self.FLOOR_WINDOW))
         p = (allowed + self.BALANCE_USE * self.balance - per_skip * spans) / (per_analysed * spans)
-        # The floor is never paid back: ticks whose cost does not shrink with the fraction
-        # (per-key evaluation) would otherwise keep the ledger in debt and pin the fraction at
-        # min_fraction, where no fault is seen (receiver_scaling: 0.001 at 50 % load).
-        p = max(p, floor / (per_analysed * spans))
         p = min(1.0, max(self.min_fraction, p))
         if p != self.fraction:
             self.fraction = p
