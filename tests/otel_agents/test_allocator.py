@@ -16,8 +16,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Runs in a fresh interpreter: allocator settings are process-wide and must not leak into the
-# test process. After a 1 MiB malloc/free, glibc's *dynamic* mmap threshold rises to 1 MiB, so
-# a following 512 KiB block comes from the arena; with the threshold pinned at 128 KiB it is
+# test process. After a 4 MiB malloc/free, glibc's *dynamic* mmap threshold rises to 4 MiB, so
+# a following 2 MiB block comes from the arena; with the threshold pinned at 1 MiB it is
 # mmapped (mallinfo2().hblkhd grows by it).
 _PROBE = r"""
 import ctypes, json, sys
@@ -32,9 +32,9 @@ libc.mallinfo2.restype = MI2
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-libc.free(libc.malloc(1 << 20))
+libc.free(libc.malloc(4 << 20))
 before = libc.mallinfo2().hblkhd
-block = libc.malloc(512 * 1024)
+block = libc.malloc(2 << 20)
 mapped = libc.mallinfo2().hblkhd - before
 libc.free(block)
 print(json.dumps({"applied": applied, "mapped": mapped}))
@@ -59,13 +59,17 @@ def test_tuning_pins_the_mmap_threshold_and_caps_arenas() -> None:
     baseline = _probe("plain")
     tuned = _probe("tune")
     assert baseline["mapped"] == 0  # glibc's dynamic threshold: the block came from the arena
-    assert tuned["applied"] == {"arena_max": 2, "mmap_threshold": 128 * 1024}
-    assert isinstance(tuned["mapped"], int) and tuned["mapped"] >= 512 * 1024
+    assert tuned["applied"] == {
+        "arena_max": 2,
+        "mmap_threshold": 1 << 20,
+        "trim_threshold": 2 << 20,
+    }
+    assert isinstance(tuned["mapped"], int) and tuned["mapped"] >= 2 << 20
 
 
 def test_user_environment_wins_and_the_switch_turns_it_off() -> None:
     """MALLOC_* variables keep the user's setting; OTEL_AGENTS_MALLOC_TUNING=false skips all."""
     user = _probe("tune", MALLOC_ARENA_MAX="4")
-    assert user["applied"] == {"mmap_threshold": 128 * 1024}
+    assert user["applied"] == {"mmap_threshold": 1 << 20, "trim_threshold": 2 << 20}
     off = _probe("tune", OTEL_AGENTS_MALLOC_TUNING="false")
     assert off["applied"] == {} and off["mapped"] == 0
