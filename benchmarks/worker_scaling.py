@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks._load import TRACE_EXPORT, build_request
+from benchmarks.receiver_scaling import Running
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -59,32 +59,17 @@ _H2LOAD_TIMEOUT = 240.0
 
 
 @dataclass
-class Receiver:
-    proc: subprocess.Popen[bytes]
-    grpc_port: int
+class Receiver(Running):
+    """A started ``serve`` (one process or a supervisor and its workers)."""
+
     http_port: int
-    admin_port: int
-
-    def processes(self) -> list[psutil.Process]:
-        root = psutil.Process(self.proc.pid)
-        return [root, *root.children(recursive=True)]
-
-    def cpu(self) -> float:
-        total = 0.0
-        for p in self.processes():
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
 
     def accepted(self) -> float:
-        url = f"http://127.0.0.1:{self.admin_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode()
+        """Spans acknowledged as durable, summed over workers (their ``worker`` label)."""
         pattern = r"^otel_agents_receiver_accepted_items_total\{([^}]*)\} ([0-9.e+]+)$"
         return sum(
             float(m.group(2))
-            for m in re.finditer(pattern, text, re.M)
+            for m in re.finditer(pattern, self.metrics(), re.M)
             if 'signal="traces"' in m.group(1) or "signal" not in m.group(1)
         )
 
@@ -115,7 +100,7 @@ def receiver(tmp: Path, workers: int) -> Iterator[Receiver]:
                 raise RuntimeError(f"receiver with {workers} worker(s) did not start")
             time.sleep(0.05)
         ports = json.loads(ports_file.read_text())
-        yield Receiver(proc, int(ports["grpc"]), int(ports["http"]), int(ports["admin"]))
+        yield Receiver(proc, int(ports["grpc"]), int(ports["admin"]), int(ports["http"]))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -186,7 +171,7 @@ def measure(rcv: Receiver, protocol: str, body: Path, requests: int, warmup: int
     cpu0 = rcv.cpu()
     wall, client_cpu, ok = h2load(protocol, port, body, requests)
     cpu = rcv.cpu() - cpu0
-    rss = sum(p.memory_info().rss for p in rcv.processes()) / 2**20
+    rss = rcv.rss()
     deadline = time.monotonic() + 10
     accepted = rcv.accepted() - accepted0
     while accepted < requests * SPANS and time.monotonic() < deadline:
@@ -293,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=1.7, help="2 workers / 1 worker (wall)")
     p.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if min(args.requests, args.warmup) < 32:
+        p.error("--requests and --warmup must be at least 32 (h2load opens 32 connections)")
     args.load_before = os.getloadavg()[0]
     cases = run(args)
     text = table(cases, args)
