@@ -35,7 +35,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import psutil
 
 from benchmarks._load import TRACE_EXPORT, build_request
 from benchmarks.receiver_scaling import Running
+from benchmarks.receiver_throughput import _free_port, _stop
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -102,22 +102,8 @@ def receiver(tmp: Path, workers: int) -> Iterator[Receiver]:
         ports = json.loads(ports_file.read_text())
         yield Receiver(proc, int(ports["grpc"]), int(ports["admin"]), int(ports["http"]))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        _stop(proc, timeout=60.0)  # a supervisor drains every worker before it exits
         log.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def h2load(protocol: str, port: int, body: Path, requests: int) -> tuple[float, float, int]:
