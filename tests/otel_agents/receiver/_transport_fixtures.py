@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -318,6 +319,25 @@ def http_post(
     finally:
         if own:
             c.close()
+
+
+def trickle_until_closed(sock: socket.socket, pieces: Iterable[bytes]) -> bool:
+    """Send ``pieces`` one at a time, waiting up to 0.1 s after each for the server to hang up;
+    returns whether it did (a slow-client test then checks when)."""
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return True
+        sock.settimeout(0.1)
+        try:
+            if sock.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except OSError:
+            return True
+    return False
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -13,7 +13,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otel_agents.receiver import HttpConfig, LimitsConfig, _http
 
-from ._transport_fixtures import Stack, http_post, stack_fixture, trace_request, wait_for
+from ._transport_fixtures import (
+    Stack,
+    http_post,
+    stack_fixture,
+    trace_request,
+    trickle_until_closed,
+    wait_for,
+)
 
 READ_TIMEOUT = 0.6
 
@@ -88,23 +95,8 @@ def test_trickled_body_is_cut_off_at_read_timeout(stack: Stack) -> None:
     with socket.create_connection(("127.0.0.1", stack.http.port), timeout=5) as s:
         s.sendall(_head(len(body)))
         start = time.monotonic()
-        closed = False
-        for i in range(min(len(body), 40)):  # 40 bytes, 0.1 s apart: 4 s if never cut off
-            try:
-                s.sendall(body[i : i + 1])
-            except OSError:
-                closed = True
-                break
-            s.settimeout(0.1)
-            try:
-                if s.recv(1024) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                pass
-            except OSError:
-                closed = True
-                break
+        # 40 bytes, 0.1 s apart: 4 s if never cut off
+        closed = trickle_until_closed(s, (body[i : i + 1] for i in range(min(len(body), 40))))
         elapsed = time.monotonic() - start
     assert closed
     assert READ_TIMEOUT * 0.8 <= elapsed < READ_TIMEOUT + 1.0, elapsed

@@ -25,6 +25,7 @@ from ._transport_fixtures import (
     http_post,
     stack_fixture,
     trace_request,
+    trickle_until_closed,
     wait_for,
     with_attr,
 )
@@ -263,20 +264,8 @@ def test_slow_headers_are_cut_off(stack: Stack) -> None:
     with socket.create_connection(("127.0.0.1", stack.http.port), timeout=5) as s:
         s.sendall(b"POST /v1/traces HTTP/1.1\r\n")
         start = time.monotonic()
-        closed = False
-        for _ in range(20):  # one header byte every 0.1 s: each recv is quick, the total is not
-            try:
-                s.sendall(b"X")
-            except OSError:
-                closed = True
-                break
-            s.settimeout(0.1)
-            try:
-                if s.recv(1024) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                pass
+        # one header byte every 0.1 s: each recv is quick, the total is not
+        closed = trickle_until_closed(s, [b"X"] * 20)
         elapsed = time.monotonic() - start
     assert closed
     assert elapsed < 1.5, elapsed
