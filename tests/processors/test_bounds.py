@@ -63,20 +63,24 @@ def test_unique_names_and_open_traces_stay_bounded(tmp_path: Path) -> None:
         assert len(series) <= CAP + 1, fam.name
 
 
-def test_interval_accumulators_are_capped() -> None:
-    """One interval with 5,000 distinct tools accumulates at most the cap plus overflow keys."""
-    from otel_agents.processors._anomaly import OVERFLOW, AnomalyConfig, AnomalyEngine
-
-    eng = AnomalyEngine(AnomalyConfig(max_keys=10, detectors=("latency",)))
-    gen = TraceGen(52)
+def _distinct_tool_spans(gen: TraceGen, n: int) -> SpanBatch:
+    """One batch of ``n`` tool spans, each naming its own tool (``tool-0`` ...)."""
     spans: list[GenSpan] = []
-    for i in range(5000):
+    for i in range(n):
         g = gen.trace(0)[1]
         for kv in g.span.attributes:
             if kv.key == sc.GEN_AI_TOOL_NAME:
                 kv.value.string_value = f"tool-{i}"
         spans.append(g)
-    eng.add_spans(build_span_batch(request(spans), pricebook=None, received_at=0.0))
+    return build_span_batch(request(spans), pricebook=None, received_at=0.0)
+
+
+def test_interval_accumulators_are_capped() -> None:
+    """One interval with 5,000 distinct tools accumulates at most the cap plus overflow keys."""
+    from otel_agents.processors._anomaly import OVERFLOW, AnomalyConfig, AnomalyEngine
+
+    eng = AnomalyEngine(AnomalyConfig(max_keys=10, detectors=("latency",)))
+    eng.add_spans(_distinct_tool_spans(TraceGen(52), 5000))
     assert len(eng._acc) <= 2 * 10 + 1
     assert ("latency", ("researcher", "tool", "tool-0")) in eng._acc
     assert ("latency", (OVERFLOW, "tool", OVERFLOW)) in eng._acc
@@ -89,15 +93,7 @@ def test_interval_accumulator_cap_is_per_detector() -> None:
 
     # error_ratio sees no tool spans: a shared cap would have let latency take its share too.
     eng = AnomalyEngine(AnomalyConfig(max_keys=10, detectors=("latency", "error_ratio")))
-    gen = TraceGen(53)
-    spans: list[GenSpan] = []
-    for i in range(5000):
-        g = gen.trace(0)[1]
-        for kv in g.span.attributes:
-            if kv.key == sc.GEN_AI_TOOL_NAME:
-                kv.value.string_value = f"tool-{i}"
-        spans.append(g)
-    eng.add_spans(build_span_batch(request(spans), pricebook=None, received_at=0.0))
+    eng.add_spans(_distinct_tool_spans(TraceGen(53), 5000))
     per_det: dict[str, int] = {}
     for det, _key in eng._acc:
         per_det[det] = per_det.get(det, 0) + 1
