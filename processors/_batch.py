@@ -464,8 +464,6 @@ def _sample(
 ) -> tuple[list[tuple[Any, Iterable[Any]]], list[float]]:
     """Per ResourceSpans the spans analysis keeps at ``threshold``, and their weights."""
     sampler = SpanSampler(threshold)
-    from_bytes = int.from_bytes
-    plain = adjusted_count(threshold)
     groups: list[tuple[Any, Iterable[Any]]] = []
     weights: list[float] = []
     last_tid: bytes | None = None
@@ -479,11 +477,7 @@ def _sample(
                     # Spans of a trace come together: one decision per run of a trace ID, so
                     # a trace is never split even if its spans disagree on tracestate.
                     last_tid = tid
-                    ts = span.trace_state
-                    if ts:
-                        w = sampler.weight(tid, ts)
-                    else:
-                        w = plain if from_bytes(tid[-7:], "big") >= threshold else 0.0
+                    w = sampler.weight(tid, span.trace_state)
                 if w:
                     kept.append(span)
                     weights.append(w)
@@ -561,8 +555,6 @@ def sample_payload(payload: bytes, threshold: int) -> tuple[bytes, list[float]]:
         return _copy_kept(payload, fast[0]), [adjusted_count(threshold)] * fast[1]
     # Some span carries a tracestate (or an odd trace ID): one decision per run, in Python.
     sampler = SpanSampler(threshold)
-    from_bytes = int.from_bytes
-    plain = adjusted_count(threshold)
     weights: list[float] = []
     kept: list[tuple[int, int, list[int]]] = []  # (resource index, scope index, span indices)
     last_tid: bytes | None = None
@@ -575,11 +567,7 @@ def sample_payload(payload: bytes, threshold: int) -> tuple[bytes, list[float]]:
                 if tid != last_tid:
                     # The run rule of _sample: a trace is never split.
                     last_tid = tid
-                    ts = span.trace_state
-                    if ts:
-                        w = sampler.weight(tid, ts)
-                    else:
-                        w = plain if from_bytes(tid[-7:], "big") >= threshold else 0.0
+                    w = sampler.weight(tid, span.trace_state)
                 if w:
                     if idx is None:
                         idx = []
