@@ -352,15 +352,13 @@ class AnalysisBudget:
             acc[0] = acc[0] * decay + other
             acc[1] = acc[1] * decay + spans
 
-    def update(self, analysis_cpu: float, offered: int | None = None) -> float:
+    def update(self, analysis_cpu: float) -> float:
         """Refresh the smoothed CPU rates (telemetry) once a ``window`` has passed; returns the
         fraction.
 
         Args:
             analysis_cpu: cumulative CPU seconds of analysis.
-            offered: unused; kept for callers of the windowed controller this replaced.
         """
-        del offered
         now, proc = self._clock(), self._process_cpu()
         if self._mark is None:
             self._mark = (now, proc, analysis_cpu)

@@ -173,7 +173,6 @@ class Pipeline:
         self._held_spans = 0
         self._held_since = 0.0
         self._analysis_cpu = 0.0  # pipeline-thread CPU seconds spent on analysis
-        self._offered = 0  # spans offered to analysis (sampled or not)
         self._arrived = 0  # trace spans committed by ingest (the budget's load measure)
         self._arrived_lock = threading.Lock()
         self._feed_cpu = 0.0  # pipeline-thread CPU spent decoding and feeding sampled spans
@@ -484,7 +483,7 @@ class Pipeline:
     def _update_budget(self) -> None:
         budget = self._budget
         try:
-            budget.update(self._analysis_cpu, self._offered)
+            budget.update(self._analysis_cpu)
         except Exception:  # the budget must never stop the pipeline
             _log.exception("pipeline: analysis budget update failed")
             return
@@ -526,7 +525,6 @@ class Pipeline:
         from otel_agents.processors._batch import sample_payload
         from otel_agents.processors._sampling import threshold_to_probability
 
-        self._offered += row.items
         threshold = self._budget.threshold if self._budget is not None else 0
         if threshold == 0:
             self._feed_held()  # keep arrival order when the fraction returns to 1
